@@ -1,0 +1,34 @@
+// error.h — rmoe::Error and RMOE_CHECK.
+//
+// Library code throws; mains catch, print one line and exit (under MPI, after
+// aborting every rank). Messages name what failed, the input, and what to do.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace rmoe {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A bad user input (option, value, file). Mains exit with status 2 for these.
+struct UsageError : Error {
+  using Error::Error;
+};
+
+[[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
+
+}  // namespace rmoe
+
+#define RMOE_CHECK(cond, ...)                                                  \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::ostringstream rmoe_os_;                                             \
+      rmoe_os_ << __VA_ARGS__;                                                 \
+      ::rmoe::throw_error(__FILE__, __LINE__,                                  \
+                          std::string("check failed: " #cond ": ") +           \
+                              rmoe_os_.str());                                 \
+    }                                                                          \
+  } while (0)

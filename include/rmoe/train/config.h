@@ -1,0 +1,99 @@
+// config.h — every option of a training run in one typed struct, parsed once
+// from the command line and an optional INI file (DESIGN.md §6).
+//
+//   TrainConfig cfg = parse_train_config(argc, argv);   // throws UsageError
+//   if (cfg.help) { std::cout << cfg.help_text; return 0; }
+//
+// Flags are long options (`--num-layers 8` or `--num-layers=8`). `--config F`
+// reads an INI file whose keys are the flag names without dashes
+// (`num-layers = 8`); a flag given on the command line overrides the file.
+// Every bad option, value or combination throws rmoe::UsageError with ONE line
+// naming the option, the value and what is allowed, e.g.
+//   "--moe-router-topk=5 must be <= --num-experts=4".
+// config_to_ini() writes the resolved configuration back in the same INI
+// format (parseable by --config), for logs and checkpoints.
+//
+// Tested by tests/test_config.cpp (every validation path, INI precedence,
+// round trip, frozen CLI surface).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "rmoe/core/tensor.h"   // Device
+#include "rmoe/model/config.h"  // ModelConfig
+
+namespace rmoe {
+
+struct TrainConfig {
+  ModelConfig model;  // shape, router, init; validated by ModelConfig::validate()
+
+  // Batch: sequences of model.seq_length tokens.
+  int micro_batch_size = 4;   // sequences per forward/backward
+  int global_batch_size = 8;  // sequences per optimizer step; a multiple of
+                              // micro_batch_size (split over ranks later)
+
+  // Learning-rate schedule (train/schedule.h): linear warm-up, cosine decay.
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int64_t lr_warmup_iters = 10;
+  int64_t lr_decay_iters = -1;  // < 0: use train_iters (the parser resolves it)
+  int64_t train_iters = 100;    // optimizer steps
+  int64_t exit_interval = 0;    // stop after a step that is a multiple of it; 0 = never
+
+  // AdamW (train/adamw.h) and clipping.
+  double weight_decay = 0.1;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double clip_grad = 1.0;  // max global gradient L2 norm; 0 disables clipping
+
+  // Parallel layout (DESIGN.md §3).
+  int expert_parallel_size = 0;  // EP; 0 = auto (chosen from world size and E)
+
+  // Data, checkpoints, evaluation, logging.
+  std::string data_path = "synthetic:markov";  // a dataset directory or synthetic:NAME
+  std::string save;             // checkpoint directory to write; empty = none
+  std::string load;             // checkpoint directory to resume from; empty = none
+  int64_t save_interval = 0;    // steps between checkpoints; 0 = only at the end (if --save)
+  int64_t eval_interval = 0;    // steps between evaluations; 0 = never
+  int64_t eval_iters = 10;      // micro-batches per evaluation
+  int64_t log_interval = 10;    // steps between log lines
+  uint64_t seed = 1234;         // weights, data order, synthetic data
+  Device device = Device::cpu;
+  bool dry_run = false;         // print sizes, FLOPs and memory, then exit
+  std::string metrics_file;     // JSON-lines metrics; empty = none
+
+  // Set by --help: the caller prints help_text and exits (nothing is validated).
+  bool help = false;
+  std::string help_text;
+
+  int64_t resolved_lr_decay_iters() const {
+    return lr_decay_iters < 0 ? train_iters : lr_decay_iters;
+  }
+  // Gradient-accumulation steps of one process (data parallelism divides it later).
+  int accumulation_steps() const { return global_batch_size / micro_batch_size; }
+};
+
+// Parses argv (argv[0] is the program name). Throws UsageError (one line) for
+// an unknown flag, a bad value, a bad combination, a missing or unreadable
+// --config file or an unknown INI key. The result is validated and its
+// lr_decay_iters resolved, unless help is set.
+// (A char** argv converts implicitly.)
+TrainConfig parse_train_config(int argc, const char* const* argv);
+
+// Throws UsageError naming the first bad option (ModelConfig's checks first).
+void validate_train_config(const TrainConfig& cfg);
+
+// The resolved configuration as INI text, one `key = value` line per option
+// (every option except config and help), readable back through --config.
+std::string config_to_ini(const TrainConfig& cfg);
+
+// The long flag names, in --help order (without dashes). Tests freeze this list
+// so adding or renaming a flag is a deliberate act.
+std::vector<std::string> train_option_names();
+
+// The --help text.
+std::string train_config_help();
+
+}  // namespace rmoe

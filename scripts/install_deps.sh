@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs rmoe's build and test dependencies from Debian packages. Idempotent:
+# packages already present are skipped, so a second run costs a dpkg query.
+# Usage: scripts/install_deps.sh [--test]   (--test adds what the test suite needs)
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config
+  openmpi-bin libopenmpi-dev
+  libhdf5-dev hdf5-tools
+  libboost-program-options-dev
+  libopenblas-dev
+  libgtest-dev
+  nlohmann-json3-dev
+  libsentencepiece-dev sentencepiece
+)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install_deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+echo "install_deps: installing ${missing[*]}"
+# Wait for another apt/dpkg to release its lock instead of failing.
+apt_opts=(-o DPkg::Lock::Timeout=600 -y -q --no-install-recommends)
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get "${apt_opts[@]:0:1}" update -q || $SUDO apt-get update -q
+$SUDO apt-get install "${apt_opts[@]}" "${missing[@]}"

@@ -1,0 +1,270 @@
+// cpu_dense.cpp — the cpu backend's token-wise ops: linear, embedding, RMSNorm,
+// RoPE, SwiGLU, tanh, the GRU cell, cross-entropy.
+//
+// GEMMs go to OpenBLAS; row-wise loops are OpenMP-parallel over rows. Column
+// reductions (bias, norm-weight and embedding gradients) are parallel over
+// columns and loop rows in order, so results do not depend on thread count.
+// Tested against rmoe::ref and by finite differences in tests/test_ops.cpp.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "blas.h"
+#include "rmoe/core/error.h"
+#include "rmoe/kernels/ops.h"
+#include "rmoe/kernels/pointwise.h"
+
+namespace rmoe::cpu {
+
+// ---- linear: y[N,out] = x[N,in] W[out,in]^T + b ------------------------------
+template <class T>
+void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
+  const int64_t N = x.rows(), in = x.cols(), out = W.size(0);
+  RMOE_CHECK(W.cols() == in && y.rows() == N && y.cols() == out,
+             "linear_forward: x " << x.shape_str() << " W " << W.shape_str() << " y "
+                                  << y.shape_str());
+  gemm(false, true, N, out, in, T(1), x.data, in, W.data, in, T(0), y.data, out);
+  if (!b.empty()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < out; ++o) y.data[n * out + o] += b.data[o];
+  }
+}
+
+// Column sums of a [N, C] matrix added into acc[C]; rows in order per column.
+template <class T>
+static void add_column_sums(T* acc, const T* m, int64_t N, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const int64_t c1 = std::min(C, c0 + 16);
+    T s[16] = {};
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = c0; c < c1; ++c) s[c - c0] += m[n * C + c];
+    for (int64_t c = c0; c < c1; ++c) acc[c] += s[c - c0];
+  }
+}
+
+template <class T>
+void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x, In<T> W) {
+  const int64_t N = x.rows(), in = x.cols(), out = W.size(0);
+  RMOE_CHECK(dy.rows() == N && dy.cols() == out, "linear_backward: dy " << dy.shape_str());
+  if (!dx.empty()) gemm(false, false, N, in, out, T(1), dy.data, out, W.data, in, T(1), dx.data, in);
+  if (!dW.empty()) gemm(true, false, out, in, N, T(1), dy.data, out, x.data, in, T(1), dW.data, in);
+  if (!db.empty()) add_column_sums(db.data, dy.data, N, out);
+}
+
+// ---- embedding ---------------------------------------------------------------
+template <class T>
+void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
+  const int64_t N = tokens.numel(), V = W.size(0), d = W.cols();
+  RMOE_CHECK(out.rows() == N && out.cols() == d, "embedding_forward: out " << out.shape_str());
+  for (int64_t n = 0; n < N; ++n)
+    RMOE_CHECK(tokens.data[n] >= 0 && tokens.data[n] < V,
+               "token id " << tokens.data[n] << " at position " << n << " is outside the vocabulary [0, "
+                           << V << ")");
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    std::copy_n(W.data + tokens.data[n] * d, d, out.data + n * d);
+}
+
+template <class T>
+void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) {
+  const int64_t N = tokens.numel(), d = dW.cols();
+  // Parallel over column blocks; each block walks tokens in order (repeats are
+  // summed in a fixed order, no races).
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < d; c0 += 32) {
+    const int64_t c1 = std::min(d, c0 + 32);
+    for (int64_t n = 0; n < N; ++n) {
+      T* row = dW.data + tokens.data[n] * d;
+      const T* g = dout.data + n * d;
+      for (int64_t c = c0; c < c1; ++c) row[c] += g[c];
+    }
+  }
+}
+
+// ---- RMSNorm -----------------------------------------------------------------
+template <class T>
+void rmsnorm_forward(Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps) {
+  const int64_t N = x.rows(), d = x.cols();
+  RMOE_CHECK(w.numel() == d && out.numel() == x.numel() && rstd.numel() == N,
+             "rmsnorm_forward: x " << x.shape_str() << " w " << w.shape_str());
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xr = x.data + n * d;
+    double ss = 0;
+    for (int64_t c = 0; c < d; ++c) ss += double(xr[c]) * xr[c];
+    const T r = T(1.0 / std::sqrt(ss / d + eps));
+    rstd.data[n] = r;
+    T* o = out.data + n * d;
+    for (int64_t c = 0; c < d; ++c) o[c] = xr[c] * r * w.data[c];
+  }
+}
+
+template <class T>
+void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd) {
+  const int64_t N = x.rows(), d = x.cols();
+  if (!dx.empty()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const T* xr = x.data + n * d;
+      const T* g = dout.data + n * d;
+      const T r = rstd.data[n];
+      double dot = 0;  // sum_c g_c w_c x_c
+      for (int64_t c = 0; c < d; ++c) dot += double(g[c]) * w.data[c] * xr[c];
+      const T coef = T(dot * r * r * r / d);
+      T* o = dx.data + n * d;
+      for (int64_t c = 0; c < d; ++c) o[c] += r * w.data[c] * g[c] - coef * xr[c];
+    }
+  }
+  if (!dw.empty()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < d; c0 += 16) {
+      const int64_t c1 = std::min(d, c0 + 16);
+      T s[16] = {};
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = c0; c < c1; ++c) s[c - c0] += dout.data[n * d + c] * x.data[n * d + c] * rstd.data[n];
+      for (int64_t c = c0; c < c1; ++c) dw.data[c] += s[c - c0];
+    }
+  }
+}
+
+// ---- RoPE (half-split pairs), in place on [B,S,H,D] ---------------------------
+template <class T>
+static void rope_apply(Tensor<T> x, double theta, double sign) {
+  RMOE_CHECK(x.ndim == 4 && x.size(3) % 2 == 0, "rope: expects [B,S,H,D] with D even, got " << x.shape_str());
+  const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  std::vector<T> cs(S * half), sn(S * half);  // [S, D/2] cos and sin tables
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t j = 0; j < half; ++j) {
+      const double ang = double(s) * std::pow(theta, -2.0 * double(j) / double(D));
+      cs[s * half + j] = T(std::cos(ang));
+      sn[s * half + j] = T(sign * std::sin(ang));
+    }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < H; ++h) {
+        T* v = x.data + ((b * S + s) * H + h) * D;
+        for (int64_t j = 0; j < half; ++j) {
+          const T c = cs[s * half + j], si = sn[s * half + j];
+          const T a = v[j], bb = v[j + half];
+          v[j] = a * c - bb * si;
+          v[j + half] = a * si + bb * c;
+        }
+      }
+}
+template <class T>
+void rope_forward(Tensor<T> x, double theta) { rope_apply(x, theta, +1.0); }
+template <class T>
+void rope_backward(Tensor<T> dx, double theta) { rope_apply(dx, theta, -1.0); }
+
+// ---- SwiGLU, tanh, GRU cell ----------------------------------------------------
+template <class T>
+void swiglu_forward(Tensor<T> h, In<T> a, In<T> b) {
+  const int64_t n = a.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) h.data[i] = pw::swiglu(a.data[i], b.data[i]);
+}
+template <class T>
+void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
+  const int64_t n = a.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T ga, gb;
+    pw::swiglu_grad(a.data[i], b.data[i], dh.data[i], ga, gb);
+    da.data[i] += ga;
+    db.data[i] += gb;
+  }
+}
+
+template <class T>
+void tanh_forward(Tensor<T> y, In<T> x) {
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y.data[i] = std::tanh(x.data[i]);
+}
+template <class T>
+void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
+  const int64_t n = y.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dx.data[i] += dy.data[i] * (T(1) - y.data[i] * y.data[i]);
+}
+
+template <class T>
+void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h) {
+  const int64_t N = h.rows(), p = h.cols();
+  RMOE_CHECK(gi.cols() == 3 * p && gh.cols() == 3 * p && gates.cols() == 3 * p,
+             "gru_forward: gi " << gi.shape_str() << " h " << h.shape_str());
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* i3 = gi.data + n * 3 * p;
+    const T* h3 = gh.data + n * 3 * p;
+    T* g3 = gates.data + n * 3 * p;
+    for (int64_t j = 0; j < p; ++j)
+      hnew.data[n * p + j] = pw::gru_cell(i3[j], i3[p + j], i3[2 * p + j], h3[j], h3[p + j], h3[2 * p + j],
+                                          h.data[n * p + j], g3[j], g3[p + j], g3[2 * p + j]);
+  }
+}
+template <class T>
+void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T> gates, In<T> gh,
+                  In<T> h) {
+  const int64_t N = h.rows(), p = h.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* g3 = gates.data + n * 3 * p;
+    T* di = dgi.data + n * 3 * p;
+    T* dhh = dgh.data + n * 3 * p;
+    for (int64_t j = 0; j < p; ++j) {
+      T ir, iz, in, hr, hz, hn, dprev;
+      pw::gru_cell_grad(g3[j], g3[p + j], g3[2 * p + j], gh.data[n * 3 * p + 2 * p + j], h.data[n * p + j],
+                        dhnew.data[n * p + j], ir, iz, in, hr, hz, hn, dprev);
+      di[j] += ir; di[p + j] += iz; di[2 * p + j] += in;
+      dhh[j] += hr; dhh[p + j] += hz; dhh[2 * p + j] += hn;
+      if (!dh.empty()) dh.data[n * p + j] += dprev;
+    }
+  }
+}
+
+// ---- cross-entropy ----------------------------------------------------------------
+template <class T>
+void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<const int32_t> targets,
+                   double dloss_scale) {
+  const int64_t N = logits.rows(), V = logits.cols();
+  RMOE_CHECK(targets.numel() == N && losses.numel() == N, "cross_entropy: logits " << logits.shape_str());
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* l = logits.data + n * V;
+    const int32_t t = targets.data[n];
+    T mx = l[0];
+    for (int64_t v = 1; v < V; ++v) mx = std::max(mx, l[v]);
+    double sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v] - mx));
+    const double lse = double(mx) + std::log(sum);
+    losses.data[n] = T(lse - double(l[t]));
+    if (!dlogits.empty()) {
+      T* g = dlogits.data + n * V;
+      const T inv = T(1.0 / sum), sc = T(dloss_scale);
+      for (int64_t v = 0; v < V; ++v) g[v] += sc * std::exp(l[v] - mx) * inv;
+      g[t] -= sc;
+    }
+  }
+}
+
+template <class T>
+void instantiate_cpu_dense() {
+  (void)&linear_forward<T>; (void)&linear_backward<T>;
+  (void)&embedding_forward<T>; (void)&embedding_backward<T>;
+  (void)&rmsnorm_forward<T>; (void)&rmsnorm_backward<T>;
+  (void)&rope_forward<T>; (void)&rope_backward<T>;
+  (void)&swiglu_forward<T>; (void)&swiglu_backward<T>;
+  (void)&tanh_forward<T>; (void)&tanh_backward<T>;
+  (void)&gru_forward<T>; (void)&gru_backward<T>;
+  (void)&cross_entropy<T>;
+}
+template void instantiate_cpu_dense<float>();
+template void instantiate_cpu_dense<double>();
+
+}  // namespace rmoe::cpu

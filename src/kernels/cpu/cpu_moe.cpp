@@ -1,0 +1,197 @@
+// cpu_moe.cpp — the MoE ops on the cpu backend: router softmax/top-k, token
+// dispatch (gather) and combine, and the grouped SwiGLU experts.
+//
+// Experts: one GEMM per expert over exactly the rows routed to it (no padding);
+// an expert with zero rows costs nothing. Gather/combine are parallel over
+// tokens; every slot belongs to one (token, j), so there are no write races and
+// sums run in slot order j = 0..k-1.
+// Tested against rmoe::ref and by finite differences in tests/test_ops.cpp.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "blas.h"
+#include "rmoe/core/error.h"
+#include "rmoe/kernels/ops.h"
+#include "rmoe/kernels/pointwise.h"
+
+namespace rmoe::cpu {
+
+// ---- router: softmax, top-k, renormalised gates ------------------------------
+template <class T>
+void router_topk_forward(Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate, Tensor<T> lse, In<T> logits) {
+  const int64_t N = logits.rows(), E = logits.cols(), K = idx.cols();
+  RMOE_CHECK(K >= 1 && K <= E && idx.rows() == N && gate.rows() == N,
+             "router_topk_forward: logits " << logits.shape_str() << " idx " << idx.shape_str());
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* l = logits.data + n * E;
+    T* p = probs.data + n * E;
+    T mx = l[0];
+    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, l[e]);
+    T sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (p[e] = std::exp(l[e] - mx));
+    for (int64_t e = 0; e < E; ++e) p[e] /= sum;
+    lse.data[n] = mx + std::log(sum);
+    // k passes of argmax; strict '>' keeps the lower index on ties.
+    int32_t* id = idx.data + n * K;
+    T chosen_sum = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      int32_t best = -1;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t i = 0; i < j; ++i) taken |= (id[i] == e);
+        if (!taken && (best < 0 || p[e] > p[best])) best = int32_t(e);
+      }
+      id[j] = best;
+      chosen_sum += p[best];
+    }
+    for (int64_t j = 0; j < K; ++j) gate.data[n * K + j] = p[id[j]] / chosen_sum;
+  }
+}
+
+template <class T>
+void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, double dlse_scale, In<T> probs,
+                          Tensor<const int32_t> idx, In<T> lse) {
+  const int64_t N = probs.rows(), E = probs.cols(), K = idx.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = probs.data + n * E;
+    const int32_t* id = idx.data + n * K;
+    T dp[256];  // d loss / d prob for this row (E <= 256 checked by ModelConfig)
+    T* dprob = E <= 256 ? dp : new T[E];
+    for (int64_t e = 0; e < E; ++e) dprob[e] = dprobs_extra.empty() ? T(0) : dprobs_extra.data[e];
+    if (!dgate.empty()) {
+      // g_j = p_j / s, s = sum_i p_i:  d/dp_j = (dg_j - sum_i dg_i g_i) / s
+      T s = 0, c = 0;
+      for (int64_t j = 0; j < K; ++j) s += p[id[j]];
+      for (int64_t j = 0; j < K; ++j) c += dgate.data[n * K + j] * (p[id[j]] / s);
+      for (int64_t j = 0; j < K; ++j) dprob[id[j]] += (dgate.data[n * K + j] - c) / s;
+    }
+    T dot = 0;
+    for (int64_t e = 0; e < E; ++e) dot += p[e] * dprob[e];
+    const T dz = T(dlse_scale) * T(2) * lse.data[n];  // d(lse^2) = 2 lse * softmax
+    T* g = dlogits.data + n * E;
+    for (int64_t e = 0; e < E; ++e) g[e] += p[e] * (dprob[e] - dot + dz);
+    if (dprob != dp) delete[] dprob;
+  }
+}
+
+// ---- dispatch and combine --------------------------------------------------------
+template <class T>
+void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
+  const int64_t N = slot_token.numel(), d = x.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < N; ++s) std::copy_n(x.data + int64_t(slot_token.data[s]) * d, d, xs.data + s * d);
+}
+
+template <class T>
+void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> gate) {
+  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < Tn; ++t) {
+    T* o = out.data + t * d;
+    std::fill_n(o, d, T(0));
+    for (int64_t j = 0; j < K; ++j) {
+      const T g = gate.data[t * K + j];
+      const T* y = ys.data + int64_t(slot_of.data[t * K + j]) * d;
+      for (int64_t c = 0; c < d; ++c) o[c] += g * y[c];
+    }
+  }
+}
+
+template <class T>
+void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, Tensor<const int32_t> slot_of,
+                          In<T> gate) {
+  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < Tn; ++t) {
+    const T* g = dout.data + t * d;
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t s = slot_of.data[t * K + j];
+      const T gt = gate.data[t * K + j];
+      const T* y = ys.data + s * d;
+      T* dy = dys.data + s * d;
+      T dot = 0;
+      for (int64_t c = 0; c < d; ++c) {
+        dy[c] += gt * g[c];
+        dot += g[c] * y[c];
+      }
+      dgate.data[t * K + j] += dot;
+    }
+  }
+}
+
+template <class T>
+void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of) {
+  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = dx.cols();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < Tn; ++t)
+    for (int64_t j = 0; j < K; ++j) {
+      const T* g = dxs.data + int64_t(slot_of.data[t * K + j]) * d;
+      T* o = dx.data + t * d;
+      for (int64_t c = 0; c < d; ++c) o[c] += g[c];
+    }
+}
+
+// ---- grouped SwiGLU experts --------------------------------------------------------
+template <class T>
+void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs, Tensor<const int64_t> offsets,
+                     In<T> W1, In<T> W3, In<T> W2) {
+  const int64_t E = W1.size(0), f = W1.size(1), d = W1.size(2);
+  RMOE_CHECK(offsets.numel() == E + 1 && xs.cols() == d && W2.size(1) == d && W2.size(2) == f,
+             "experts_forward: W1 " << W1.shape_str() << " W2 " << W2.shape_str() << " xs " << xs.shape_str());
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
+    if (n == 0) continue;
+    gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W1.data + e * f * d, d, T(0), a.data + r0 * f, f);
+    gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W3.data + e * f * d, d, T(0), b.data + r0 * f, f);
+    T* hh = h.data + r0 * f;
+    const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n * f; ++i) hh[i] = pw::swiglu(aa[i], bb[i]);
+    gemm(false, true, n, d, f, T(1), hh, f, W2.data + e * d * f, f, T(0), ys.data + r0 * d, d);
+  }
+}
+
+template <class T>
+void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2, Tensor<T> scratch_da,
+                      Tensor<T> scratch_db, In<T> dys, In<T> xs, Tensor<const int64_t> offsets, In<T> a, In<T> b,
+                      In<T> h, In<T> W1, In<T> W3, In<T> W2) {
+  const int64_t E = W1.size(0), f = W1.size(1), d = W1.size(2);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
+    if (n == 0) continue;
+    const T* dy = dys.data + r0 * d;
+    const T* x = xs.data + r0 * d;
+    T* da = scratch_da.data + r0 * f;
+    T* db = scratch_db.data + r0 * f;  // holds dh first, then db
+    gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);  // dW2 += dy^T h
+    gemm(false, false, n, f, d, T(1), dy, d, W2.data + e * d * f, f, T(0), db, f);               // dh = dy W2
+    const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n * f; ++i) {
+      T ga, gb;
+      pw::swiglu_grad(aa[i], bb[i], db[i], ga, gb);
+      da[i] = ga;
+      db[i] = gb;
+    }
+    gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // dW1 += da^T x
+    gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // dW3 += db^T x
+    T* dx = dxs.data + r0 * d;
+    gemm(false, false, n, d, f, T(1), da, f, W1.data + e * f * d, d, T(1), dx, d);  // dx += da W1
+    gemm(false, false, n, d, f, T(1), db, f, W3.data + e * f * d, d, T(1), dx, d);  // dx += db W3
+  }
+}
+
+template <class T>
+void instantiate_cpu_moe() {
+  (void)&router_topk_forward<T>; (void)&router_topk_backward<T>;
+  (void)&moe_gather<T>; (void)&moe_combine<T>; (void)&moe_combine_backward<T>; (void)&moe_gather_backward<T>;
+  (void)&experts_forward<T>; (void)&experts_backward<T>;
+}
+template void instantiate_cpu_moe<float>();
+template void instantiate_cpu_moe<double>();
+
+}  // namespace rmoe::cpu

@@ -1,0 +1,132 @@
+"""Writes the golden HDF5 files tests/golden/*.h5 (format: docs/MODEL.md).
+
+Run from the repository root with the system python (torch lives there):
+    /usr/bin/python3 tests/torch_ref/make_golden.py
+
+Parameters are float32, drawn with a fixed torch seed per case: matrices
+normal(0, 0.3), norms 1 + 0.1*normal, biases 0.1*normal (larger than the
+training init so routing, attention and every gradient path are non-trivial).
+Everything is then computed in float64. A seed is accepted only if, for every
+layer and token, the k-th and (k+1)-th largest router probabilities differ by
+more than MARGIN, so a float32 implementation picks the same experts.
+"""
+
+import os
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rmoe_torch as rm  # noqa: E402
+
+MARGIN = 1e-3
+MAX_TRIES = 1000
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
+
+# (file name, router_type, router_detach, tie_embeddings, first seed to try)
+CASES = [
+    ("golden_linear.h5", "linear", 0, 0, 1000),
+    ("golden_mlp.h5", "mlp", 0, 0, 2000),
+    ("golden_gru.h5", "gru", 0, 0, 3000),
+    ("golden_rnn.h5", "rnn", 0, 0, 4000),
+    ("golden_gru_detach.h5", "gru", 1, 0, 5000),
+    ("golden_gru_tied.h5", "gru", 0, 1, 6000),
+]
+
+
+def check_gru_cell():
+    """Our hand-written GRU cell must match torch.nn.GRUCell."""
+    g = torch.Generator().manual_seed(7)
+    n, p = 5, 8
+    cell = torch.nn.GRUCell(p, p).double()
+    with torch.no_grad():
+        for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
+            w.copy_(torch.randn(w.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(n, p, generator=g, dtype=torch.float64)
+    h = torch.randn(n, p, generator=g, dtype=torch.float64)
+    ref = cell(x, h)
+    ours = rm.gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    err = (ref - ours).abs().max().item()
+    assert err < 1e-12, "gru_cell differs from torch.nn.GRUCell by %g" % err
+
+
+def make_params(cfg, gen):
+    """float32 parameters in param_specs order."""
+    P = {}
+    for name, shape, kind in rm.param_specs(cfg):
+        r = torch.randn(shape, generator=gen, dtype=torch.float32)
+        if kind == "matrix":
+            P[name] = 0.3 * r
+        elif kind == "norm":
+            P[name] = 1.0 + 0.1 * r
+        else:
+            P[name] = 0.1 * r
+    return P
+
+
+def min_margin(probs, k):
+    m = float("inf")
+    for prob in probs:
+        s, _ = torch.sort(prob.detach(), dim=-1, descending=True)
+        m = min(m, (s[:, k - 1] - s[:, k]).min().item())
+    return m
+
+
+def build_case(cfg, first_seed):
+    for seed in range(first_seed, first_seed + MAX_TRIES):
+        gen = torch.Generator().manual_seed(seed)
+        P32 = make_params(cfg, gen)
+        shape = (cfg.batch_size, cfg.seq_length)
+        tokens = torch.randint(0, cfg.vocab_size, shape, generator=gen, dtype=torch.int64)
+        targets = torch.randint(0, cfg.vocab_size, shape, generator=gen, dtype=torch.int64)
+        P64 = {n: t.double().requires_grad_(True) for n, t in P32.items()}
+        out = rm.forward(P64, tokens, targets, cfg)
+        if min_margin(out["prob"], cfg.topk) <= MARGIN:
+            continue
+        grads = torch.autograd.grad(out["total"], list(P64.values()))
+        return seed, P32, tokens, targets, out, dict(zip(P64.keys(), grads))
+    raise RuntimeError("no seed with routing margin > %g" % MARGIN)
+
+
+def write_golden(path, cfg, P32, tokens, targets, out, grads):
+    with h5py.File(path, "w") as f:
+        for key in ("num_layers", "hidden_size", "num_heads", "num_experts", "topk",
+                    "ffn_hidden_size", "router_dim", "vocab_size", "seq_length",
+                    "batch_size", "router_detach", "tie_embeddings"):
+            f.attrs[key] = np.int32(getattr(cfg, key))
+        f.attrs["router_type"] = cfg.router_type  # variable-length utf-8 string
+        for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta"):
+            f.attrs[key] = np.float64(getattr(cfg, key))
+        f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))
+        f.create_dataset("inputs/targets", data=targets.numpy().astype(np.int32))
+        for name, t in P32.items():
+            f.create_dataset("params/" + name, data=t.numpy().astype(np.float32))
+        f.create_dataset("outputs/logits", data=out["logits"].detach().numpy().astype(np.float64))
+        for key in ("ce", "lb", "z", "total"):
+            f.create_dataset("outputs/" + key, data=np.float64(out[key].item()))
+        for i, idx in enumerate(out["topk_idx"]):
+            f.create_dataset("outputs/topk_idx/%02d" % i, data=idx.numpy().astype(np.int32))
+        for name, g in grads.items():
+            assert g.shape == P32[name].shape
+            f.create_dataset("grads/" + name, data=g.numpy().astype(np.float64))
+
+
+def main():
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    check_gru_cell()
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for fname, rtype, detach, tied, first_seed in CASES:
+        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied)
+        seed, P32, tokens, targets, out, grads = build_case(cfg, first_seed)
+        path = os.path.normpath(os.path.join(OUT_DIR, fname))
+        write_golden(path, cfg, P32, tokens, targets, out, grads)
+        print("%-22s seed %d  ce %.6f  lb %.6f  z %.6f  total %.6f  margin %.2e"
+              % (fname, seed, out["ce"].item(), out["lb"].item(), out["z"].item(),
+                 out["total"].item(), min_margin(out["prob"], cfg.topk)))
+
+
+if __name__ == "__main__":
+    main()
