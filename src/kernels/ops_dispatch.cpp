@@ -116,17 +116,39 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
   RMOE_DISPATCH(cross_entropy, logits, losses, dlogits, logits, targets, dloss_scale);
 }
 
+// Instantiates every op for float and double: an emitted function that stores
+// their addresses makes the compiler emit them.
 template <class T>
-void instantiate_ops_dispatch() {
-  (void)&linear_forward<T>; (void)&linear_backward<T>; (void)&embedding_forward<T>; (void)&embedding_backward<T>;
-  (void)&rmsnorm_forward<T>; (void)&rmsnorm_backward<T>; (void)&rope_forward<T>; (void)&rope_backward<T>;
-  (void)&attention_forward<T>; (void)&attention_backward<T>; (void)&swiglu_forward<T>; (void)&swiglu_backward<T>;
-  (void)&tanh_forward<T>; (void)&tanh_backward<T>; (void)&gru_forward<T>; (void)&gru_backward<T>;
-  (void)&router_topk_forward<T>; (void)&router_topk_backward<T>; (void)&experts_forward<T>;
-  (void)&experts_backward<T>; (void)&moe_gather<T>; (void)&moe_combine<T>; (void)&moe_combine_backward<T>;
-  (void)&moe_gather_backward<T>; (void)&cross_entropy<T>;
+const void* const* instantiate_ops_dispatch() {
+  static const void* const fns[] = {
+      (const void*)&linear_forward<T>,
+      (const void*)&linear_backward<T>,
+      (const void*)&embedding_forward<T>,
+      (const void*)&embedding_backward<T>,
+      (const void*)&rmsnorm_forward<T>,
+      (const void*)&rmsnorm_backward<T>,
+      (const void*)&rope_forward<T>,
+      (const void*)&rope_backward<T>,
+      (const void*)&attention_forward<T>,
+      (const void*)&attention_backward<T>,
+      (const void*)&swiglu_forward<T>,
+      (const void*)&swiglu_backward<T>,
+      (const void*)&tanh_forward<T>,
+      (const void*)&tanh_backward<T>,
+      (const void*)&gru_forward<T>,
+      (const void*)&gru_backward<T>,
+      (const void*)&router_topk_forward<T>,
+      (const void*)&router_topk_backward<T>,
+      (const void*)&experts_forward<T>,
+      (const void*)&experts_backward<T>,
+      (const void*)&moe_gather<T>,
+      (const void*)&moe_combine<T>,
+      (const void*)&moe_combine_backward<T>,
+      (const void*)&moe_gather_backward<T>,
+      (const void*)&cross_entropy<T>};
+  return fns;
 }
-template void instantiate_ops_dispatch<float>();
-template void instantiate_ops_dispatch<double>();
+template const void* const* instantiate_ops_dispatch<float>();
+template const void* const* instantiate_ops_dispatch<double>();
 
 }  // namespace rmoe::ops

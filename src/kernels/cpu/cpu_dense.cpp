@@ -253,18 +253,29 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
   }
 }
 
+// Instantiates every op for float and double: an emitted function that stores
+// their addresses makes the compiler emit them.
 template <class T>
-void instantiate_cpu_dense() {
-  (void)&linear_forward<T>; (void)&linear_backward<T>;
-  (void)&embedding_forward<T>; (void)&embedding_backward<T>;
-  (void)&rmsnorm_forward<T>; (void)&rmsnorm_backward<T>;
-  (void)&rope_forward<T>; (void)&rope_backward<T>;
-  (void)&swiglu_forward<T>; (void)&swiglu_backward<T>;
-  (void)&tanh_forward<T>; (void)&tanh_backward<T>;
-  (void)&gru_forward<T>; (void)&gru_backward<T>;
-  (void)&cross_entropy<T>;
+const void* const* instantiate_cpu_dense() {
+  static const void* const fns[] = {
+      (const void*)&linear_forward<T>,
+      (const void*)&linear_backward<T>,
+      (const void*)&embedding_forward<T>,
+      (const void*)&embedding_backward<T>,
+      (const void*)&rmsnorm_forward<T>,
+      (const void*)&rmsnorm_backward<T>,
+      (const void*)&rope_forward<T>,
+      (const void*)&rope_backward<T>,
+      (const void*)&swiglu_forward<T>,
+      (const void*)&swiglu_backward<T>,
+      (const void*)&tanh_forward<T>,
+      (const void*)&tanh_backward<T>,
+      (const void*)&gru_forward<T>,
+      (const void*)&gru_backward<T>,
+      (const void*)&cross_entropy<T>};
+  return fns;
 }
-template void instantiate_cpu_dense<float>();
-template void instantiate_cpu_dense<double>();
+template const void* const* instantiate_cpu_dense<float>();
+template const void* const* instantiate_cpu_dense<double>();
 
 }  // namespace rmoe::cpu

@@ -185,13 +185,22 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
   }
 }
 
+// Instantiates every op for float and double: an emitted function that stores
+// their addresses makes the compiler emit them.
 template <class T>
-void instantiate_cpu_moe() {
-  (void)&router_topk_forward<T>; (void)&router_topk_backward<T>;
-  (void)&moe_gather<T>; (void)&moe_combine<T>; (void)&moe_combine_backward<T>; (void)&moe_gather_backward<T>;
-  (void)&experts_forward<T>; (void)&experts_backward<T>;
+const void* const* instantiate_cpu_moe() {
+  static const void* const fns[] = {
+      (const void*)&router_topk_forward<T>,
+      (const void*)&router_topk_backward<T>,
+      (const void*)&moe_gather<T>,
+      (const void*)&moe_combine<T>,
+      (const void*)&moe_combine_backward<T>,
+      (const void*)&moe_gather_backward<T>,
+      (const void*)&experts_forward<T>,
+      (const void*)&experts_backward<T>};
+  return fns;
 }
-template void instantiate_cpu_moe<float>();
-template void instantiate_cpu_moe<double>();
+template const void* const* instantiate_cpu_moe<float>();
+template const void* const* instantiate_cpu_moe<double>();
 
 }  // namespace rmoe::cpu

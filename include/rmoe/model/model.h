@@ -1,0 +1,115 @@
+// model.h — the RMoE decoder: explicit forward and backward, no autograd.
+//
+// Legend: B sequences per micro-batch, S sequence length, T = B*S tokens,
+// d width, H heads, D head dim, E experts, k top-k, f expert FFN width,
+// p router width, V vocabulary, L layers.
+//
+// One member-function file per layer: attention_layer.cpp, router.cpp,
+// moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
+// in reverse). Activations live in one arena sized at construction for
+// max_batch sequences; a step allocates nothing. Backward ACCUMULATES into the
+// gradient store (zero it once per optimizer step).
+// Tested by tests/test_model.cpp (finite differences in double, determinism)
+// and tests/test_golden.cpp (against the PyTorch reference).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "rmoe/core/arena.h"
+#include "rmoe/model/config.h"
+#include "rmoe/model/params.h"
+
+namespace rmoe {
+
+// What one forward pass measured. Loss terms are means over the micro-batch.
+struct ForwardResult {
+  double ce = 0;     // mean cross-entropy over T tokens (nats)
+  double lb = 0;     // load-balance loss, mean over layers (1 at perfect balance)
+  double z = 0;      // router z-loss, mean over layers
+  double total = 0;  // ce + aux_coeff * lb + z_coeff * z
+  // Expert load: counts[l * E + e] = token slots routed to expert e in layer l.
+  std::vector<int64_t> expert_counts;
+};
+
+template <class T>
+class Model {
+ public:
+  Model(const ModelConfig& cfg, int max_batch);
+
+  const ModelConfig& config() const { return cfg_; }
+  ParamStore<T>& params() { return params_; }
+  ParamStore<T>& grads() { return grads_; }
+  int64_t activation_bytes() const { return arena_.bytes(); }
+
+  // tokens, targets: [B, S] int32, B <= max_batch.
+  ForwardResult forward(const int32_t* tokens, const int32_t* targets, int B);
+  // Gradient of loss_scale * total (of the last forward) added into grads().
+  void backward(double loss_scale);
+  // Logits of the last forward: [B*S, V].
+  Tensor<T> logits() const { return logits_; }
+  // Top-k expert choice of layer l in the last forward: [T, k].
+  Tensor<int32_t> topk_idx(int l) { return Tensor<int32_t>(layers_[l].idx.data(), {T_, cfg_.topk}); }
+  // Hold routing fixed: when set, forward reuses the last top-k choice instead
+  // of recomputing it (finite-difference tests need a piecewise-smooth loss).
+  void set_freeze_routing(bool on) { freeze_routing_ = on; }
+
+ private:
+  struct LayerWeights {  // views into a ParamStore (weights or gradients)
+    Tensor<T> attn_norm, wq, wk, wv, wo, moe_norm;
+    Tensor<T> gate_w, gate_b, proj_w, proj_b;  // router (gate_b, proj_* empty for linear)
+    Tensor<T> w1, w3, w2;                      // experts [E,f,d], [E,f,d], [E,d,f]
+  };
+  struct GlobalWeights {
+    Tensor<T> wte, final_norm, head;           // head aliases wte when tied
+    Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn)
+  };
+  struct LayerActs {
+    Tensor<T> x_in, rstd1, a, q, k, v, P, o;   // attention: x_in, a, q, k, v, o [T,d]; P [B,H,S,S]
+    Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
+    Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
+    Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
+    Tensor<T> xs, ea, eb, eh, ys;              // experts: xs, ys [Tk,d]; ea, eb, eh [Tk,f]
+    Tensor<T> moe_out;                         // [T,d]
+    std::vector<int32_t> idx, slot_token, slot_of;  // [T,k], [Tk], [T,k]
+    std::vector<int64_t> offsets;              // [E+1]
+    std::vector<double> f_e;                   // [E] fraction of slots per expert (aux loss)
+    std::vector<int64_t> cursor;               // [E] dispatch scratch
+  };
+  struct Scratch {  // backward buffers, shared by all layers
+    Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att [S,S]
+    Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
+    Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
+    Tensor<T> dxs, dys, sda, sdb;                   // [Tk,d] x2, [Tk,f] x2
+    Tensor<T> dxf, dlogits;                         // [T,d], [T,V]
+  };
+
+  void carve(Arena<T>& a);  // lays out activations and scratch (twice: count, then real)
+  void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw);
+
+  // Per-layer pieces (one file each).
+  void attention_forward(int l);
+  void attention_backward(int l);            // scratch.dx: d/dx_mid in, d/dx_in out
+  void router_forward(int l);                // u -> logits (and h for gru/rnn/mlp)
+  void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
+  void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
+  void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
+  double head_forward();                     // final norm, logits, CE; returns mean CE
+  void head_backward(double loss_scale);     // scratch.dx = d/dx_L
+
+  ModelConfig cfg_;
+  int max_batch_, B_ = 0, T_ = 0;
+  ParamStore<T> params_, grads_;
+  std::vector<LayerWeights> w_, g_;
+  GlobalWeights gw_, gg_;
+  Arena<T> arena_;
+  std::vector<LayerActs> layers_;
+  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
+  Scratch s_;
+  std::vector<int32_t> tokens_, targets_;
+  bool freeze_routing_ = false;
+};
+
+extern template class Model<float>;
+extern template class Model<double>;
+
+}  // namespace rmoe

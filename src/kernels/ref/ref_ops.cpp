@@ -1,0 +1,877 @@
+// ref_ops.cpp — rmoe::ref, the reference backend: the oracle the tests compare
+// every other backend against (tests/test_ops.cpp).
+//
+// Plain loops, one formula per line, written from the math in ops.h and
+// docs/MODEL.md and deliberately NOT sharing code with the fast backends (no
+// rmoe/kernels/pointwise.h). Every sum is accumulated in double, starting from
+// the existing value for backward outputs (they ACCUMULATE, +=), and stored in
+// T once. Forward outputs are overwritten. An empty gradient view is skipped.
+// Clarity over speed; only attention and the GEMM-like ops loop enough to
+// matter, and they stay well under a second at test sizes.
+//
+// Legend as in ops.h: N rows, d width, f expert width, E experts, k top-k,
+// V vocabulary, B/S/H/D attention batch/sequence/heads/head dim, p GRU width.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "rmoe/core/error.h"
+#include "rmoe/kernels/ops.h"
+
+namespace rmoe::ref {
+namespace {
+
+// ---- shape checks -------------------------------------------------------------
+
+template <class U>
+void check_cpu(const Tensor<U>& t, const char* op, const char* name) {
+  RMOE_CHECK(!t.empty(), op << ": " << name << " is empty but required");
+  RMOE_CHECK(t.device == Device::cpu, op << ": " << name << " is not a cpu view");
+}
+
+// t must hold rows x cols elements laid out as rows of cols (any ndim >= 1).
+template <class U>
+void check_rc(const Tensor<U>& t, int64_t rows, int64_t cols, const char* op, const char* name) {
+  check_cpu(t, op, name);
+  RMOE_CHECK(t.cols() == cols && t.numel() == rows * cols,
+             op << ": " << name << " is " << t.shape_str() << ", want " << rows << " rows of "
+                << cols);
+}
+
+// t must hold exactly n elements (a vector, any ndim).
+template <class U>
+void check_n(const Tensor<U>& t, int64_t n, const char* op, const char* name) {
+  check_cpu(t, op, name);
+  RMOE_CHECK(t.numel() == n, op << ": " << name << " is " << t.shape_str() << ", want " << n
+                                << " elements");
+}
+
+template <class U>
+void check_shape(const Tensor<U>& t, std::initializer_list<int64_t> want, const char* op,
+                 const char* name) {
+  check_cpu(t, op, name);
+  bool ok = t.ndim == static_cast<int>(want.size());
+  int i = 0;
+  for (int64_t w : want) ok = ok && t.shape[i++] == w;
+  std::string ws = "[";
+  i = 0;
+  for (int64_t w : want) ws += (i++ ? ", " : "") + std::to_string(w);
+  RMOE_CHECK(ok, op << ": " << name << " is " << t.shape_str() << ", want " << ws << "]");
+}
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+}  // namespace
+
+// ---- linear -------------------------------------------------------------------
+
+template <class T>
+void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
+  const char* op = "ref::linear_forward";
+  check_cpu(W, op, "W");
+  RMOE_CHECK(W.ndim == 2, op << ": W is " << W.shape_str() << ", want [out, in]");
+  const int64_t out = W.shape[0], in = W.shape[1];
+  check_cpu(x, op, "x");
+  RMOE_CHECK(x.cols() == in, op << ": x is " << x.shape_str() << ", W is " << W.shape_str());
+  const int64_t N = x.rows();
+  check_rc(y, N, out, op, "y");
+  if (!b.empty()) check_n(b, out, op, "b");
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = b.empty() ? 0.0 : double(b.data[o]);
+      for (int64_t i = 0; i < in; ++i) acc += double(x.data[n * in + i]) * double(W.data[o * in + i]);
+      y.data[n * out + o] = T(acc);
+    }
+}
+
+template <class T>
+void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x, In<T> W) {
+  const char* op = "ref::linear_backward";
+  check_cpu(W, op, "W");
+  RMOE_CHECK(W.ndim == 2, op << ": W is " << W.shape_str() << ", want [out, in]");
+  const int64_t out = W.shape[0], in = W.shape[1];
+  check_cpu(x, op, "x");
+  RMOE_CHECK(x.cols() == in, op << ": x is " << x.shape_str() << ", W is " << W.shape_str());
+  const int64_t N = x.rows();
+  check_rc(dy, N, out, op, "dy");
+  if (!dx.empty()) {  // dx[n,i] += sum_o dy[n,o] W[o,i]
+    check_rc(dx, N, in, op, "dx");
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < in; ++i) {
+        double acc = double(dx.data[n * in + i]);
+        for (int64_t o = 0; o < out; ++o)
+          acc += double(dy.data[n * out + o]) * double(W.data[o * in + i]);
+        dx.data[n * in + i] = T(acc);
+      }
+  }
+  if (!dW.empty()) {  // dW[o,i] += sum_n dy[n,o] x[n,i]
+    check_shape(dW, {out, in}, op, "dW");
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i) {
+        double acc = double(dW.data[o * in + i]);
+        for (int64_t n = 0; n < N; ++n)
+          acc += double(dy.data[n * out + o]) * double(x.data[n * in + i]);
+        dW.data[o * in + i] = T(acc);
+      }
+  }
+  if (!db.empty()) {  // db[o] += sum_n dy[n,o]
+    check_n(db, out, op, "db");
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = double(db.data[o]);
+      for (int64_t n = 0; n < N; ++n) acc += double(dy.data[n * out + o]);
+      db.data[o] = T(acc);
+    }
+  }
+}
+
+// ---- embedding ----------------------------------------------------------------
+
+template <class T>
+void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
+  const char* op = "ref::embedding_forward";
+  check_cpu(W, op, "W");
+  check_cpu(tokens, op, "tokens");
+  const int64_t V = W.rows(), d = W.cols(), N = tokens.numel();
+  check_rc(out, N, d, op, "out");
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t t = tokens.data[n];
+    RMOE_CHECK(t >= 0 && t < V, op << ": token " << t << " at " << n << " is outside [0, " << V
+                                   << ")");
+    for (int64_t j = 0; j < d; ++j) out.data[n * d + j] = W.data[t * d + j];
+  }
+}
+
+template <class T>
+void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) {
+  const char* op = "ref::embedding_backward";
+  if (dW.empty()) return;
+  check_cpu(dW, op, "dW");
+  check_cpu(tokens, op, "tokens");
+  const int64_t V = dW.rows(), d = dW.cols(), N = tokens.numel();
+  check_rc(dout, N, d, op, "dout");
+  // Accumulate in double over the whole table, rows added in token order.
+  std::vector<double> acc(dW.data, dW.data + V * d);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t t = tokens.data[n];
+    RMOE_CHECK(t >= 0 && t < V, op << ": token " << t << " at " << n << " is outside [0, " << V
+                                   << ")");
+    for (int64_t j = 0; j < d; ++j) acc[t * d + j] += double(dout.data[n * d + j]);
+  }
+  for (int64_t i = 0; i < V * d; ++i) dW.data[i] = T(acc[i]);
+}
+
+// ---- rmsnorm ------------------------------------------------------------------
+
+template <class T>
+void rmsnorm_forward(Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps) {
+  const char* op = "ref::rmsnorm_forward";
+  check_cpu(x, op, "x");
+  const int64_t N = x.rows(), d = x.cols();
+  check_rc(out, N, d, op, "out");
+  check_n(rstd, N, op, "rstd");
+  check_n(w, d, op, "w");
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xr = x.data + n * d;
+    double ss = 0.0;
+    for (int64_t j = 0; j < d; ++j) ss += double(xr[j]) * double(xr[j]);
+    const double r = 1.0 / std::sqrt(ss / double(d) + eps);
+    rstd.data[n] = T(r);
+    for (int64_t j = 0; j < d; ++j) out.data[n * d + j] = T(double(xr[j]) * r * double(w.data[j]));
+  }
+}
+
+// out_j = x_j r w_j with r = (mean(x^2) + eps)^(-1/2), so dr/dx_j = -r^3 x_j / d:
+//   dx_j = r w_j dout_j - (r^3 / d) x_j sum_i dout_i w_i x_i,
+//   dw_j = sum_n dout_nj x_nj r_n.
+template <class T>
+void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd) {
+  const char* op = "ref::rmsnorm_backward";
+  check_cpu(x, op, "x");
+  const int64_t N = x.rows(), d = x.cols();
+  check_rc(dout, N, d, op, "dout");
+  check_n(w, d, op, "w");
+  check_n(rstd, N, op, "rstd");
+  if (!dx.empty()) {
+    check_rc(dx, N, d, op, "dx");
+    for (int64_t n = 0; n < N; ++n) {
+      const double r = double(rstd.data[n]);
+      double dot = 0.0;  // sum_i dout_i w_i x_i
+      for (int64_t i = 0; i < d; ++i)
+        dot += double(dout.data[n * d + i]) * double(w.data[i]) * double(x.data[n * d + i]);
+      for (int64_t j = 0; j < d; ++j) {
+        const double g = r * double(w.data[j]) * double(dout.data[n * d + j]) -
+                         r * r * r / double(d) * double(x.data[n * d + j]) * dot;
+        dx.data[n * d + j] = T(double(dx.data[n * d + j]) + g);
+      }
+    }
+  }
+  if (!dw.empty()) {
+    check_n(dw, d, op, "dw");
+    for (int64_t j = 0; j < d; ++j) {
+      double acc = double(dw.data[j]);
+      for (int64_t n = 0; n < N; ++n)
+        acc += double(dout.data[n * d + j]) * double(x.data[n * d + j]) * double(rstd.data[n]);
+      dw.data[j] = T(acc);
+    }
+  }
+}
+
+// ---- rope ---------------------------------------------------------------------
+
+namespace {
+// Rotates each pair (j, j + D/2) of x[B,S,H,D] at position s by angle
+// sign * s * theta^(-2j/D).
+template <class T>
+void rope_rotate(Tensor<T> x, double theta, double sign, const char* op) {
+  check_cpu(x, op, "x");
+  RMOE_CHECK(x.ndim == 4, op << ": x is " << x.shape_str() << ", want [B, S, H, D]");
+  const int64_t B = x.shape[0], S = x.shape[1], H = x.shape[2], D = x.shape[3];
+  RMOE_CHECK(D % 2 == 0, op << ": head dim " << D << " must be even");
+  const int64_t half = D / 2;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < H; ++h) {
+        T* v = x.data + ((b * S + s) * H + h) * D;
+        for (int64_t j = 0; j < half; ++j) {
+          const double angle = double(s) * std::pow(theta, -2.0 * double(j) / double(D));
+          const double c = std::cos(angle), sn = sign * std::sin(angle);
+          const double x0 = double(v[j]), x1 = double(v[j + half]);
+          v[j] = T(x0 * c - x1 * sn);
+          v[j + half] = T(x0 * sn + x1 * c);
+        }
+      }
+}
+}  // namespace
+
+template <class T>
+void rope_forward(Tensor<T> x, double theta) {
+  rope_rotate(x, theta, +1.0, "ref::rope_forward");
+}
+
+template <class T>
+void rope_backward(Tensor<T> dx, double theta) {
+  rope_rotate(dx, theta, -1.0, "ref::rope_backward");  // the inverse (= transpose) rotation
+}
+
+// ---- attention ----------------------------------------------------------------
+
+template <class T>
+void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v) {
+  const char* op = "ref::attention_forward";
+  check_cpu(q, op, "q");
+  RMOE_CHECK(q.ndim == 4, op << ": q is " << q.shape_str() << ", want [B, S, H, D]");
+  const int64_t B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3];
+  check_shape(k, {B, S, H, D}, op, "k");
+  check_shape(v, {B, S, H, D}, op, "v");
+  check_shape(out, {B, S, H, D}, op, "out");
+  check_shape(P, {B, H, S, S}, op, "P");
+  const double scale = 1.0 / std::sqrt(double(D));
+  auto at = [&](int64_t b, int64_t s, int64_t h) { return ((b * S + s) * H + h) * D; };
+  std::vector<double> p(S);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < S; ++i) {
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          double dot = 0.0;
+          for (int64_t c = 0; c < D; ++c)
+            dot += double(q.data[at(b, i, h) + c]) * double(k.data[at(b, j, h) + c]);
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j <= i; ++j) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        T* prow = P.data + ((b * H + h) * S + i) * S;
+        for (int64_t j = 0; j < S; ++j) {
+          if (j <= i) p[j] /= sum;
+          prow[j] = j <= i ? T(p[j]) : T(0);
+        }
+        for (int64_t c = 0; c < D; ++c) {
+          double acc = 0.0;
+          for (int64_t j = 0; j <= i; ++j) acc += p[j] * double(v.data[at(b, j, h) + c]);
+          out.data[at(b, i, h) + c] = T(acc);
+        }
+      }
+}
+
+// With s_ij = q_i.k_j / sqrt(D) and P = softmax_j(s) (j <= i), out_i = sum_j P_ij v_j:
+//   dv_j += sum_i P_ij dout_i,   dP_ij = dout_i.v_j,
+//   ds_ij = P_ij (dP_ij - sum_l P_il dP_il),
+//   dq_i += sum_j ds_ij k_j / sqrt(D),   dk_j += sum_i ds_ij q_i / sqrt(D).
+// The ref backend needs no scratch (it keeps ds in its own double buffer).
+template <class T>
+void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*scratch*/,
+                        In<T> dout, In<T> P, In<T> q, In<T> k, In<T> v) {
+  const char* op = "ref::attention_backward";
+  check_cpu(q, op, "q");
+  RMOE_CHECK(q.ndim == 4, op << ": q is " << q.shape_str() << ", want [B, S, H, D]");
+  const int64_t B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3];
+  check_shape(k, {B, S, H, D}, op, "k");
+  check_shape(v, {B, S, H, D}, op, "v");
+  check_shape(dout, {B, S, H, D}, op, "dout");
+  check_shape(P, {B, H, S, S}, op, "P");
+  if (!dq.empty()) check_shape(dq, {B, S, H, D}, op, "dq");
+  if (!dk.empty()) check_shape(dk, {B, S, H, D}, op, "dk");
+  if (!dv.empty()) check_shape(dv, {B, S, H, D}, op, "dv");
+  const double scale = 1.0 / std::sqrt(double(D));
+  auto at = [&](int64_t b, int64_t s, int64_t h) { return ((b * S + s) * H + h) * D; };
+  std::vector<double> ds(S * S);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const T* Pbh = P.data + (b * H + h) * S * S;
+      if (!dv.empty())
+        for (int64_t j = 0; j < S; ++j)
+          for (int64_t c = 0; c < D; ++c) {
+            double acc = double(dv.data[at(b, j, h) + c]);
+            for (int64_t i = j; i < S; ++i)
+              acc += double(Pbh[i * S + j]) * double(dout.data[at(b, i, h) + c]);
+            dv.data[at(b, j, h) + c] = T(acc);
+          }
+      if (dq.empty() && dk.empty()) continue;
+      for (int64_t i = 0; i < S; ++i) {
+        double pdp = 0.0;  // sum_l P_il dP_il
+        for (int64_t j = 0; j <= i; ++j) {
+          double dP = 0.0;
+          for (int64_t c = 0; c < D; ++c)
+            dP += double(dout.data[at(b, i, h) + c]) * double(v.data[at(b, j, h) + c]);
+          ds[i * S + j] = dP;
+          pdp += double(Pbh[i * S + j]) * dP;
+        }
+        for (int64_t j = 0; j <= i; ++j) ds[i * S + j] = double(Pbh[i * S + j]) * (ds[i * S + j] - pdp);
+      }
+      if (!dq.empty())
+        for (int64_t i = 0; i < S; ++i)
+          for (int64_t c = 0; c < D; ++c) {
+            double acc = 0.0;
+            for (int64_t j = 0; j <= i; ++j) acc += ds[i * S + j] * double(k.data[at(b, j, h) + c]);
+            dq.data[at(b, i, h) + c] = T(double(dq.data[at(b, i, h) + c]) + acc * scale);
+          }
+      if (!dk.empty())
+        for (int64_t j = 0; j < S; ++j)
+          for (int64_t c = 0; c < D; ++c) {
+            double acc = 0.0;
+            for (int64_t i = j; i < S; ++i) acc += ds[i * S + j] * double(q.data[at(b, i, h) + c]);
+            dk.data[at(b, j, h) + c] = T(double(dk.data[at(b, j, h) + c]) + acc * scale);
+          }
+    }
+}
+
+// ---- swiglu, tanh -------------------------------------------------------------
+
+template <class T>
+void swiglu_forward(Tensor<T> h, In<T> a, In<T> b) {
+  const char* op = "ref::swiglu_forward";
+  check_cpu(a, op, "a");
+  const int64_t N = a.rows(), f = a.cols();
+  check_rc(b, N, f, op, "b");
+  check_rc(h, N, f, op, "h");
+  for (int64_t i = 0; i < N * f; ++i) {
+    const double av = double(a.data[i]);
+    h.data[i] = T(av * sigmoid(av) * double(b.data[i]));
+  }
+}
+
+// h = a s(a) b:  dh/da = b (s + a s (1 - s)),  dh/db = a s.
+template <class T>
+void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
+  const char* op = "ref::swiglu_backward";
+  check_cpu(a, op, "a");
+  const int64_t N = a.rows(), f = a.cols();
+  check_rc(b, N, f, op, "b");
+  check_rc(dh, N, f, op, "dh");
+  if (!da.empty()) check_rc(da, N, f, op, "da");
+  if (!db.empty()) check_rc(db, N, f, op, "db");
+  for (int64_t i = 0; i < N * f; ++i) {
+    const double av = double(a.data[i]), bv = double(b.data[i]), g = double(dh.data[i]);
+    const double s = sigmoid(av);
+    if (!da.empty()) da.data[i] = T(double(da.data[i]) + g * bv * (s + av * s * (1.0 - s)));
+    if (!db.empty()) db.data[i] = T(double(db.data[i]) + g * av * s);
+  }
+}
+
+template <class T>
+void tanh_forward(Tensor<T> y, In<T> x) {
+  const char* op = "ref::tanh_forward";
+  check_cpu(x, op, "x");
+  check_rc(y, x.rows(), x.cols(), op, "y");
+  for (int64_t i = 0; i < x.numel(); ++i) y.data[i] = T(std::tanh(double(x.data[i])));
+}
+
+template <class T>
+void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
+  const char* op = "ref::tanh_backward";
+  if (dx.empty()) return;
+  check_cpu(y, op, "y");
+  check_rc(dy, y.rows(), y.cols(), op, "dy");
+  check_rc(dx, y.rows(), y.cols(), op, "dx");
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const double yv = double(y.data[i]);
+    dx.data[i] = T(double(dx.data[i]) + double(dy.data[i]) * (1.0 - yv * yv));
+  }
+}
+
+// ---- GRU cell (pointwise part, PyTorch GRUCell) -------------------------------
+// r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r gh_n),
+// hnew = (1 - z) n + z h.
+
+template <class T>
+void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h) {
+  const char* op = "ref::gru_forward";
+  check_cpu(h, op, "h");
+  const int64_t N = h.rows(), p = h.cols();
+  check_rc(gi, N, 3 * p, op, "gi");
+  check_rc(gh, N, 3 * p, op, "gh");
+  check_rc(hnew, N, p, op, "hnew");
+  check_rc(gates, N, 3 * p, op, "gates");
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < p; ++j) {
+      const T* i3 = gi.data + n * 3 * p;
+      const T* h3 = gh.data + n * 3 * p;
+      const double r = sigmoid(double(i3[j]) + double(h3[j]));
+      const double z = sigmoid(double(i3[p + j]) + double(h3[p + j]));
+      const double nn = std::tanh(double(i3[2 * p + j]) + r * double(h3[2 * p + j]));
+      hnew.data[n * p + j] = T((1.0 - z) * nn + z * double(h.data[n * p + j]));
+      gates.data[n * 3 * p + j] = T(r);
+      gates.data[n * 3 * p + p + j] = T(z);
+      gates.data[n * 3 * p + 2 * p + j] = T(nn);
+    }
+}
+
+// From the saved (r, z, n), with g = dhnew:
+//   dn = g (1 - z),  dz = g (h - n),  dh += g z,
+//   d(pre_n) = dn (1 - n^2), d(pre_z) = dz z (1 - z), d(pre_r) = d(pre_n) gh_n r (1 - r);
+//   dgi = (d pre_r, d pre_z, d pre_n),  dgh = (d pre_r, d pre_z, d pre_n * r).
+template <class T>
+void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T> gates, In<T> gh,
+                  In<T> h) {
+  const char* op = "ref::gru_backward";
+  check_cpu(h, op, "h");
+  const int64_t N = h.rows(), p = h.cols();
+  check_rc(dhnew, N, p, op, "dhnew");
+  check_rc(gates, N, 3 * p, op, "gates");
+  check_rc(gh, N, 3 * p, op, "gh");
+  if (!dgi.empty()) check_rc(dgi, N, 3 * p, op, "dgi");
+  if (!dgh.empty()) check_rc(dgh, N, 3 * p, op, "dgh");
+  if (!dh.empty()) check_rc(dh, N, p, op, "dh");
+  auto add = [](Tensor<T>& t, int64_t i, double g) {
+    if (!t.empty()) t.data[i] = T(double(t.data[i]) + g);
+  };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < p; ++j) {
+      const int64_t o = n * 3 * p;
+      const double r = double(gates.data[o + j]), z = double(gates.data[o + p + j]),
+                   nn = double(gates.data[o + 2 * p + j]);
+      const double g = double(dhnew.data[n * p + j]), hv = double(h.data[n * p + j]);
+      const double ghn = double(gh.data[o + 2 * p + j]);
+      const double dpre_n = g * (1.0 - z) * (1.0 - nn * nn);
+      const double dpre_z = g * (hv - nn) * z * (1.0 - z);
+      const double dpre_r = dpre_n * ghn * r * (1.0 - r);
+      add(dgi, o + j, dpre_r);
+      add(dgi, o + p + j, dpre_z);
+      add(dgi, o + 2 * p + j, dpre_n);
+      add(dgh, o + j, dpre_r);
+      add(dgh, o + p + j, dpre_z);
+      add(dgh, o + 2 * p + j, dpre_n * r);
+      add(dh, n * p + j, g * z);
+    }
+}
+
+// ---- router head --------------------------------------------------------------
+
+template <class T>
+void router_topk_forward(Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate, Tensor<T> lse,
+                         In<T> logits) {
+  const char* op = "ref::router_topk_forward";
+  check_cpu(logits, op, "logits");
+  const int64_t N = logits.rows(), E = logits.cols();
+  check_cpu(idx, op, "idx");
+  const int64_t k = idx.cols();
+  RMOE_CHECK(k >= 1 && k <= E, op << ": top-k " << k << " with " << E << " experts");
+  check_rc(probs, N, E, op, "probs");
+  check_rc(idx, N, k, op, "idx");
+  check_rc(gate, N, k, op, "gate");
+  check_n(lse, N, op, "lse");
+  std::vector<bool> taken(E);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* l = logits.data + n * E;
+    T* pr = probs.data + n * E;
+    double mx = -INFINITY;
+    for (int64_t e = 0; e < E; ++e) mx = std::max(mx, double(l[e]));
+    double sum = 0.0;
+    for (int64_t e = 0; e < E; ++e) sum += std::exp(double(l[e]) - mx);
+    const double lz = mx + std::log(sum);
+    lse.data[n] = T(lz);
+    for (int64_t e = 0; e < E; ++e) pr[e] = T(std::exp(double(l[e]) - lz));
+    // Top-k on the stored probabilities: the largest untaken one each time,
+    // the lower expert on a tie (strict >).
+    std::fill(taken.begin(), taken.end(), false);
+    double chosen = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (!taken[e] && (best < 0 || pr[e] > pr[best])) best = e;
+      taken[best] = true;
+      idx.data[n * k + j] = int32_t(best);
+      chosen += double(pr[best]);
+    }
+    for (int64_t j = 0; j < k; ++j)
+      gate.data[n * k + j] = T(double(pr[idx.data[n * k + j]]) / chosen);
+  }
+}
+
+// Per row, with p the saved probs, c = the k chosen experts, S = sum_c p:
+//   gate_j = p_cj / S  =>  dp_cj += (dgate_j - sum_l dgate_l gate_l) / S,
+//   dp_e += dprobs_extra[e],
+//   dlogit_e = p_e (dp_e - sum_e' p_e' dp_e') + dlse_scale * 2 lse p_e.
+template <class T>
+void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, double dlse_scale,
+                          In<T> probs, Tensor<const int32_t> idx, In<T> lse) {
+  const char* op = "ref::router_topk_backward";
+  if (dlogits.empty()) return;
+  check_cpu(probs, op, "probs");
+  const int64_t N = probs.rows(), E = probs.cols();
+  check_cpu(idx, op, "idx");
+  const int64_t k = idx.cols();
+  check_rc(idx, N, k, op, "idx");
+  check_rc(dlogits, N, E, op, "dlogits");
+  if (!dgate.empty()) check_rc(dgate, N, k, op, "dgate");
+  if (!dprobs_extra.empty()) check_n(dprobs_extra, E, op, "dprobs_extra");
+  if (dlse_scale != 0.0) check_n(lse, N, op, "lse");
+  std::vector<double> dp(E);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = probs.data + n * E;
+    for (int64_t e = 0; e < E; ++e) dp[e] = dprobs_extra.empty() ? 0.0 : double(dprobs_extra.data[e]);
+    if (!dgate.empty()) {
+      double S = 0.0;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t e = idx.data[n * k + j];
+        RMOE_CHECK(e >= 0 && e < E, op << ": idx " << e << " outside [0, " << E << ")");
+        S += double(p[e]);
+      }
+      double dot = 0.0;  // sum_l dgate_l gate_l
+      for (int64_t j = 0; j < k; ++j)
+        dot += double(dgate.data[n * k + j]) * double(p[idx.data[n * k + j]]) / S;
+      for (int64_t j = 0; j < k; ++j)
+        dp[idx.data[n * k + j]] += (double(dgate.data[n * k + j]) - dot) / S;
+    }
+    double pdp = 0.0;
+    for (int64_t e = 0; e < E; ++e) pdp += double(p[e]) * dp[e];
+    const double dlse = dlse_scale == 0.0 ? 0.0 : dlse_scale * 2.0 * double(lse.data[n]);
+    for (int64_t e = 0; e < E; ++e) {
+      const double g = double(p[e]) * (dp[e] - pdp) + dlse * double(p[e]);
+      dlogits.data[n * E + e] = T(double(dlogits.data[n * E + e]) + g);
+    }
+  }
+}
+
+// ---- experts (SwiGLU FFN per expert over its sorted rows) ---------------------
+
+namespace {
+void check_offsets(Tensor<const int64_t> offsets, int64_t E, int64_t N, const char* op) {
+  check_n(offsets, E + 1, op, "offsets");
+  RMOE_CHECK(offsets.data[0] == 0 && offsets.data[E] == N,
+             op << ": offsets run " << offsets.data[0] << ".." << offsets.data[E] << ", want 0.."
+                << N);
+  for (int64_t e = 0; e < E; ++e)
+    RMOE_CHECK(offsets.data[e] <= offsets.data[e + 1],
+               op << ": offsets decrease at expert " << e);
+}
+}  // namespace
+
+template <class T>
+void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs,
+                     Tensor<const int64_t> offsets, In<T> W1, In<T> W3, In<T> W2) {
+  const char* op = "ref::experts_forward";
+  check_cpu(W1, op, "W1");
+  RMOE_CHECK(W1.ndim == 3, op << ": W1 is " << W1.shape_str() << ", want [E, f, d]");
+  const int64_t E = W1.shape[0], f = W1.shape[1], d = W1.shape[2];
+  check_shape(W3, {E, f, d}, op, "W3");
+  check_shape(W2, {E, d, f}, op, "W2");
+  check_cpu(xs, op, "xs");
+  const int64_t N = xs.rows();
+  check_rc(xs, N, d, op, "xs");
+  check_rc(ys, N, d, op, "ys");
+  check_rc(a, N, f, op, "a");
+  check_rc(b, N, f, op, "b");
+  check_rc(h, N, f, op, "h");
+  check_offsets(offsets, E, N, op);
+  std::vector<double> hrow(f);
+  for (int64_t e = 0; e < E; ++e) {
+    const T* w1 = W1.data + e * f * d;
+    const T* w3 = W3.data + e * f * d;
+    const T* w2 = W2.data + e * d * f;
+    for (int64_t n = offsets.data[e]; n < offsets.data[e + 1]; ++n) {
+      const T* x = xs.data + n * d;
+      for (int64_t c = 0; c < f; ++c) {
+        double av = 0.0, bv = 0.0;
+        for (int64_t i = 0; i < d; ++i) {
+          av += double(w1[c * d + i]) * double(x[i]);
+          bv += double(w3[c * d + i]) * double(x[i]);
+        }
+        hrow[c] = av * sigmoid(av) * bv;
+        a.data[n * f + c] = T(av);
+        b.data[n * f + c] = T(bv);
+        h.data[n * f + c] = T(hrow[c]);
+      }
+      for (int64_t i = 0; i < d; ++i) {
+        double acc = 0.0;
+        for (int64_t c = 0; c < f; ++c) acc += double(w2[i * f + c]) * hrow[c];
+        ys.data[n * d + i] = T(acc);
+      }
+    }
+  }
+}
+
+// Per expert e over its rows n, from the saved a, b, h:
+//   dh = dys W2_e,  dW2_e += dys^T h,
+//   da = dh b (s + a s (1 - s)),  db = dh a s   (s = sigmoid(a)),
+//   dW1_e += da^T xs,  dW3_e += db^T xs,  dxs += da W1_e + db W3_e.
+// The ref backend keeps dh, da, db in its own double buffers (scratch unused).
+template <class T>
+void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2,
+                      Tensor<T> /*scratch_da*/, Tensor<T> /*scratch_db*/, In<T> dys, In<T> xs,
+                      Tensor<const int64_t> offsets, In<T> a, In<T> b, In<T> h, In<T> W1,
+                      In<T> W3, In<T> W2) {
+  const char* op = "ref::experts_backward";
+  check_cpu(W1, op, "W1");
+  RMOE_CHECK(W1.ndim == 3, op << ": W1 is " << W1.shape_str() << ", want [E, f, d]");
+  const int64_t E = W1.shape[0], f = W1.shape[1], d = W1.shape[2];
+  check_shape(W3, {E, f, d}, op, "W3");
+  check_shape(W2, {E, d, f}, op, "W2");
+  check_cpu(xs, op, "xs");
+  const int64_t N = xs.rows();
+  check_rc(xs, N, d, op, "xs");
+  check_rc(dys, N, d, op, "dys");
+  check_rc(a, N, f, op, "a");
+  check_rc(b, N, f, op, "b");
+  check_rc(h, N, f, op, "h");
+  check_offsets(offsets, E, N, op);
+  if (!dxs.empty()) check_rc(dxs, N, d, op, "dxs");
+  if (!dW1.empty()) check_shape(dW1, {E, f, d}, op, "dW1");
+  if (!dW3.empty()) check_shape(dW3, {E, f, d}, op, "dW3");
+  if (!dW2.empty()) check_shape(dW2, {E, d, f}, op, "dW2");
+  std::vector<double> da(N * f), db(N * f);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n0 = offsets.data[e], n1 = offsets.data[e + 1];
+    const T* w1 = W1.data + e * f * d;
+    const T* w3 = W3.data + e * f * d;
+    const T* w2 = W2.data + e * d * f;
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t c = 0; c < f; ++c) {
+        double dh = 0.0;
+        for (int64_t i = 0; i < d; ++i) dh += double(dys.data[n * d + i]) * double(w2[i * f + c]);
+        const double av = double(a.data[n * f + c]), bv = double(b.data[n * f + c]);
+        const double s = sigmoid(av);
+        da[n * f + c] = dh * bv * (s + av * s * (1.0 - s));
+        db[n * f + c] = dh * av * s;
+      }
+    if (!dW2.empty())
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t c = 0; c < f; ++c) {
+          T& g = dW2.data[e * d * f + i * f + c];
+          double acc = double(g);
+          for (int64_t n = n0; n < n1; ++n)
+            acc += double(dys.data[n * d + i]) * double(h.data[n * f + c]);
+          g = T(acc);
+        }
+    for (int64_t c = 0; c < f; ++c)
+      for (int64_t i = 0; i < d; ++i) {
+        if (!dW1.empty()) {
+          T& g = dW1.data[e * f * d + c * d + i];
+          double acc = double(g);
+          for (int64_t n = n0; n < n1; ++n) acc += da[n * f + c] * double(xs.data[n * d + i]);
+          g = T(acc);
+        }
+        if (!dW3.empty()) {
+          T& g = dW3.data[e * f * d + c * d + i];
+          double acc = double(g);
+          for (int64_t n = n0; n < n1; ++n) acc += db[n * f + c] * double(xs.data[n * d + i]);
+          g = T(acc);
+        }
+      }
+    if (!dxs.empty())
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t i = 0; i < d; ++i) {
+          double acc = double(dxs.data[n * d + i]);
+          for (int64_t c = 0; c < f; ++c)
+            acc += da[n * f + c] * double(w1[c * d + i]) + db[n * f + c] * double(w3[c * d + i]);
+          dxs.data[n * d + i] = T(acc);
+        }
+  }
+}
+
+// ---- dispatch / combine -------------------------------------------------------
+
+template <class T>
+void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
+  const char* op = "ref::moe_gather";
+  check_cpu(x, op, "x");
+  check_cpu(slot_token, op, "slot_token");
+  const int64_t Tn = x.rows(), d = x.cols(), N = slot_token.numel();
+  check_rc(xs, N, d, op, "xs");
+  for (int64_t s = 0; s < N; ++s) {
+    const int64_t t = slot_token.data[s];
+    RMOE_CHECK(t >= 0 && t < Tn, op << ": slot " << s << " -> token " << t << " outside [0, "
+                                    << Tn << ")");
+    for (int64_t i = 0; i < d; ++i) xs.data[s * d + i] = x.data[t * d + i];
+  }
+}
+
+namespace {
+void check_slot_of(Tensor<const int32_t> slot_of, int64_t Tn, int64_t nslots, const char* op) {
+  check_cpu(slot_of, op, "slot_of");
+  RMOE_CHECK(slot_of.rows() == Tn, op << ": slot_of is " << slot_of.shape_str() << ", want "
+                                      << Tn << " rows");
+  for (int64_t i = 0; i < slot_of.numel(); ++i)
+    RMOE_CHECK(slot_of.data[i] >= 0 && slot_of.data[i] < nslots,
+               op << ": slot " << slot_of.data[i] << " outside [0, " << nslots << ")");
+}
+}  // namespace
+
+template <class T>
+void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> gate) {
+  const char* op = "ref::moe_combine";
+  check_cpu(out, op, "out");
+  check_cpu(ys, op, "ys");
+  const int64_t Tn = out.rows(), d = out.cols();
+  check_rc(ys, ys.rows(), d, op, "ys");
+  check_slot_of(slot_of, Tn, ys.rows(), op);
+  const int64_t k = slot_of.cols();
+  check_rc(gate, Tn, k, op, "gate");
+  for (int64_t t = 0; t < Tn; ++t)
+    for (int64_t i = 0; i < d; ++i) {
+      double acc = 0.0;
+      for (int64_t j = 0; j < k; ++j)
+        acc += double(gate.data[t * k + j]) * double(ys.data[slot_of.data[t * k + j] * d + i]);
+      out.data[t * d + i] = T(acc);
+    }
+}
+
+template <class T>
+void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
+                          Tensor<const int32_t> slot_of, In<T> gate) {
+  const char* op = "ref::moe_combine_backward";
+  check_cpu(dout, op, "dout");
+  check_cpu(ys, op, "ys");
+  const int64_t Tn = dout.rows(), d = dout.cols(), nslots = ys.rows();
+  check_rc(ys, nslots, d, op, "ys");
+  check_slot_of(slot_of, Tn, nslots, op);
+  const int64_t k = slot_of.cols();
+  check_rc(gate, Tn, k, op, "gate");
+  if (!dys.empty()) {
+    check_rc(dys, nslots, d, op, "dys");
+    std::vector<double> acc(dys.data, dys.data + nslots * d);
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t s = slot_of.data[t * k + j];
+        for (int64_t i = 0; i < d; ++i)
+          acc[s * d + i] += double(gate.data[t * k + j]) * double(dout.data[t * d + i]);
+      }
+    for (int64_t i = 0; i < nslots * d; ++i) dys.data[i] = T(acc[i]);
+  }
+  if (!dgate.empty()) {
+    check_rc(dgate, Tn, k, op, "dgate");
+    for (int64_t t = 0; t < Tn; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t s = slot_of.data[t * k + j];
+        double acc = double(dgate.data[t * k + j]);
+        for (int64_t i = 0; i < d; ++i) acc += double(dout.data[t * d + i]) * double(ys.data[s * d + i]);
+        dgate.data[t * k + j] = T(acc);
+      }
+  }
+}
+
+template <class T>
+void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of) {
+  const char* op = "ref::moe_gather_backward";
+  if (dx.empty()) return;
+  check_cpu(dx, op, "dx");
+  check_cpu(dxs, op, "dxs");
+  const int64_t Tn = dx.rows(), d = dx.cols();
+  check_rc(dxs, dxs.rows(), d, op, "dxs");
+  check_slot_of(slot_of, Tn, dxs.rows(), op);
+  const int64_t k = slot_of.cols();
+  for (int64_t t = 0; t < Tn; ++t)
+    for (int64_t i = 0; i < d; ++i) {
+      double acc = double(dx.data[t * d + i]);
+      for (int64_t j = 0; j < k; ++j) acc += double(dxs.data[slot_of.data[t * k + j] * d + i]);
+      dx.data[t * d + i] = T(acc);
+    }
+}
+
+// ---- cross-entropy ------------------------------------------------------------
+
+template <class T>
+void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits,
+                   Tensor<const int32_t> targets, double dloss_scale) {
+  const char* op = "ref::cross_entropy";
+  check_cpu(logits, op, "logits");
+  const int64_t N = logits.rows(), V = logits.cols();
+  check_n(targets, N, op, "targets");
+  check_n(losses, N, op, "losses");
+  if (!dlogits.empty()) check_rc(dlogits, N, V, op, "dlogits");
+  for (int64_t n = 0; n < N; ++n) {
+    const T* l = logits.data + n * V;
+    const int64_t t = targets.data[n];
+    RMOE_CHECK(t >= 0 && t < V, op << ": target " << t << " at " << n << " is outside [0, " << V
+                                   << ")");
+    double mx = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(l[v]));
+    double sum = 0.0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v]) - mx);
+    const double lz = mx + std::log(sum);
+    losses.data[n] = T(lz - double(l[t]));
+    if (!dlogits.empty())
+      for (int64_t v = 0; v < V; ++v) {
+        const double g = (std::exp(double(l[v]) - lz) - (v == t ? 1.0 : 0.0)) * dloss_scale;
+        dlogits.data[n * V + v] = T(double(dlogits.data[n * V + v]) + g);
+      }
+  }
+}
+
+// ---- explicit instantiations ----------------------------------------------------
+
+#define RMOE_REF_INSTANTIATE(T)                                                                 \
+  template void linear_forward<T>(Tensor<T>, In<T>, In<T>, In<T>);                              \
+  template void linear_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);       \
+  template void embedding_forward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                  \
+  template void embedding_backward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                 \
+  template void rmsnorm_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, double);                 \
+  template void rmsnorm_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);          \
+  template void rope_forward<T>(Tensor<T>, double);                                             \
+  template void rope_backward<T>(Tensor<T>, double);                                            \
+  template void attention_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                \
+  template void attention_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, \
+                                      In<T>, In<T>, In<T>);                                     \
+  template void swiglu_forward<T>(Tensor<T>, In<T>, In<T>);                                     \
+  template void swiglu_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                  \
+  template void tanh_forward<T>(Tensor<T>, In<T>);                                              \
+  template void tanh_backward<T>(Tensor<T>, In<T>, In<T>);                                      \
+  template void gru_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                      \
+  template void gru_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);   \
+  template void router_topk_forward<T>(Tensor<T>, Tensor<int32_t>, Tensor<T>, Tensor<T>,        \
+                                       In<T>);                                                  \
+  template void router_topk_backward<T>(Tensor<T>, In<T>, In<T>, double, In<T>,                 \
+                                        Tensor<const int32_t>, In<T>);                          \
+  template void experts_forward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>,           \
+                                   Tensor<const int64_t>, In<T>, In<T>, In<T>);                 \
+  template void experts_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>,      \
+                                    Tensor<T>, In<T>, In<T>, Tensor<const int64_t>, In<T>,      \
+                                    In<T>, In<T>, In<T>, In<T>, In<T>);                         \
+  template void moe_gather<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                         \
+  template void moe_combine<T>(Tensor<T>, In<T>, Tensor<const int32_t>, In<T>);                 \
+  template void moe_combine_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>,                     \
+                                        Tensor<const int32_t>, In<T>);                          \
+  template void moe_gather_backward<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                \
+  template void cross_entropy<T>(Tensor<T>, Tensor<T>, In<T>, Tensor<const int32_t>, double);
+
+RMOE_REF_INSTANTIATE(float)
+RMOE_REF_INSTANTIATE(double)
+
+}  // namespace rmoe::ref

@@ -1,0 +1,39 @@
+// lm_head.cpp — logits = RMSNorm(x_L) head^T, mean cross-entropy over tokens.
+// With tie_embeddings the head is the embedding matrix (and shares its gradient).
+#include "model_util.h"
+#include "rmoe/kernels/ops.h"
+#include "rmoe/model/model.h"
+
+namespace rmoe {
+
+template <class T>
+double Model<T>::head_forward() {
+  const int64_t Tn = T_;
+  ops::rmsnorm_forward(rows(xf_, Tn), rows(rstd_f_, Tn), rows(x_final_, Tn), gw_.final_norm, cfg_.rms_eps);
+  ops::linear_forward(rows(logits_, Tn), rows(xf_, Tn), gw_.head, {});
+  ops::cross_entropy(rows(losses_, Tn), Tensor<T>{}, rows(logits_, Tn),
+                     Tensor<const int32_t>(targets_.data(), {Tn}), 0.0);
+  double sum = 0;
+  for (int64_t t = 0; t < Tn; ++t) sum += losses_.data[t];
+  return sum / Tn;
+}
+
+template <class T>
+void Model<T>::head_backward(double loss_scale) {
+  const int64_t Tn = T_;
+  Tensor<T> dlogits = rows(s_.dlogits, Tn), dxf = rows(s_.dxf, Tn), dx = rows(s_.dx, Tn);
+  zero(dlogits);
+  ops::cross_entropy(rows(losses_, Tn), dlogits, rows(logits_, Tn), Tensor<const int32_t>(targets_.data(), {Tn}),
+                     loss_scale / Tn);
+  zero(dxf);
+  ops::linear_backward(dxf, gg_.head, Tensor<T>{}, dlogits, rows(xf_, Tn), gw_.head);
+  zero(dx);
+  ops::rmsnorm_backward(dx, gg_.final_norm, dxf, rows(x_final_, Tn), gw_.final_norm, rows(rstd_f_, Tn));
+}
+
+template double Model<float>::head_forward();
+template double Model<double>::head_forward();
+template void Model<float>::head_backward(double);
+template void Model<double>::head_backward(double);
+
+}  // namespace rmoe

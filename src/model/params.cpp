@@ -1,0 +1,115 @@
+// params.cpp — builds the parameter table of docs/MODEL.md and owns the flat
+// buffers. Tested by tests/test_model.cpp (init independence, names).
+#include "rmoe/model/params.h"
+
+#include <cstdio>
+
+#include "rmoe/core/error.h"
+#include "rmoe/core/rng.h"
+
+namespace rmoe {
+
+int64_t ParamSpec::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert, int num_local_experts) {
+  const int64_t d = c.hidden_size, V = c.vocab_size, p = c.router_dim, E = c.num_experts, f = c.ffn_hidden_size;
+  const int64_t El = num_local_experts < 0 ? E : num_local_experts;
+  (void)first_expert;
+  std::vector<ParamSpec> s;
+  auto add = [&](std::string name, std::vector<int64_t> shape, Init init, bool expert = false) {
+    const bool decay = init == Init::normal;  // matrices; norms and biases are not decayed
+    s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0});
+  };
+  add("embed/wte", {V, d}, Init::normal);
+  const bool cell = c.router_type == RouterType::gru || c.router_type == RouterType::rnn;
+  if (cell) {
+    const int64_t g = c.router_type == RouterType::gru ? 3 * p : p;
+    add("router/cell/w_ih", {g, p}, Init::normal);
+    add("router/cell/w_hh", {g, p}, Init::normal);
+    add("router/cell/b_ih", {g}, Init::zeros);
+    add("router/cell/b_hh", {g}, Init::zeros);
+  }
+  for (int i = 0; i < c.num_layers; ++i) {
+    char pre[32];
+    std::snprintf(pre, sizeof pre, "layers/%02d/", i);
+    const std::string L(pre);
+    add(L + "attn_norm", {d}, Init::ones);
+    for (const char* w : {"wq", "wk", "wv", "wo"}) add(L + "attn/" + w, {d, d}, Init::normal);
+    add(L + "moe_norm", {d}, Init::ones);
+    if (c.router_type == RouterType::linear) {
+      add(L + "router/gate_w", {E, d}, Init::normal);
+    } else {
+      add(L + "router/proj_w", {p, d}, Init::normal);
+      add(L + "router/proj_b", {p}, Init::zeros);
+      add(L + "router/gate_w", {E, p}, Init::normal);
+      add(L + "router/gate_b", {E}, Init::zeros);
+    }
+    add(L + "experts/w1", {El, f, d}, Init::normal, true);
+    add(L + "experts/w3", {El, f, d}, Init::normal, true);
+    add(L + "experts/w2", {El, d, f}, Init::normal, true);
+  }
+  add("final_norm", {d}, Init::ones);
+  if (!c.tie_embeddings) add("head", {V, d}, Init::normal);
+  return s;
+}
+
+template <class T>
+ParamStore<T>::ParamStore(std::vector<ParamSpec> specs) : specs_(std::move(specs)) {
+  int64_t nr = 0, ne = 0;
+  for (auto& s : specs_) {
+    int64_t& n = s.expert ? ne : nr;
+    s.offset = n;
+    n += s.numel();
+  }
+  replicated_.assign(nr, T(0));
+  expert_.assign(ne, T(0));
+}
+
+template <class T>
+const ParamSpec* ParamStore<T>::find(const std::string& name) const {
+  for (const auto& s : specs_)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+template <class T>
+Tensor<T> ParamStore<T>::get(const std::string& name) {
+  const ParamSpec* s = find(name);
+  RMOE_CHECK(s, "no parameter named '" << name << "'");
+  Tensor<T> t;
+  t.data = data_of(*s);
+  for (int64_t d : s->shape) t.shape[t.ndim++] = d;
+  return t;
+}
+
+template <class T>
+void ParamStore<T>::zero() {
+  std::fill(replicated_.begin(), replicated_.end(), T(0));
+  std::fill(expert_.begin(), expert_.end(), T(0));
+}
+
+template <class T>
+void ParamStore<T>::init(uint64_t seed, double std, int first_expert) {
+  for (const auto& s : specs_) {
+    T* p = data_of(s);
+    const int64_t n = s.numel();
+    const uint64_t stream = hash_name(s.name);
+    const int64_t base = s.expert ? int64_t(first_expert) * (n / s.shape[0]) : 0;
+    for (int64_t i = 0; i < n; ++i) {
+      switch (s.init) {
+        case Init::ones: p[i] = T(1); break;
+        case Init::zeros: p[i] = T(0); break;
+        case Init::normal: p[i] = T(std * random_normal(seed, stream, uint64_t(base + i))); break;
+      }
+    }
+  }
+}
+
+template class ParamStore<float>;
+template class ParamStore<double>;
+
+}  // namespace rmoe
