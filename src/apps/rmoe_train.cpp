@@ -1,0 +1,118 @@
+// rmoe_train — trains an MoE language model (DESIGN.md). Thin main: parse the
+// configuration, build the trainer, loop, log. Exit status: 0 done, 1 failure,
+// 2 bad usage (one line naming the option).
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "rmoe/core/error.h"
+#include "rmoe/train/config.h"
+#include "rmoe/train/dry_run.h"
+#include "rmoe/train/trainer.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" int openblas_get_num_threads(void);
+
+using namespace rmoe;
+
+namespace {
+
+std::string format_duration(double s) {
+  char buf[32];
+  const int64_t t = int64_t(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", long(t / 3600), long(t / 60 % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", long(t / 60), long(t % 60));
+  return buf;
+}
+
+int run(int argc, char** argv) {
+  TrainConfig cfg = parse_train_config(argc, argv);
+  if (cfg.help) {
+    std::cout << cfg.help_text;
+    return 0;
+  }
+  if (cfg.device == Device::cuda)
+    throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
+  const ModelStats stats = compute_model_stats(cfg);
+  if (cfg.dry_run) {
+    std::cout << format_dry_run(cfg, stats);
+    return 0;
+  }
+  Trainer trainer(cfg);
+  std::printf("rmoe_train: %s router, %d layers, d=%d, %d experts (top-%d), %.2fM params (%.2fM active/token)\n",
+              router_type_name(cfg.model.router_type), cfg.model.num_layers, cfg.model.hidden_size,
+              cfg.model.num_experts, cfg.model.topk, stats.total_params / 1e6, stats.active_params_per_token / 1e6);
+  std::printf("data: %s\n", trainer.source().describe().c_str());
+  std::printf("batch: %d x %d tokens per step (micro-batch %d, %d accumulation steps), %ld steps; "
+              "OpenBLAS %s, %d threads\n",
+              cfg.global_batch_size, cfg.model.seq_length, cfg.micro_batch_size, cfg.accumulation_steps(),
+              long(cfg.train_iters), openblas_get_corename(), openblas_get_num_threads());
+  std::fflush(stdout);
+  std::ofstream metrics;
+  if (!cfg.metrics_file.empty()) {
+    metrics.open(cfg.metrics_file, std::ios::app);
+    RMOE_CHECK(metrics, "--metrics-file=" << cfg.metrics_file << ": cannot open for writing");
+  }
+  const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
+  double window_seconds = 0, total_seconds = 0;
+  int64_t window_steps = 0;
+  const int64_t last = cfg.exit_interval > 0 ? std::min(cfg.train_iters, cfg.exit_interval) : cfg.train_iters;
+  while (trainer.step() < last) {
+    const StepStats st = trainer.train_step();
+    window_seconds += st.seconds;
+    total_seconds += st.seconds;
+    ++window_steps;
+    const bool log_now = (st.step + 1) % cfg.log_interval == 0 || st.step + 1 == last || st.step == 0;
+    if (log_now) {
+      const double tps = tokens_per_step * window_steps / window_seconds;
+      const double eta = (last - st.step - 1) * (total_seconds / (st.step + 1));
+      std::printf("step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | "
+                  "eta %s\n",
+                  long(st.step + 1), long(cfg.train_iters), st.loss, st.lr, st.grad_norm, st.lb, tps, st.max_load,
+                  st.worst_layer, format_duration(eta).c_str());
+      std::fflush(stdout);
+      if (metrics.is_open()) {
+        nlohmann::json j = {{"type", "train"}, {"step", st.step + 1}, {"loss", st.loss},     {"lr", st.lr},
+                            {"grad_norm", st.grad_norm}, {"aux_lb", st.lb},          {"z", st.z},
+                            {"tokens_per_s", tps},       {"max_load", st.max_load}, {"worst_layer", st.worst_layer}};
+        metrics << j.dump() << "\n" << std::flush;
+      }
+      window_seconds = 0;
+      window_steps = 0;
+    }
+    if (cfg.eval_interval > 0 && ((st.step + 1) % cfg.eval_interval == 0 || st.step + 1 == last)) {
+      const double val = trainer.evaluate(cfg.eval_iters);
+      const double best = trainer.source().entropy_rate_nats();
+      std::printf("eval step %ld | val loss %.4f", long(st.step + 1), val);
+      if (best >= 0) std::printf(" | entropy rate %.4f (gap %.4f)", best, val - best);
+      std::printf("\n");
+      std::fflush(stdout);
+      if (metrics.is_open())
+        metrics << nlohmann::json{{"type", "eval"}, {"step", st.step + 1}, {"val_loss", val}}.dump() << "\n"
+                << std::flush;
+    }
+  }
+  std::printf("done: %ld steps in %s (%.0f tokens/s)\n", long(trainer.step()), format_duration(total_seconds).c_str(),
+              tokens_per_step * trainer.step() / std::max(total_seconds, 1e-9));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "rmoe_train: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rmoe_train: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,98 @@
+// trainer.cpp — the training step (see trainer.h).
+#include "rmoe/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "rmoe/core/error.h"
+#include "rmoe/train/schedule.h"
+
+namespace rmoe {
+
+Trainer::Trainer(const TrainConfig& cfg)
+    : cfg_(cfg),
+      source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed)),
+      model_(cfg.model, cfg.micro_batch_size) {
+  RMOE_CHECK(source_->vocab_size() == cfg.model.vocab_size,
+             "data source vocabulary " << source_->vocab_size() << " != --vocab-size " << cfg.model.vocab_size);
+  model_.params().init(cfg.seed, cfg.model.init_std);
+  m_rep_.assign(model_.params().replicated().size(), 0.f);
+  v_rep_ = m_rep_;
+  m_exp_.assign(model_.params().expert().size(), 0.f);
+  v_exp_ = m_exp_;
+  const size_t n = size_t(cfg.micro_batch_size) * cfg.model.seq_length;
+  tokens_.assign(n, 0);
+  targets_.assign(n, 0);
+}
+
+StepStats Trainer::train_step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length, E = cfg_.model.num_experts;
+  const int accum = cfg_.accumulation_steps();
+  StepStats st;
+  st.step = step_;
+  st.lr = lr_at(cfg_, step_);
+  auto& params = model_.params();
+  auto& grads = model_.grads();
+  grads.zero();
+  std::vector<int64_t> counts(size_t(cfg_.model.num_layers) * E, 0);
+  for (int a = 0; a < accum; ++a) {
+    source_->fill(step_, int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
+    ForwardResult r = model_.forward(tokens_.data(), targets_.data(), mb);
+    RMOE_CHECK(std::isfinite(r.total), "loss is not finite (" << r.total << ") at step " << step_
+                                           << "; lower --lr or check the data");
+    model_.backward(1.0 / accum);
+    st.loss += r.ce / accum;
+    st.lb += r.lb / accum;
+    st.z += r.z / accum;
+    for (size_t i = 0; i < counts.size(); ++i) counts[i] += r.expert_counts[i];
+  }
+  // Global gradient norm over both flat buffers, then clip.
+  auto& gr = grads.replicated();
+  auto& ge = grads.expert();
+  st.grad_norm = std::sqrt(sum_squares(gr.data(), int64_t(gr.size())) + sum_squares(ge.data(), int64_t(ge.size())));
+  RMOE_CHECK(std::isfinite(st.grad_norm), "gradient norm is not finite at step " << step_);
+  if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
+    const float s = float(cfg_.clip_grad / st.grad_norm);
+    scale(gr.data(), int64_t(gr.size()), s);
+    scale(ge.data(), int64_t(ge.size()), s);
+  }
+  AdamWHyper h;
+  h.beta1 = cfg_.adam_beta1;
+  h.beta2 = cfg_.adam_beta2;
+  h.eps = cfg_.adam_eps;
+  for (const auto& s : params.specs()) {
+    float* m = (s.expert ? m_exp_.data() : m_rep_.data()) + s.offset;
+    float* v = (s.expert ? v_exp_.data() : v_rep_.data()) + s.offset;
+    adamw_step(params.data_of(s), grads.data_of(s), m, v, s.numel(), h, step_ + 1, float(st.lr),
+               s.decay ? float(cfg_.weight_decay) : 0.f);
+  }
+  // Expert load: max share / mean share per layer; report the worst layer.
+  for (int l = 0; l < cfg_.model.num_layers; ++l) {
+    int64_t mx = 0, sum = 0;
+    for (int e = 0; e < E; ++e) {
+      mx = std::max(mx, counts[size_t(l) * E + e]);
+      sum += counts[size_t(l) * E + e];
+    }
+    const double load = sum > 0 ? double(mx) * E / double(sum) : 0;
+    if (load > st.max_load) {
+      st.max_load = load;
+      st.worst_layer = l;
+    }
+  }
+  ++step_;
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+double Trainer::evaluate(int64_t iters) {
+  const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length;
+  double sum = 0;
+  for (int64_t i = 0; i < iters; ++i) {
+    source_->fill_validation(i, 0, mb, S, tokens_.data(), targets_.data());
+    sum += model_.forward(tokens_.data(), targets_.data(), mb).ce;
+  }
+  return iters > 0 ? sum / iters : 0;
+}
+
+}  // namespace rmoe
