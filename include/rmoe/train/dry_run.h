@@ -1,0 +1,50 @@
+// dry_run.h — what a configuration costs before anything is allocated:
+// parameter counts by part, the router's extra parameters over a linear
+// router, training FLOPs per token and a memory estimate (--dry-run).
+//
+// Counts follow the parameter table of docs/MODEL.md. Letters: L layers,
+// d width, H heads, E experts, k top-k, f expert FFN width, p router width,
+// V vocabulary, S sequence length, B micro-batch size.
+// Tested by tests/test_dry_run.cpp (the paper's 0.91B configuration against a
+// hand-written count).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "rmoe/train/config.h"
+
+namespace rmoe {
+
+struct ModelStats {
+  int64_t total_params = 0;             // every parameter, shared GRU/RNN cell once
+  int64_t active_params_per_token = 0;  // total with k of E experts per layer
+  int64_t router_params = 0;            // all router tensors (per-layer + shared cell)
+  int64_t router_params_linear_equivalent = 0;  // L * E * d (what a linear router has)
+  int64_t expert_params = 0;            // L * E * 3 f d
+  int64_t embedding_params = 0;         // V * d (embed/wte)
+  int64_t head_params = 0;              // V * d, or 0 when tied
+  int64_t attention_params = 0;         // L * 4 d^2
+  int64_t norm_params = 0;              // (2 L + 1) d
+  // Training (forward + backward) FLOPs per token:
+  //   6 * M + 6 * L * S * d
+  // M = matmul weights applied to one token: L * (4 d^2 + 3 k f d + router
+  // matmuls) + V d (the head, also when tied); a shared GRU/RNN cell counts
+  // once per layer because it runs at every layer. 6 = 2 (multiply-add) * 3
+  // (forward, input grad, weight grad). 6 L S d is causal attention:
+  // q k^T and a v are 2 * 2 S d per token per layer at full S, halved by the
+  // causal mask, times 3 for backward. Embedding lookup, norms, softmax and
+  // pointwise ops are not counted.
+  double flops_per_token = 0;
+  // fp32 params + grads + two Adam moments (16 bytes per parameter) plus
+  // activations kept for the backward of one micro-batch (formula in dry_run.cpp).
+  int64_t memory_bytes_estimate = 0;
+  int64_t activation_bytes_estimate = 0;  // the activation part of the above
+};
+
+ModelStats compute_model_stats(const TrainConfig& cfg);
+
+// A readable multi-line report: the shape, a table of parameters by part, what
+// the router adds over a linear router, FLOPs per token and per step, memory.
+std::string format_dry_run(const TrainConfig& cfg, const ModelStats& stats);
+
+}  // namespace rmoe

@@ -1,0 +1,383 @@
+// config.cpp — the training CLI: one table of options drives parsing (Boost.
+// Program_options, command line + INI file), --help, validation messages and
+// config_to_ini, so the four can never disagree.
+//
+// Every value is read as text and converted here, so each bad value gets the
+// same one-line message shape: "--flag=value: what is allowed".
+// Tested by tests/test_config.cpp.
+#include "rmoe/train/config.h"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <type_traits>
+
+#include "data/synthetic.h"  // is_synthetic_data_path
+#include "rmoe/core/error.h"
+
+namespace rmoe {
+
+namespace po = boost::program_options;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw UsageError(msg); }
+
+// Shortest text that reads back to the same double.
+std::string fmt_double(double x) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  return std::string(buf, r.ptr);
+}
+
+// ---- text <-> value, one overload per field type ---------------------------
+
+std::string to_text(int x) { return std::to_string(x); }
+std::string to_text(int64_t x) { return std::to_string(x); }
+std::string to_text(uint64_t x) { return std::to_string(x); }
+std::string to_text(double x) { return fmt_double(x); }
+std::string to_text(bool x) { return x ? "true" : "false"; }
+std::string to_text(const std::string& x) { return x; }
+std::string to_text(RouterType x) { return router_type_name(x); }
+std::string to_text(Device x) { return x == Device::cuda ? "cuda" : "cpu"; }
+
+template <class Int>
+void parse_integer(const std::string& flag, const std::string& v, Int& out, const char* what) {
+  Int x{};
+  auto r = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (r.ec == std::errc::result_out_of_range) fail(flag + "=" + v + ": out of range for " + what);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
+    fail(flag + "=" + v + ": expected " + what);
+  out = x;
+}
+
+void from_text(const std::string& flag, const std::string& v, int& out) {
+  parse_integer(flag, v, out, "an integer (32-bit)");
+}
+void from_text(const std::string& flag, const std::string& v, int64_t& out) {
+  parse_integer(flag, v, out, "an integer (64-bit)");
+}
+void from_text(const std::string& flag, const std::string& v, uint64_t& out) {
+  parse_integer(flag, v, out, "a non-negative integer (64-bit)");
+}
+void from_text(const std::string& flag, const std::string& v, double& out) {
+  double x = 0;
+  auto r = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty() || !std::isfinite(x))
+    fail(flag + "=" + v + ": expected a finite number (e.g. 0.001 or 1e-3)");
+  out = x;
+}
+void from_text(const std::string& flag, const std::string& v, bool& out) {
+  if (v == "true" || v == "1" || v == "yes" || v == "on") {
+    out = true;
+  } else if (v == "false" || v == "0" || v == "no" || v == "off") {
+    out = false;
+  } else {
+    fail(flag + "=" + v + ": expected true or false");
+  }
+}
+void from_text(const std::string&, const std::string& v, std::string& out) { out = v; }
+void from_text(const std::string&, const std::string& v, RouterType& out) {
+  out = parse_router_type(v);  // its message names --moe-router-type
+}
+void from_text(const std::string& flag, const std::string& v, Device& out) {
+  if (v == "cpu") {
+    out = Device::cpu;
+  } else if (v == "cuda") {
+    out = Device::cuda;
+  } else {
+    fail(flag + "=" + v + ": unknown device; allowed: cpu, cuda");
+  }
+}
+
+// ---- the option table -------------------------------------------------------
+
+struct OptionSpec {
+  std::string name;  // flag without dashes; also the INI key
+  std::string arg;   // placeholder in --help ("N", "X", "PATH", ...); empty for switches
+  std::string help;
+  bool is_switch = false;  // `--flag` alone means true; `--flag=false` also accepted
+  std::function<std::string(const TrainConfig&)> get;
+  std::function<void(TrainConfig&, const std::string&)> set;  // throws UsageError
+  std::string default_text;  // shown in --help; empty: get(TrainConfig{})
+};
+
+// `access` is a generic lambda returning a reference to the field, so one
+// lambda serves both the const getter and the setter.
+template <class Access>
+OptionSpec field(std::string name, std::string arg, std::string help, Access access,
+                 std::string default_text = "") {
+  using T = std::remove_cvref_t<decltype(access(std::declval<TrainConfig&>()))>;
+  OptionSpec o;
+  o.name = name;
+  o.is_switch = std::is_same_v<T, bool>;
+  o.arg = o.is_switch ? "" : arg;
+  o.help = std::move(help);
+  o.get = [access](const TrainConfig& c) { return to_text(access(c)); };
+  o.set = [access, flag = "--" + name](TrainConfig& c, const std::string& v) { from_text(flag, v, access(c)); };
+  o.default_text = std::move(default_text);
+  return o;
+}
+
+const std::vector<OptionSpec>& option_table() {
+  static const std::vector<OptionSpec> table = [] {
+    std::vector<OptionSpec> t;
+    // model shape (ModelConfig)
+    t.push_back(field("num-layers", "L", "decoder layers (every layer is an MoE layer)",
+                      [](auto& c) -> auto& { return c.model.num_layers; }));
+    t.push_back(field("hidden-size", "d", "model width",
+                      [](auto& c) -> auto& { return c.model.hidden_size; }));
+    t.push_back(field("ffn-hidden-size", "f", "each expert's SwiGLU width",
+                      [](auto& c) -> auto& { return c.model.ffn_hidden_size; }));
+    t.push_back(field("num-attention-heads", "H", "attention heads; d/H must be even",
+                      [](auto& c) -> auto& { return c.model.num_heads; }));
+    t.push_back(field("seq-length", "S", "tokens per sequence",
+                      [](auto& c) -> auto& { return c.model.seq_length; }));
+    t.push_back(field("vocab-size", "V", "vocabulary size",
+                      [](auto& c) -> auto& { return c.model.vocab_size; }));
+    t.push_back(field("num-experts", "E", "experts per MoE layer",
+                      [](auto& c) -> auto& { return c.model.num_experts; }));
+    t.push_back(field("moe-router-topk", "k", "experts per token (k <= E)",
+                      [](auto& c) -> auto& { return c.model.topk; }));
+    t.push_back(field("moe-aux-loss-coeff", "X", "load-balancing loss coefficient",
+                      [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
+    t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",
+                      [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
+    t.push_back(field("moe-router-type", "TYPE", "router: linear | mlp | gru (RMoE) | rnn",
+                      [](auto& c) -> auto& { return c.model.router_type; }));
+    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn)",
+                      [](auto& c) -> auto& { return c.model.router_dim; }));
+    t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (ablation)",
+                      [](auto& c) -> auto& { return c.model.router_detach; }));
+    t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",
+                      [](auto& c) -> auto& { return c.model.tie_embeddings; }));
+    t.push_back(field("init-method-std", "X", "std of the normal init of every matrix",
+                      [](auto& c) -> auto& { return c.model.init_std; }));
+    // batch and optimisation
+    t.push_back(field("micro-batch-size", "N", "sequences per forward/backward",
+                      [](auto& c) -> auto& { return c.micro_batch_size; }));
+    t.push_back(field("global-batch-size", "N", "sequences per optimizer step (a multiple of micro-batch-size)",
+                      [](auto& c) -> auto& { return c.global_batch_size; }));
+    t.push_back(field("lr", "X", "peak learning rate", [](auto& c) -> auto& { return c.lr; }));
+    t.push_back(field("min-lr", "X", "learning rate at the end of the cosine decay (<= lr)",
+                      [](auto& c) -> auto& { return c.min_lr; }));
+    t.push_back(field("lr-warmup-iters", "N", "steps of linear warm-up from 0",
+                      [](auto& c) -> auto& { return c.lr_warmup_iters; }));
+    OptionSpec decay = field("lr-decay-iters", "N", "step at which the cosine decay reaches min-lr",
+                             [](auto& c) -> auto& { return c.lr_decay_iters; }, "train-iters");
+    decay.get = [](const TrainConfig& c) { return to_text(c.resolved_lr_decay_iters()); };
+    t.push_back(decay);
+    t.push_back(field("train-iters", "N", "optimizer steps", [](auto& c) -> auto& { return c.train_iters; }));
+    t.push_back(field("exit-interval", "N", "exit after a step that is a multiple of N (0 = never)",
+                      [](auto& c) -> auto& { return c.exit_interval; }));
+    t.push_back(field("weight-decay", "X", "AdamW decoupled weight decay (matrices only)",
+                      [](auto& c) -> auto& { return c.weight_decay; }));
+    t.push_back(field("adam-beta1", "X", "AdamW beta1, in [0, 1)", [](auto& c) -> auto& { return c.adam_beta1; }));
+    t.push_back(field("adam-beta2", "X", "AdamW beta2, in [0, 1)", [](auto& c) -> auto& { return c.adam_beta2; }));
+    t.push_back(field("adam-eps", "X", "AdamW epsilon", [](auto& c) -> auto& { return c.adam_eps; }));
+    t.push_back(field("clip-grad", "X", "max global gradient norm (0 = no clipping)",
+                      [](auto& c) -> auto& { return c.clip_grad; }));
+    // parallel layout, data, checkpoints, logging
+    t.push_back(field("expert-parallel-size", "N", "ranks experts are sharded over (0 = auto); divides E",
+                      [](auto& c) -> auto& { return c.expert_parallel_size; }));
+    t.push_back(field("data-path", "PATH", "dataset directory, or synthetic:markov",
+                      [](auto& c) -> auto& { return c.data_path; }));
+    t.push_back(field("save", "DIR", "checkpoint directory to write (empty = none)",
+                      [](auto& c) -> auto& { return c.save; }));
+    t.push_back(field("load", "DIR", "checkpoint directory to resume from (empty = none)",
+                      [](auto& c) -> auto& { return c.load; }));
+    t.push_back(field("save-interval", "N", "steps between checkpoints (0 = only at the end)",
+                      [](auto& c) -> auto& { return c.save_interval; }));
+    t.push_back(field("eval-interval", "N", "steps between evaluations (0 = never)",
+                      [](auto& c) -> auto& { return c.eval_interval; }));
+    t.push_back(field("eval-iters", "N", "micro-batches per evaluation",
+                      [](auto& c) -> auto& { return c.eval_iters; }));
+    t.push_back(field("log-interval", "N", "steps between log lines",
+                      [](auto& c) -> auto& { return c.log_interval; }));
+    t.push_back(field("seed", "N", "seed of weights, data order and synthetic data",
+                      [](auto& c) -> auto& { return c.seed; }));
+    t.push_back(field("device", "DEV", "cpu | cuda", [](auto& c) -> auto& { return c.device; }));
+    t.push_back(field("dry-run", "", "print parameter counts, FLOPs and memory, then exit",
+                      [](auto& c) -> auto& { return c.dry_run; }));
+    t.push_back(field("metrics-file", "PATH", "write JSON-lines metrics here (empty = none)",
+                      [](auto& c) -> auto& { return c.metrics_file; }));
+    return t;
+  }();
+  return table;
+}
+
+// Boost descriptions: every table option as text; the command line also has
+// --config and --help. No defaults are given to Boost (TrainConfig holds them),
+// so "was it given?" is vm.count(name).
+po::options_description file_options() {
+  po::options_description d;
+  for (const OptionSpec& o : option_table()) {
+    if (o.is_switch) {
+      d.add_options()(o.name.c_str(), po::value<std::string>()->implicit_value("true"), o.help.c_str());
+    } else {
+      d.add_options()(o.name.c_str(), po::value<std::string>(), o.help.c_str());
+    }
+  }
+  return d;
+}
+
+po::options_description command_line_options() {
+  po::options_description d;
+  d.add_options()("config", po::value<std::string>(), "INI file")("help", "print this help");
+  d.add(file_options());
+  return d;
+}
+
+// One line for any Boost parse error.
+[[noreturn]] void rethrow_boost(const po::error& e, const std::string& source) {
+  if (auto* u = dynamic_cast<const po::unknown_option*>(&e)) {
+    if (source.empty()) fail(u->get_option_name() + ": unknown option; run with --help for the list");
+    fail(source + ": unknown key '" + u->get_option_name() +
+         "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)");
+  }
+  fail((source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options");
+}
+
+std::string require_text(const char* flag, int64_t value, const char* rule) {
+  return std::string(flag) + "=" + std::to_string(value) + " " + rule;
+}
+
+void require_min(const char* flag, int64_t value, int64_t min) {
+  if (value < min) fail(require_text(flag, value, ("must be >= " + std::to_string(min)).c_str()));
+}
+
+void require_finite_min(const char* flag, double value, double min, bool strict) {
+  bool bad = !std::isfinite(value) || (strict ? value <= min : value < min);
+  if (bad) fail(std::string(flag) + "=" + fmt_double(value) + " must be " + (strict ? "> " : ">= ") + fmt_double(min));
+}
+
+void require_unit_interval(const char* flag, double value) {
+  if (!(value >= 0.0 && value < 1.0)) fail(std::string(flag) + "=" + fmt_double(value) + " must be in [0, 1)");
+}
+
+}  // namespace
+
+void validate_train_config(const TrainConfig& c) {
+  c.model.validate();
+  require_min("--micro-batch-size", c.micro_batch_size, 1);
+  require_min("--global-batch-size", c.global_batch_size, 1);
+  if (c.global_batch_size % c.micro_batch_size != 0)
+    fail("--global-batch-size=" + std::to_string(c.global_batch_size) + " must be a multiple of --micro-batch-size=" +
+         std::to_string(c.micro_batch_size));
+  require_finite_min("--lr", c.lr, 0.0, true);
+  require_finite_min("--min-lr", c.min_lr, 0.0, false);
+  if (c.min_lr > c.lr) fail("--min-lr=" + fmt_double(c.min_lr) + " must be <= --lr=" + fmt_double(c.lr));
+  require_min("--lr-warmup-iters", c.lr_warmup_iters, 0);
+  if (c.lr_decay_iters != -1) require_min("--lr-decay-iters", c.lr_decay_iters, 1);  // -1: = train-iters
+  require_min("--train-iters", c.train_iters, 1);
+  require_min("--exit-interval", c.exit_interval, 0);
+  require_finite_min("--weight-decay", c.weight_decay, 0.0, false);
+  require_unit_interval("--adam-beta1", c.adam_beta1);
+  require_unit_interval("--adam-beta2", c.adam_beta2);
+  require_finite_min("--adam-eps", c.adam_eps, 0.0, true);
+  require_finite_min("--clip-grad", c.clip_grad, 0.0, false);
+  require_min("--expert-parallel-size", c.expert_parallel_size, 0);
+  if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)
+    fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +
+         std::to_string(c.model.num_experts));
+  if (c.data_path.empty()) fail("--data-path= must not be empty; give a dataset directory or synthetic:markov");
+  if (is_synthetic_data_path(c.data_path) && c.data_path != "synthetic:markov")
+    fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
+  require_min("--save-interval", c.save_interval, 0);
+  require_min("--eval-interval", c.eval_interval, 0);
+  require_min("--eval-iters", c.eval_iters, 0);
+  if (c.eval_interval > 0 && c.eval_iters < 1)
+    fail("--eval-iters=" + std::to_string(c.eval_iters) + " must be >= 1 when --eval-interval=" +
+         std::to_string(c.eval_interval) + " is set");
+  require_min("--log-interval", c.log_interval, 1);
+#ifndef RMOE_WITH_CUDA
+  if (c.device == Device::cuda)
+    fail("--device=cuda: this build has no CUDA backend; rebuild with -DRMOE_CUDA=ON or use --device=cpu");
+#endif
+}
+
+TrainConfig parse_train_config(int argc, const char* const* argv) {
+  const po::options_description cmd_desc = command_line_options();
+  po::variables_map vm;
+  // No abbreviations ("--num" is not "--num-layers"), no short options.
+  const int style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
+  try {
+    const po::parsed_options parsed = po::command_line_parser(argc, argv).options(cmd_desc).style(style).run();
+    for (const po::option& o : parsed.options)  // Boost keeps stray words as positional options
+      if (o.position_key >= 0 || o.string_key.empty())
+        fail((o.original_tokens.empty() ? std::string("?") : o.original_tokens.front()) +
+             ": unexpected argument; every option is a flag (--name=value); run with --help for the list");
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    rethrow_boost(e, "");
+  }
+
+  TrainConfig cfg;
+  if (vm.count("help")) {
+    cfg.help = true;
+    cfg.help_text = train_config_help();
+    return cfg;
+  }
+
+  if (vm.count("config")) {
+    const std::string path = vm["config"].as<std::string>();
+    const std::string source = "--config=" + path;
+    std::ifstream in(path);
+    if (!in) fail(source + ": cannot open the file; check the path");
+    try {
+      // Stored after the command line: Boost keeps the first value stored, so
+      // a flag on the command line overrides the file.
+      po::store(po::parse_config_file(in, file_options(), /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      rethrow_boost(e, source);
+    }
+  }
+
+  for (const OptionSpec& o : option_table())
+    if (vm.count(o.name)) o.set(cfg, vm[o.name].as<std::string>());
+
+  if (vm.count("lr-decay-iters") && cfg.lr_decay_iters < 1)
+    fail("--lr-decay-iters=" + std::to_string(cfg.lr_decay_iters) + " must be >= 1");
+  validate_train_config(cfg);
+  cfg.lr_decay_iters = cfg.resolved_lr_decay_iters();
+  return cfg;
+}
+
+std::string config_to_ini(const TrainConfig& cfg) {
+  std::ostringstream os;
+  os << "# rmoe resolved training configuration (read back with --config FILE)\n";
+  for (const OptionSpec& o : option_table()) os << o.name << " = " << o.get(cfg) << "\n";
+  return os.str();
+}
+
+std::vector<std::string> train_option_names() {
+  std::vector<std::string> names = {"config", "help"};
+  for (const OptionSpec& o : option_table()) names.push_back(o.name);
+  return names;
+}
+
+std::string train_config_help() {
+  const TrainConfig defaults;
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"--config FILE", "INI file of `key = value` lines (keys: the flags without dashes); flags override it"},
+      {"--help", "print this help and exit"}};
+  for (const OptionSpec& o : option_table()) {
+    std::string left = "--" + o.name + (o.arg.empty() ? "" : " " + o.arg);
+    std::string def = o.default_text.empty() ? o.get(defaults) : o.default_text;
+    if (def.empty()) def = "none";
+    rows.push_back({left, o.help + " (default: " + def + ")"});
+  }
+  size_t width = 0;
+  for (auto& r : rows) width = std::max(width, r.first.size());
+  std::ostringstream os;
+  os << "rmoe training options (DESIGN.md section 6):\n";
+  for (auto& r : rows) os << "  " << r.first << std::string(width + 2 - r.first.size(), ' ') << r.second << "\n";
+  return os.str();
+}
+
+}  // namespace rmoe

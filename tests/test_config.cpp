@@ -1,0 +1,303 @@
+// test_config.cpp — the training CLI (include/rmoe/train/config.h): defaults,
+// every flag, every validation error (one line naming the option and value),
+// INI file + command-line precedence, config_to_ini round trip, and a frozen
+// list of flags.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "rmoe/core/error.h"
+#include "rmoe/train/config.h"
+
+namespace rmoe {
+namespace {
+
+TrainConfig parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "rmoe_train");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return parse_train_config(static_cast<int>(argv.size()), argv.data());
+}
+
+// Parsing `args` must throw UsageError whose one-line message contains every
+// string of `parts`.
+void expect_usage_error(const std::vector<std::string>& args, std::initializer_list<std::string> parts) {
+  std::string joined;
+  for (const auto& a : args) joined += a + " ";
+  try {
+    parse(args);
+    ADD_FAILURE() << "no error for: " << joined;
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "args: " << joined << "\nmessage: " << msg << "\nmissing: " << p;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type for: " << joined << ": " << e.what();
+  }
+}
+
+std::string write_temp_file(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "rmoe_test_config_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(TrainConfig, DefaultsAreValidAndDecayIsResolved) {
+  TrainConfig c = parse({});
+  EXPECT_FALSE(c.help);
+  EXPECT_EQ(c.model.router_type, RouterType::gru);
+  EXPECT_EQ(c.model.router_dim, 128);
+  EXPECT_EQ(c.data_path, "synthetic:markov");
+  EXPECT_EQ(c.seed, 1234u);
+  EXPECT_EQ(c.log_interval, 10);
+  EXPECT_DOUBLE_EQ(c.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(c.adam_beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.adam_beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.adam_eps, 1e-8);
+  EXPECT_DOUBLE_EQ(c.clip_grad, 1.0);
+  EXPECT_DOUBLE_EQ(c.model.aux_loss_coeff, 0.01);
+  EXPECT_DOUBLE_EQ(c.model.z_loss_coeff, 0.0);
+  EXPECT_DOUBLE_EQ(c.model.init_std, 0.02);
+  EXPECT_EQ(c.expert_parallel_size, 0);
+  EXPECT_EQ(c.device, Device::cpu);
+  EXPECT_FALSE(c.dry_run);
+  EXPECT_FALSE(c.model.router_detach);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.lr_decay_iters, c.train_iters);  // default lr-decay-iters = train-iters
+  EXPECT_EQ(parse({"--train-iters=77"}).lr_decay_iters, 77);
+  EXPECT_EQ(parse({"--train-iters=77", "--lr-decay-iters=50"}).lr_decay_iters, 50);
+  EXPECT_NO_THROW(validate_train_config(TrainConfig{}));  // unresolved default is valid too
+}
+
+TEST(TrainConfig, EveryFlagSetsItsField) {
+  TrainConfig c = parse({"--num-layers=6", "--hidden-size", "96", "--ffn-hidden-size=80", "--num-attention-heads=3",
+                         "--seq-length=64", "--vocab-size=300", "--micro-batch-size=2", "--global-batch-size=6",
+                         "--lr=4.2e-4", "--min-lr=4.2e-5", "--lr-warmup-iters=7", "--lr-decay-iters=90",
+                         "--train-iters=100", "--exit-interval=50", "--weight-decay=0.05", "--adam-beta1=0.8",
+                         "--adam-beta2=0.99", "--adam-eps=1e-6", "--clip-grad=0", "--num-experts=6",
+                         "--moe-router-topk=3", "--moe-aux-loss-coeff=0.02", "--moe-z-loss-coeff=0.001",
+                         "--moe-router-type=rnn", "--router-dim=32", "--router-detach", "--tie-embeddings",
+                         "--init-method-std=0.01", "--expert-parallel-size=3", "--data-path=/data/x", "--save=ck",
+                         "--load=ck0", "--save-interval=20", "--eval-interval=10", "--eval-iters=4",
+                         "--log-interval=5", "--seed=99", "--device=cpu", "--dry-run", "--metrics-file=m.jsonl"});
+  EXPECT_EQ(c.model.num_layers, 6);
+  EXPECT_EQ(c.model.hidden_size, 96);
+  EXPECT_EQ(c.model.ffn_hidden_size, 80);
+  EXPECT_EQ(c.model.num_heads, 3);
+  EXPECT_EQ(c.model.seq_length, 64);
+  EXPECT_EQ(c.model.vocab_size, 300);
+  EXPECT_EQ(c.micro_batch_size, 2);
+  EXPECT_EQ(c.global_batch_size, 6);
+  EXPECT_EQ(c.accumulation_steps(), 3);
+  EXPECT_DOUBLE_EQ(c.lr, 4.2e-4);
+  EXPECT_DOUBLE_EQ(c.min_lr, 4.2e-5);
+  EXPECT_EQ(c.lr_warmup_iters, 7);
+  EXPECT_EQ(c.lr_decay_iters, 90);
+  EXPECT_EQ(c.train_iters, 100);
+  EXPECT_EQ(c.exit_interval, 50);
+  EXPECT_DOUBLE_EQ(c.weight_decay, 0.05);
+  EXPECT_DOUBLE_EQ(c.adam_beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.adam_beta2, 0.99);
+  EXPECT_DOUBLE_EQ(c.adam_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.clip_grad, 0.0);
+  EXPECT_EQ(c.model.num_experts, 6);
+  EXPECT_EQ(c.model.topk, 3);
+  EXPECT_DOUBLE_EQ(c.model.aux_loss_coeff, 0.02);
+  EXPECT_DOUBLE_EQ(c.model.z_loss_coeff, 0.001);
+  EXPECT_EQ(c.model.router_type, RouterType::rnn);
+  EXPECT_EQ(c.model.router_dim, 32);
+  EXPECT_TRUE(c.model.router_detach);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_DOUBLE_EQ(c.model.init_std, 0.01);
+  EXPECT_EQ(c.expert_parallel_size, 3);
+  EXPECT_EQ(c.data_path, "/data/x");
+  EXPECT_EQ(c.save, "ck");
+  EXPECT_EQ(c.load, "ck0");
+  EXPECT_EQ(c.save_interval, 20);
+  EXPECT_EQ(c.eval_interval, 10);
+  EXPECT_EQ(c.eval_iters, 4);
+  EXPECT_EQ(c.log_interval, 5);
+  EXPECT_EQ(c.seed, 99u);
+  EXPECT_EQ(c.device, Device::cpu);
+  EXPECT_TRUE(c.dry_run);
+  EXPECT_EQ(c.metrics_file, "m.jsonl");
+  EXPECT_FALSE(parse({"--router-detach=false"}).model.router_detach);
+  for (const char* t : {"linear", "mlp", "gru", "rnn"})
+    EXPECT_STREQ(router_type_name(parse({std::string("--moe-router-type=") + t}).model.router_type), t);
+}
+
+TEST(TrainConfig, HelpListsEveryFlagAndSkipsValidation) {
+  TrainConfig c = parse({"--help", "--num-layers=0"});
+  EXPECT_TRUE(c.help);
+  for (const std::string& name : train_option_names())
+    EXPECT_NE(c.help_text.find("--" + name), std::string::npos) << name;
+  EXPECT_NE(c.help_text.find("(default: train-iters)"), std::string::npos);
+}
+
+// Adding, removing or renaming a flag must be deliberate: update this list
+// (and DESIGN.md §6) in the same change.
+TEST(TrainConfig, CliSurfaceIsFrozen) {
+  const std::vector<std::string> expected = {
+      "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
+      "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
+      "router-dim", "router-detach", "tie-embeddings", "init-method-std", "micro-batch-size", "global-batch-size",
+      "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
+      "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "expert-parallel-size", "data-path", "save", "load",
+      "save-interval", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run", "metrics-file"};
+  EXPECT_EQ(train_option_names(), expected);
+}
+
+TEST(TrainConfigErrors, BadCombinations) {
+  expect_usage_error({"--num-experts=4", "--moe-router-topk=5"}, {"--moe-router-topk=5 must be <= --num-experts=4"});
+  expect_usage_error({"--hidden-size=100", "--num-attention-heads=3"},
+                     {"--hidden-size=100", "--num-attention-heads=3", "multiple"});
+  expect_usage_error({"--hidden-size=12", "--num-attention-heads=4"},
+                     {"--hidden-size=12", "--num-attention-heads=4", "head dim 3", "even"});
+  expect_usage_error({"--micro-batch-size=4", "--global-batch-size=10"},
+                     {"--global-batch-size=10 must be a multiple of --micro-batch-size=4"});
+  expect_usage_error({"--lr=0.001", "--min-lr=0.01"}, {"--min-lr=0.01 must be <= --lr=0.001"});
+  expect_usage_error({"--num-experts=8", "--expert-parallel-size=3"},
+                     {"--expert-parallel-size=3 must divide --num-experts=8"});
+  expect_usage_error({"--eval-interval=10", "--eval-iters=0"}, {"--eval-iters=0", "--eval-interval=10"});
+}
+
+TEST(TrainConfigErrors, NonPositiveSizes) {
+  for (const char* flag : {"--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads",
+                           "--seq-length", "--vocab-size", "--num-experts", "--moe-router-topk", "--router-dim",
+                           "--micro-batch-size", "--global-batch-size", "--train-iters", "--log-interval",
+                           "--lr-decay-iters"}) {
+    for (const char* value : {"0", "-3"}) {
+      const std::string arg = std::string(flag) + "=" + value;
+      expect_usage_error({arg}, {arg, "must be >="});
+    }
+  }
+  for (const char* flag : {"--lr-warmup-iters", "--exit-interval", "--save-interval", "--eval-interval",
+                           "--eval-iters", "--expert-parallel-size"}) {
+    const std::string arg = std::string(flag) + "=-1";
+    expect_usage_error({arg}, {arg, "must be >= 0"});
+  }
+  expect_usage_error({"--lr=0"}, {"--lr=0 must be > 0"});
+  expect_usage_error({"--lr=-1"}, {"--lr=-1"});
+  expect_usage_error({"--min-lr=-1e-05"}, {"--min-lr=-1e-05 must be >= 0"});
+  expect_usage_error({"--weight-decay=-0.1"}, {"--weight-decay=-0.1"});
+  expect_usage_error({"--clip-grad=-1"}, {"--clip-grad=-1"});
+  expect_usage_error({"--adam-eps=0"}, {"--adam-eps=0"});
+  expect_usage_error({"--adam-beta1=1"}, {"--adam-beta1=1 must be in [0, 1)"});
+  expect_usage_error({"--adam-beta2=-0.5"}, {"--adam-beta2=-0.5 must be in [0, 1)"});
+  expect_usage_error({"--init-method-std=0"}, {"--init-method-std=0"});
+  expect_usage_error({"--moe-aux-loss-coeff=-1"}, {"--moe-aux-loss-coeff=-1"});
+  expect_usage_error({"--moe-z-loss-coeff=-1"}, {"--moe-z-loss-coeff=-1"});
+  expect_usage_error({"--vocab-size=1"}, {"--vocab-size=1"});
+}
+
+TEST(TrainConfigErrors, BadValuesAndUnknownOptions) {
+  expect_usage_error({"--num-layers=abc"}, {"--num-layers=abc", "integer"});
+  expect_usage_error({"--num-layers=2.5"}, {"--num-layers=2.5", "integer"});
+  expect_usage_error({"--num-layers=99999999999"}, {"--num-layers=99999999999", "out of range"});
+  expect_usage_error({"--seed=-1"}, {"--seed=-1", "non-negative"});
+  expect_usage_error({"--lr=fast"}, {"--lr=fast", "number"});
+  expect_usage_error({"--lr=nan"}, {"--lr=nan"});
+  expect_usage_error({"--router-detach=maybe"}, {"--router-detach=maybe", "true or false"});
+  expect_usage_error({"--moe-router-type=lstm"},
+                     {"--moe-router-type=lstm", "unknown router type", "linear, mlp, gru, rnn"});
+  expect_usage_error({"--device=tpu"}, {"--device=tpu", "cpu, cuda"});
+  expect_usage_error({"--data-path=synthetic:foo"},
+                     {"--data-path=synthetic:foo: unknown synthetic source; available: synthetic:markov"});
+  expect_usage_error({"--data-path="}, {"--data-path"});
+  expect_usage_error({"--bogus=1"}, {"--bogus", "unknown option"});
+  expect_usage_error({"--num-layer=3"}, {"--num-layer", "unknown option"});  // no abbreviations
+  expect_usage_error({"--lr=0.1", "--lr=0.2"}, {"lr"});                        // given twice
+  expect_usage_error({"stray"}, {"stray"});                                    // positional argument
+  expect_usage_error({"--num-layers"}, {"num-layers"});                        // missing value
+#ifndef RMOE_WITH_CUDA
+  expect_usage_error({"--device=cuda"}, {"--device=cuda", "-DRMOE_CUDA=ON"});
+#endif
+}
+
+TEST(TrainConfigErrors, ConfigFileProblems) {
+  expect_usage_error({"--config=/nonexistent/rmoe.ini"}, {"--config=/nonexistent/rmoe.ini", "cannot open"});
+  const std::string unknown = write_temp_file("unknown.ini", "num-layers = 2\nnum-layerz = 3\n");
+  expect_usage_error({"--config=" + unknown}, {"--config=" + unknown, "unknown key 'num-layerz'"});
+  const std::string dashed = write_temp_file("dashed.ini", "--num-layers = 2\n");
+  expect_usage_error({"--config=" + dashed}, {"--config=" + dashed});
+  const std::string bad_value = write_temp_file("bad_value.ini", "hidden-size = wide\n");
+  expect_usage_error({"--config=" + bad_value}, {"--hidden-size=wide"});
+  const std::string bad_combo = write_temp_file("bad_combo.ini", "num-experts = 2\nmoe-router-topk = 3\n");
+  expect_usage_error({"--config=" + bad_combo}, {"--moe-router-topk=3 must be <= --num-experts=2"});
+  const std::string nested = write_temp_file("nested.ini", "config = other.ini\n");
+  expect_usage_error({"--config=" + nested}, {"unknown key 'config'"});
+}
+
+TEST(TrainConfig, CommandLineOverridesIniFile) {
+  const std::string path = write_temp_file("precedence.ini",
+                                           "# a comment\n"
+                                           "num-layers = 8\n"
+                                           "hidden-size = 64\n"
+                                           "lr = 0.5\n"
+                                           "router-detach = true\n"
+                                           "moe-router-type = mlp\n"
+                                           "data-path = /from/file\n");
+  TrainConfig c = parse({"--num-layers=6", "--config", path, "--router-detach=false", "--data-path=/from/cli"});
+  EXPECT_EQ(c.model.num_layers, 6);              // command line wins
+  EXPECT_EQ(c.model.hidden_size, 64);            // from the file
+  EXPECT_DOUBLE_EQ(c.lr, 0.5);                   // from the file
+  EXPECT_EQ(c.model.router_type, RouterType::mlp);
+  EXPECT_FALSE(c.model.router_detach);           // command line wins over the file's true
+  EXPECT_EQ(c.data_path, "/from/cli");
+  EXPECT_EQ(c.model.num_heads, TrainConfig{}.model.num_heads);  // neither: default
+  // The file alone.
+  TrainConfig f = parse({"--config=" + path});
+  EXPECT_EQ(f.model.num_layers, 8);
+  EXPECT_TRUE(f.model.router_detach);
+  // A command-line value that makes the file's values valid is accepted:
+  // validation runs on the merged result.
+  const std::string topk = write_temp_file("topk.ini", "moe-router-topk = 6\n");
+  EXPECT_EQ(parse({"--config=" + topk, "--num-experts=6"}).model.topk, 6);
+}
+
+TEST(TrainConfig, IniRoundTrip) {
+  TrainConfig c = parse({"--num-layers=3", "--hidden-size=48", "--num-attention-heads=2", "--lr=4.2e-4",
+                         "--min-lr=4.2e-5", "--moe-router-type=linear", "--tie-embeddings", "--seed=18446744073709551615",
+                         "--metrics-file=/tmp/m.jsonl", "--train-iters=33", "--init-method-std=0.013",
+                         "--adam-eps=1e-7"});
+  const std::string ini = config_to_ini(c);
+  EXPECT_NE(ini.find("num-layers = 3\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("lr-decay-iters = 33\n"), std::string::npos) << ini;  // resolved
+  EXPECT_NE(ini.find("moe-router-type = linear\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("tie-embeddings = true\n"), std::string::npos) << ini;
+  EXPECT_EQ(ini.find("help"), std::string::npos);
+  const std::string path = write_temp_file("roundtrip.ini", ini);
+  TrainConfig back = parse({"--config=" + path});
+  EXPECT_EQ(config_to_ini(back), ini);
+  EXPECT_EQ(back.seed, c.seed);
+  EXPECT_EQ(back.lr, c.lr);  // bit-exact: shortest round-trip formatting
+  EXPECT_EQ(back.min_lr, c.min_lr);
+  EXPECT_EQ(back.model.init_std, c.model.init_std);
+  EXPECT_EQ(back.adam_eps, c.adam_eps);
+  EXPECT_EQ(back.model.router_type, RouterType::linear);
+  EXPECT_TRUE(back.model.tie_embeddings);
+  EXPECT_EQ(back.save, "");
+  EXPECT_EQ(back.metrics_file, "/tmp/m.jsonl");
+  // Defaults round-trip too.
+  const std::string def_path = write_temp_file("defaults.ini", config_to_ini(parse({})));
+  EXPECT_EQ(config_to_ini(parse({"--config=" + def_path})), config_to_ini(parse({})));
+}
+
+TEST(ModelConfig, RouterTypeNames) {
+  for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::rnn})
+    EXPECT_EQ(parse_router_type(router_type_name(r)), r);
+  EXPECT_THROW(parse_router_type("GRU"), UsageError);
+  ModelConfig m;
+  EXPECT_NO_THROW(m.validate());
+  m.topk = m.num_experts + 1;
+  EXPECT_THROW(m.validate(), UsageError);
+}
+
+}  // namespace
+}  // namespace rmoe
