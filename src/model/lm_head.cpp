@@ -23,8 +23,9 @@ void Model<T>::head_backward(double loss_scale) {
   const int64_t Tn = T_;
   Tensor<T> dlogits = rows(s_.dlogits, Tn), dxf = rows(s_.dxf, Tn), dx = rows(s_.dx, Tn);
   zero(dlogits);
+  // CE of the global batch is the mean over every rank's tokens.
   ops::cross_entropy(rows(losses_, Tn), dlogits, rows(logits_, Tn), Tensor<const int32_t>(targets_.data(), {Tn}),
-                     loss_scale / Tn);
+                     loss_scale / double(T_global_));
   zero(dxf);
   ops::linear_backward(dxf, gg_.head, Tensor<T>{}, dlogits, rows(xf_, Tn), gw_.head);
   zero(dx);

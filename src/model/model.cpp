@@ -12,11 +12,14 @@
 namespace rmoe {
 
 template <class T>
-Model<T>::Model(const ModelConfig& cfg, int max_batch)
+Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher)
     : cfg_(cfg),
       max_batch_(max_batch),
-      params_(model_param_specs(cfg)),
-      grads_(model_param_specs(cfg)) {
+      dispatcher_(dispatcher ? std::move(dispatcher)
+                             : std::make_shared<ExpertDispatcher<T>>(cfg.num_layers, cfg.num_experts, 0,
+                                                                     cfg.num_experts)),
+      params_(model_param_specs(cfg, dispatcher_->first_local_expert(), dispatcher_->num_local_experts())),
+      grads_(params_.specs()) {
   cfg_.validate();
   RMOE_CHECK(max_batch >= 1, "max_batch must be >= 1, got " << max_batch);
   bind(params_, w_, gw_);
@@ -79,6 +82,7 @@ void Model<T>::carve(Arena<T>& a) {
   const int64_t Bm = max_batch_, S = cfg_.seq_length, Tm = Bm * S, d = cfg_.hidden_size, H = cfg_.num_heads;
   const int64_t E = cfg_.num_experts, K = cfg_.topk, f = cfg_.ffn_hidden_size, p = cfg_.router_dim,
                 V = cfg_.vocab_size, Tk = Tm * K;
+  (void)f;
   const int64_t g = cfg_.router_type == RouterType::gru ? 3 * p : p;  // cell gate rows
   const bool has_h = cfg_.router_type != RouterType::linear;
   const bool has_cell = cfg_.router_type == RouterType::gru || cfg_.router_type == RouterType::rnn;
@@ -108,9 +112,6 @@ void Model<T>::carve(Arena<T>& a) {
     L.gate = a.take({Tm, K});
     L.lse = a.take({Tm});
     L.xs = a.take({Tk, d});
-    L.ea = a.take({Tk, f});
-    L.eb = a.take({Tk, f});
-    L.eh = a.take({Tk, f});
     L.ys = a.take({Tk, d});
     L.moe_out = a.take({Tm, d});
   }
@@ -142,8 +143,6 @@ void Model<T>::carve(Arena<T>& a) {
   }
   s_.dxs = a.take({Tk, d});
   s_.dys = a.take({Tk, d});
-  s_.sda = a.take({Tk, f});
-  s_.sdb = a.take({Tk, f});
   s_.dxf = a.take({Tm, d});
   s_.dlogits = a.take({Tm, V});
 }
@@ -169,20 +168,27 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     const int64_t n = int64_t(T_) * cfg_.hidden_size;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) x_out.data[i] = L.x_mid.data[i] + L.moe_out.data[i];
-    // Aux-loss terms of this layer (DESIGN §1): f_e from counts, P_e mean prob.
+    // Aux-loss statistics of this layer over every data-parallel rank (DESIGN
+    // §1): slot counts, probability sums, sum of lse^2, token count.
     const int E = cfg_.num_experts;
-    double lb = 0, z = 0;
-    for (int e = 0; e < E; ++e) {
-      const int64_t cnt = L.offsets[e + 1] - L.offsets[e];
-      r.expert_counts[size_t(l) * E + e] = cnt;
-      L.f_e[e] = double(cnt) / (double(T_) * cfg_.topk);
-      double pe = 0;
-      for (int64_t t = 0; t < T_; ++t) pe += L.probs.data[t * E + e];
-      lb += L.f_e[e] * pe / T_;
+    std::vector<double>& st = stats_;
+    st.assign(2 * E + 2, 0.0);
+    for (int e = 0; e < E; ++e) st[e] = double(L.offsets[e + 1] - L.offsets[e]);
+    for (int64_t t = 0; t < T_; ++t) {
+      for (int e = 0; e < E; ++e) st[E + e] += L.probs.data[t * E + e];
+      st[2 * E] += double(L.lse.data[t]) * L.lse.data[t];
     }
-    for (int64_t t = 0; t < T_; ++t) z += double(L.lse.data[t]) * L.lse.data[t];
+    st[2 * E + 1] = double(T_);
+    dispatcher_->allreduce_stats(st.data(), int64_t(st.size()));
+    T_global_ = int64_t(st[2 * E + 1]);
+    double lb = 0;
+    for (int e = 0; e < E; ++e) {
+      r.expert_counts[size_t(l) * E + e] = int64_t(st[e]);
+      L.f_e[e] = st[e] / (double(T_global_) * cfg_.topk);
+      lb += L.f_e[e] * st[E + e] / double(T_global_);
+    }
     lb_sum += E * lb;
-    z_sum += z / T_;
+    z_sum += st[2 * E] / double(T_global_);
   }
   r.ce = head_forward();
   r.lb = lb_sum / cfg_.num_layers;

@@ -47,8 +47,7 @@ void Model<T>::moe_forward(int l) {
     }
   Tensor<const int32_t> slot_token(L.slot_token.data(), {Tk}), slot_of(L.slot_of.data(), {Tn, K});
   ops::moe_gather(rows(L.xs, Tk), rows(L.u, Tn), slot_token);
-  ops::experts_forward(rows(L.ys, Tk), rows(L.ea, Tk), rows(L.eb, Tk), rows(L.eh, Tk), rows(L.xs, Tk),
-                       Tensor<const int64_t>(L.offsets.data(), {E + 1}), w.w1, w.w3, w.w2);
+  dispatcher_->forward(l, rows(L.xs, Tk), L.offsets.data(), rows(L.ys, Tk), w.w1, w.w3, w.w2);
   ops::moe_combine(rows(L.moe_out, Tn), rows(L.ys, Tk), slot_of, rows(L.gate, Tn));
 }
 
@@ -65,16 +64,16 @@ void Model<T>::moe_backward(int l, double loss_scale) {
   zero(dgate);
   ops::moe_combine_backward(dys, dgate, dx, rows(L.ys, Tk), slot_of, rows(L.gate, Tn));
   zero(dxs);
-  ops::experts_backward(dxs, g.w1, g.w3, g.w2, rows(s_.sda, Tk), rows(s_.sdb, Tk), dys, rows(L.xs, Tk),
-                        Tensor<const int64_t>(L.offsets.data(), {E + 1}), rows(L.ea, Tk), rows(L.eb, Tk),
-                        rows(L.eh, Tk), w.w1, w.w3, w.w2);
+  dispatcher_->backward(l, dys, dxs, g.w1, g.w3, g.w2, w.w1, w.w3, w.w2);
   zero(du);
   ops::moe_gather_backward(du, dxs, slot_of);
-  // total += aux/NL * E * sum_e f_e * mean_t p[t,e]  =>  d/dp[t,e] = aux/NL * E * f_e / T
+  // total += aux/NL * E * sum_e f_e * P_e, P_e = mean over all ranks' tokens of p[t,e]
+  //   =>  d/dp[t,e] = aux/NL * E * f_e / T_global for each of this rank's tokens
+  const double Tg = double(T_global_);
   for (int64_t e = 0; e < E; ++e)
-    s_.dprobs_extra.data[e] = T(loss_scale * cfg_.aux_loss_coeff / NL * E * L.f_e[e] / Tn);
-  // total += z/NL * mean_t lse^2  =>  the kernel applies scale * 2 lse
-  const double dlse_scale = loss_scale * cfg_.z_loss_coeff / (double(NL) * Tn);
+    s_.dprobs_extra.data[e] = T(loss_scale * cfg_.aux_loss_coeff / NL * E * L.f_e[e] / Tg);
+  // total += z/NL * mean over all tokens of lse^2  =>  the kernel applies scale * 2 lse
+  const double dlse_scale = loss_scale * cfg_.z_loss_coeff / (double(NL) * Tg);
   zero(rows(s_.dlogits_r, Tn));
   ops::router_topk_backward(rows(s_.dlogits_r, Tn), dgate, s_.dprobs_extra, dlse_scale, rows(L.probs, Tn),
                             Tensor<const int32_t>(L.idx.data(), {Tn, K}), rows(L.lse, Tn));

@@ -13,37 +13,44 @@
 // and tests/test_golden.cpp (against the PyTorch reference).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "rmoe/core/arena.h"
 #include "rmoe/model/config.h"
+#include "rmoe/model/expert_dispatcher.h"
 #include "rmoe/model/params.h"
 
 namespace rmoe {
 
 // What one forward pass measured. Loss terms are means over the micro-batch.
 struct ForwardResult {
-  double ce = 0;     // mean cross-entropy over T tokens (nats)
-  double lb = 0;     // load-balance loss, mean over layers (1 at perfect balance)
-  double z = 0;      // router z-loss, mean over layers
+  double ce = 0;     // mean cross-entropy over this rank's T tokens (nats)
+  double lb = 0;     // load-balance loss over all ranks' tokens, mean over layers (1 = balanced)
+  double z = 0;      // router z-loss over all ranks' tokens, mean over layers
   double total = 0;  // ce + aux_coeff * lb + z_coeff * z
-  // Expert load: counts[l * E + e] = token slots routed to expert e in layer l.
+  // Expert load over all ranks: counts[l * E + e] = slots routed to expert e in layer l.
   std::vector<int64_t> expert_counts;
 };
 
 template <class T>
 class Model {
  public:
-  Model(const ModelConfig& cfg, int max_batch);
+  // dispatcher: where the experts live (null = all experts in this process).
+  Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher = nullptr);
 
   const ModelConfig& config() const { return cfg_; }
   ParamStore<T>& params() { return params_; }
   ParamStore<T>& grads() { return grads_; }
   int64_t activation_bytes() const { return arena_.bytes(); }
+  ExpertDispatcher<T>& dispatcher() { return *dispatcher_; }
 
   // tokens, targets: [B, S] int32, B <= max_batch.
   ForwardResult forward(const int32_t* tokens, const int32_t* targets, int B);
-  // Gradient of loss_scale * total (of the last forward) added into grads().
+  // Adds into grads() this rank's part of the gradient of loss_scale * the
+  // GLOBAL total (CE averaged over every rank's tokens, aux terms over all
+  // ranks); summed over data-parallel ranks it is the whole gradient. In one
+  // process that is simply the gradient of loss_scale * total.
   void backward(double loss_scale);
   // Logits of the last forward: [B*S, V].
   Tensor<T> logits() const { return logits_; }
@@ -68,7 +75,7 @@ class Model {
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
     Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
-    Tensor<T> xs, ea, eb, eh, ys;              // experts: xs, ys [Tk,d]; ea, eb, eh [Tk,f]
+    Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
     std::vector<int32_t> idx, slot_token, slot_of;  // [T,k], [Tk], [T,k]
     std::vector<int64_t> offsets;              // [E+1]
@@ -79,7 +86,7 @@ class Model {
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att [S,S]
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
-    Tensor<T> dxs, dys, sda, sdb;                   // [Tk,d] x2, [Tk,f] x2
+    Tensor<T> dxs, dys;                             // [Tk,d] x2
     Tensor<T> dxf, dlogits;                         // [T,d], [T,V]
   };
 
@@ -98,6 +105,8 @@ class Model {
 
   ModelConfig cfg_;
   int max_batch_, B_ = 0, T_ = 0;
+  int64_t T_global_ = 0;  // tokens of this micro-step over all data-parallel ranks
+  std::shared_ptr<ExpertDispatcher<T>> dispatcher_;
   ParamStore<T> params_, grads_;
   std::vector<LayerWeights> w_, g_;
   GlobalWeights gw_, gg_;
@@ -106,6 +115,7 @@ class Model {
   Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
   Scratch s_;
   std::vector<int32_t> tokens_, targets_;
+  std::vector<double> stats_;  // per-layer aux statistics, all-reduced
   bool freeze_routing_ = false;
 };
 
