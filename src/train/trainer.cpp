@@ -4,18 +4,42 @@
 #include <chrono>
 #include <cmath>
 
+#include "parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
 #include "rmoe/train/schedule.h"
 
 namespace rmoe {
 
-Trainer::Trainer(const TrainConfig& cfg)
+namespace {
+
+std::shared_ptr<ProcessGroups> one_process(const TrainConfig& cfg) {
+  return std::make_shared<ProcessGroups>(make_process_groups(make_self_comm(), 0, cfg.model.num_experts));
+}
+
+std::shared_ptr<ExpertDispatcher<float>> dispatcher_for(const TrainConfig& cfg, ProcessGroups& g) {
+  if (g.world->size() == 1) return nullptr;  // the model's own one-process dispatcher
+  return std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts, *g.ep, *g.world);
+}
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
     : cfg_(cfg),
+      groups_(groups ? std::move(groups) : one_process(cfg)),
       source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed)),
-      model_(cfg.model, cfg.micro_batch_size) {
+      model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_)) {
+  const int P = groups_->world->size();
+  if (cfg.global_batch_size % (P * cfg.micro_batch_size) != 0)
+    throw UsageError("--global-batch-size=" + std::to_string(cfg.global_batch_size) +
+                     " must be a multiple of ranks (" + std::to_string(P) + ") x --micro-batch-size (" +
+                     std::to_string(cfg.micro_batch_size) + ")");
   RMOE_CHECK(source_->vocab_size() == cfg.model.vocab_size,
              "data source vocabulary " << source_->vocab_size() << " != --vocab-size " << cfg.model.vocab_size);
-  model_.params().init(cfg.seed, cfg.model.init_std);
+  model_.params().init(cfg.seed, cfg.model.init_std, groups_->first_local_expert);
   m_rep_.assign(model_.params().replicated().size(), 0.f);
   v_rep_ = m_rep_;
   m_exp_.assign(model_.params().expert().size(), 0.f);
@@ -28,7 +52,9 @@ Trainer::Trainer(const TrainConfig& cfg)
 StepStats Trainer::train_step() {
   const auto t0 = std::chrono::steady_clock::now();
   const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length, E = cfg_.model.num_experts;
-  const int accum = cfg_.accumulation_steps();
+  const int P = groups_->world->size();
+  const int accum = cfg_.accumulation_steps() / P;
+  const int64_t first_seq = int64_t(groups_->world->rank()) * (cfg_.global_batch_size / P);
   StepStats st;
   st.step = step_;
   st.lr = lr_at(cfg_, step_);
@@ -36,21 +62,37 @@ StepStats Trainer::train_step() {
   auto& grads = model_.grads();
   grads.zero();
   std::vector<int64_t> counts(size_t(cfg_.model.num_layers) * E, 0);
+  model_.dispatcher().reset_counters();
   for (int a = 0; a < accum; ++a) {
-    source_->fill(step_, int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
+    const auto td = std::chrono::steady_clock::now();
+    source_->fill(step_, first_seq + int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
+    st.data_seconds += since(td);
     ForwardResult r = model_.forward(tokens_.data(), targets_.data(), mb);
     RMOE_CHECK(std::isfinite(r.total), "loss is not finite (" << r.total << ") at step " << step_
                                            << "; lower --lr or check the data");
     model_.backward(1.0 / accum);
-    st.loss += r.ce / accum;
+    st.loss += r.ce / (accum * P);
     st.lb += r.lb / accum;
     st.z += r.z / accum;
     for (size_t i = 0; i < counts.size(); ++i) counts[i] += r.expert_counts[i];
   }
-  // Global gradient norm over both flat buffers, then clip.
+  st.a2a_seconds = model_.dispatcher().comm_seconds();
+  st.a2a_bytes = model_.dispatcher().bytes_sent();
+  // Each rank holds its part of the gradient of the global loss: sum the
+  // replicated part over all ranks, the expert part over the ranks holding the
+  // same experts. The loss is the mean of the ranks' means.
   auto& gr = grads.replicated();
   auto& ge = grads.expert();
-  st.grad_norm = std::sqrt(sum_squares(gr.data(), int64_t(gr.size())) + sum_squares(ge.data(), int64_t(ge.size())));
+  const auto tr = std::chrono::steady_clock::now();
+  groups_->world->allreduce_sum(gr.data(), int64_t(gr.size()));
+  groups_->edp->allreduce_sum(ge.data(), int64_t(ge.size()));
+  groups_->world->allreduce_sum(&st.loss, 1);
+  st.allreduce_seconds = since(tr);
+  // Global norm: every parameter counted once — replicated ones are the same on
+  // every rank, each expert lives once in every expert-parallel group.
+  double expert_sq = sum_squares(ge.data(), int64_t(ge.size()));
+  groups_->ep->allreduce_sum(&expert_sq, 1);
+  st.grad_norm = std::sqrt(sum_squares(gr.data(), int64_t(gr.size())) + expert_sq);
   RMOE_CHECK(std::isfinite(st.grad_norm), "gradient norm is not finite at step " << step_);
   if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
     const float s = float(cfg_.clip_grad / st.grad_norm);
@@ -86,13 +128,15 @@ StepStats Trainer::train_step() {
 }
 
 double Trainer::evaluate(int64_t iters) {
-  const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length;
+  // Validation batch i has mb sequences per rank; ranks read disjoint ones.
+  const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length, P = groups_->world->size();
   double sum = 0;
   for (int64_t i = 0; i < iters; ++i) {
-    source_->fill_validation(i, 0, mb, S, tokens_.data(), targets_.data());
+    source_->fill_validation(i, int64_t(groups_->world->rank()) * mb, mb, S, tokens_.data(), targets_.data());
     sum += model_.forward(tokens_.data(), targets_.data(), mb).ce;
   }
-  return iters > 0 ? sum / iters : 0;
+  groups_->world->allreduce_sum(&sum, 1);
+  return iters > 0 ? sum / (double(iters) * P) : 0;
 }
 
 }  // namespace rmoe

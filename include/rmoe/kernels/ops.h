@@ -10,15 +10,16 @@
 //  - Forward functions OVERWRITE their outputs.
 //  - Backward functions ACCUMULATE (+=) into every gradient output, inputs and
 //    parameters alike, so a caller zeroes gradients once per step and a
-//    residual stream's gradient is simply added to. A null (empty) gradient
-//    view means "not needed".
+//    residual stream's gradient is simply added to. Any gradient output may be
+//    an empty view, meaning "not needed" (router_topk_backward: dgate and
+//    dprobs_extra may be empty = zero; lse may be empty when dlse_scale = 0).
 //  - Everything is deterministic: no atomics, reductions in a fixed order.
 //
 // Three namespaces declare these same signatures:
 //   rmoe::ops  — dispatch on the views' device (cpu now; cuda when built)
 //   rmoe::cpu  — OpenBLAS + OpenMP fast path
 //   rmoe::ref  — plain loops, double accumulation; the oracle, used by tests
-// All are explicitly instantiated for T = float and T = double.
+// All are instantiated for T = float and T = double.
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -73,8 +74,7 @@ using In = std::type_identity_t<Tensor<const T>>;
   template <class T>                                                                    \
   void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q,                 \
                          In<T> k, In<T> v);                         \
-  /* scratch: at least S*S elements per thread the backend uses; the cpu */            \
-  /* backend uses [S,S] (it loops heads in order). */                                   \
+  /* scratch: [S,S] (heads are processed one after another). */                        \
   template <class T>                                                                    \
   void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scratch,  \
                           In<T> dout, In<T> P, In<T> q,   \
@@ -105,7 +105,8 @@ using In = std::type_identity_t<Tensor<const T>>;
                     In<T> gates, In<T> gh, In<T> h);      \
                                                                                         \
   /* Router head: probs[N,E] = softmax(logits) (always computed in the view's */       \
-  /* type, fp32 or better); top-k by probability, ties to the lower expert, */         \
+  /* type, fp32 or better); top-k by the stored probabilities, ties to the lower */   \
+  /* expert, */                                                                          \
   /* slots ordered by descending probability: idx[N,k], gate[N,k] = */                 \
   /* prob / sum of the k chosen probs; lse[N] = logsumexp(logits) (z-loss). */          \
   template <class T>                                                                    \

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/batch_source.h"
+#include "parallel/comm.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/config.h"
@@ -24,19 +25,27 @@ struct StepStats {
   double seconds = 0;    // wall time of the step
   double max_load = 0;   // worst layer's max/mean expert share (1 = balanced)
   int worst_layer = 0;
+  // Time breakdown of this rank (seconds): all-to-all inside the MoE layers,
+  // gradient all-reduce, waiting for data; and all-to-all bytes sent.
+  double a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
+  int64_t a2a_bytes = 0;
 };
 
 class Trainer {
  public:
-  explicit Trainer(const TrainConfig& cfg);
+  // groups: the parallel layout (null = one process). The global batch of a
+  // step is the same for every layout; rank r trains on its 1/P share.
+  explicit Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups = nullptr);
   StepStats train_step();                  // takes step number step()
-  double evaluate(int64_t iters);          // mean CE on validation batches
+  double evaluate(int64_t iters);          // mean CE on validation batches (all ranks)
   int64_t step() const { return step_; }
   Model<float>& model() { return model_; }
   const BatchSource& source() const { return *source_; }
+  const ProcessGroups& groups() const { return *groups_; }
 
  private:
   TrainConfig cfg_;
+  std::shared_ptr<ProcessGroups> groups_;
   std::unique_ptr<BatchSource> source_;
   Model<float> model_;
   std::vector<float> m_rep_, v_rep_, m_exp_, v_exp_;  // AdamW moments, mirror the flat buffers

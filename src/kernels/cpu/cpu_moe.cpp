@@ -71,7 +71,7 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
     }
     T dot = 0;
     for (int64_t e = 0; e < E; ++e) dot += p[e] * dprob[e];
-    const T dz = T(dlse_scale) * T(2) * lse.data[n];  // d(lse^2) = 2 lse * softmax
+    const T dz = dlse_scale == 0 ? T(0) : T(dlse_scale) * T(2) * lse.data[n];  // d(lse^2) = 2 lse * softmax
     T* g = dlogits.data + n * E;
     for (int64_t e = 0; e < E; ++e) g[e] += p[e] * (dprob[e] - dot + dz);
     if (dprob != dp) delete[] dprob;
@@ -112,13 +112,14 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, 
       const int64_t s = slot_of.data[t * K + j];
       const T gt = gate.data[t * K + j];
       const T* y = ys.data + s * d;
-      T* dy = dys.data + s * d;
-      T dot = 0;
-      for (int64_t c = 0; c < d; ++c) {
-        dy[c] += gt * g[c];
-        dot += g[c] * y[c];
+      T* dy = dys.empty() ? nullptr : dys.data + s * d;
+      if (!dys.empty())
+        for (int64_t c = 0; c < d; ++c) dy[c] += gt * g[c];
+      if (!dgate.empty()) {
+        T dot = 0;
+        for (int64_t c = 0; c < d; ++c) dot += g[c] * y[c];
+        dgate.data[t * K + j] += dot;
       }
-      dgate.data[t * K + j] += dot;
     }
   }
 }
@@ -160,6 +161,10 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
                       Tensor<T> scratch_db, In<T> dys, In<T> xs, Tensor<const int64_t> offsets, In<T> a, In<T> b,
                       In<T> h, In<T> W1, In<T> W3, In<T> W2) {
   const int64_t E = W1.size(0), f = W1.size(1), d = W1.size(2);
+  RMOE_CHECK(offsets.numel() == E + 1 && dys.cols() == d && xs.cols() == d && scratch_da.numel() >= xs.rows() * f &&
+                 scratch_db.numel() >= xs.rows() * f,
+             "experts_backward: W1 " << W1.shape_str() << " dys " << dys.shape_str() << " scratch "
+                                     << scratch_da.shape_str());
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
     if (n == 0) continue;
@@ -167,8 +172,8 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
     const T* x = xs.data + r0 * d;
     T* da = scratch_da.data + r0 * f;
     T* db = scratch_db.data + r0 * f;  // holds dh first, then db
-    gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);  // dW2 += dy^T h
-    gemm(false, false, n, f, d, T(1), dy, d, W2.data + e * d * f, f, T(0), db, f);               // dh = dy W2
+    if (!dW2.empty()) gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);
+    gemm(false, false, n, f, d, T(1), dy, d, W2.data + e * d * f, f, T(0), db, f);  // dh = dy W2 (into db)
     const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n * f; ++i) {
@@ -177,8 +182,9 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
       da[i] = ga;
       db[i] = gb;
     }
-    gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // dW1 += da^T x
-    gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // dW3 += db^T x
+    if (!dW1.empty()) gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // += da^T x
+    if (!dW3.empty()) gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // += db^T x
+    if (dxs.empty()) continue;
     T* dx = dxs.data + r0 * d;
     gemm(false, false, n, d, f, T(1), da, f, W1.data + e * f * d, d, T(1), dx, d);  // dx += da W1
     gemm(false, false, n, d, f, T(1), db, f, W3.data + e * f * d, d, T(1), dx, d);  // dx += db W3

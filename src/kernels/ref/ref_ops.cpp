@@ -15,7 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
-#include <string>
+#include <sstream>
 #include <vector>
 
 #include "rmoe/core/error.h"
@@ -36,17 +36,17 @@ void check_cpu(const Tensor<U>& t, const char* op, const char* name) {
 template <class U>
 void check_rc(const Tensor<U>& t, int64_t rows, int64_t cols, const char* op, const char* name) {
   check_cpu(t, op, name);
-  RMOE_CHECK(t.cols() == cols && t.numel() == rows * cols,
-             op << ": " << name << " is " << t.shape_str() << ", want " << rows << " rows of "
-                << cols);
+  RMOE_CHECK(t.cols() == cols && t.numel() == rows * cols, op << ": " << name << " is "
+                                                              << t.shape_str() << ", want " << rows
+                                                              << " rows of " << cols);
 }
 
 // t must hold exactly n elements (a vector, any ndim).
 template <class U>
 void check_n(const Tensor<U>& t, int64_t n, const char* op, const char* name) {
   check_cpu(t, op, name);
-  RMOE_CHECK(t.numel() == n, op << ": " << name << " is " << t.shape_str() << ", want " << n
-                                << " elements");
+  RMOE_CHECK(t.numel() == n,
+             op << ": " << name << " is " << t.shape_str() << ", want " << n << " elements");
 }
 
 template <class U>
@@ -56,10 +56,11 @@ void check_shape(const Tensor<U>& t, std::initializer_list<int64_t> want, const 
   bool ok = t.ndim == static_cast<int>(want.size());
   int i = 0;
   for (int64_t w : want) ok = ok && t.shape[i++] == w;
-  std::string ws = "[";
+  if (ok) return;
+  std::ostringstream ws;
   i = 0;
-  for (int64_t w : want) ws += (i++ ? ", " : "") + std::to_string(w);
-  RMOE_CHECK(ok, op << ": " << name << " is " << t.shape_str() << ", want " << ws << "]");
+  for (int64_t w : want) ws << (i++ ? ", " : "") << w;
+  RMOE_CHECK(ok, op << ": " << name << " is " << t.shape_str() << ", want [" << ws.str() << "]");
 }
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -82,7 +83,8 @@ void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < out; ++o) {
       double acc = b.empty() ? 0.0 : double(b.data[o]);
-      for (int64_t i = 0; i < in; ++i) acc += double(x.data[n * in + i]) * double(W.data[o * in + i]);
+      for (int64_t i = 0; i < in; ++i)
+        acc += double(x.data[n * in + i]) * double(W.data[o * in + i]);
       y.data[n * out + o] = T(acc);
     }
 }
@@ -138,8 +140,8 @@ void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
   check_rc(out, N, d, op, "out");
   for (int64_t n = 0; n < N; ++n) {
     const int64_t t = tokens.data[n];
-    RMOE_CHECK(t >= 0 && t < V, op << ": token " << t << " at " << n << " is outside [0, " << V
-                                   << ")");
+    RMOE_CHECK(t >= 0 && t < V,
+               op << ": token " << t << " at " << n << " is outside [0, " << V << ")");
     for (int64_t j = 0; j < d; ++j) out.data[n * d + j] = W.data[t * d + j];
   }
 }
@@ -156,8 +158,8 @@ void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) 
   std::vector<double> acc(dW.data, dW.data + V * d);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t t = tokens.data[n];
-    RMOE_CHECK(t >= 0 && t < V, op << ": token " << t << " at " << n << " is outside [0, " << V
-                                   << ")");
+    RMOE_CHECK(t >= 0 && t < V,
+               op << ": token " << t << " at " << n << " is outside [0, " << V << ")");
     for (int64_t j = 0; j < d; ++j) acc[t * d + j] += double(dout.data[n * d + j]);
   }
   for (int64_t i = 0; i < V * d; ++i) dW.data[i] = T(acc[i]);
@@ -306,8 +308,8 @@ void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v) {
 //   dq_i += sum_j ds_ij k_j / sqrt(D),   dk_j += sum_i ds_ij q_i / sqrt(D).
 // The ref backend needs no scratch (it keeps ds in its own double buffer).
 template <class T>
-void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*scratch*/,
-                        In<T> dout, In<T> P, In<T> q, In<T> k, In<T> v) {
+void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*scratch*/, In<T> dout,
+                        In<T> P, In<T> q, In<T> k, In<T> v) {
   const char* op = "ref::attention_backward";
   check_cpu(q, op, "q");
   RMOE_CHECK(q.ndim == 4, op << ": q is " << q.shape_str() << ", want [B, S, H, D]");
@@ -343,7 +345,8 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*sc
           ds[i * S + j] = dP;
           pdp += double(Pbh[i * S + j]) * dP;
         }
-        for (int64_t j = 0; j <= i; ++j) ds[i * S + j] = double(Pbh[i * S + j]) * (ds[i * S + j] - pdp);
+        for (int64_t j = 0; j <= i; ++j)
+          ds[i * S + j] = double(Pbh[i * S + j]) * (ds[i * S + j] - pdp);
       }
       if (!dq.empty())
         for (int64_t i = 0; i < S; ++i)
@@ -546,7 +549,8 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
   std::vector<double> dp(E);
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs.data + n * E;
-    for (int64_t e = 0; e < E; ++e) dp[e] = dprobs_extra.empty() ? 0.0 : double(dprobs_extra.data[e]);
+    for (int64_t e = 0; e < E; ++e)
+      dp[e] = dprobs_extra.empty() ? 0.0 : double(dprobs_extra.data[e]);
     if (!dgate.empty()) {
       double S = 0.0;
       for (int64_t j = 0; j < k; ++j) {
@@ -575,12 +579,11 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
 namespace {
 void check_offsets(Tensor<const int64_t> offsets, int64_t E, int64_t N, const char* op) {
   check_n(offsets, E + 1, op, "offsets");
-  RMOE_CHECK(offsets.data[0] == 0 && offsets.data[E] == N,
-             op << ": offsets run " << offsets.data[0] << ".." << offsets.data[E] << ", want 0.."
-                << N);
+  RMOE_CHECK(offsets.data[0] == 0 && offsets.data[E] == N, op << ": offsets run " << offsets.data[0]
+                                                              << ".." << offsets.data[E]
+                                                              << ", want 0.." << N);
   for (int64_t e = 0; e < E; ++e)
-    RMOE_CHECK(offsets.data[e] <= offsets.data[e + 1],
-               op << ": offsets decrease at expert " << e);
+    RMOE_CHECK(offsets.data[e] <= offsets.data[e + 1], op << ": offsets decrease at expert " << e);
 }
 }  // namespace
 
@@ -636,8 +639,8 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
 template <class T>
 void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2,
                       Tensor<T> /*scratch_da*/, Tensor<T> /*scratch_db*/, In<T> dys, In<T> xs,
-                      Tensor<const int64_t> offsets, In<T> a, In<T> b, In<T> h, In<T> W1,
-                      In<T> W3, In<T> W2) {
+                      Tensor<const int64_t> offsets, In<T> a, In<T> b, In<T> h, In<T> W1, In<T> W3,
+                      In<T> W2) {
   const char* op = "ref::experts_backward";
   check_cpu(W1, op, "W1");
   RMOE_CHECK(W1.ndim == 3, op << ": W1 is " << W1.shape_str() << ", want [E, f, d]");
@@ -717,8 +720,8 @@ void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
   check_rc(xs, N, d, op, "xs");
   for (int64_t s = 0; s < N; ++s) {
     const int64_t t = slot_token.data[s];
-    RMOE_CHECK(t >= 0 && t < Tn, op << ": slot " << s << " -> token " << t << " outside [0, "
-                                    << Tn << ")");
+    RMOE_CHECK(t >= 0 && t < Tn,
+               op << ": slot " << s << " -> token " << t << " outside [0, " << Tn << ")");
     for (int64_t i = 0; i < d; ++i) xs.data[s * d + i] = x.data[t * d + i];
   }
 }
@@ -726,8 +729,8 @@ void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
 namespace {
 void check_slot_of(Tensor<const int32_t> slot_of, int64_t Tn, int64_t nslots, const char* op) {
   check_cpu(slot_of, op, "slot_of");
-  RMOE_CHECK(slot_of.rows() == Tn, op << ": slot_of is " << slot_of.shape_str() << ", want "
-                                      << Tn << " rows");
+  RMOE_CHECK(slot_of.rows() == Tn,
+             op << ": slot_of is " << slot_of.shape_str() << ", want " << Tn << " rows");
   for (int64_t i = 0; i < slot_of.numel(); ++i)
     RMOE_CHECK(slot_of.data[i] >= 0 && slot_of.data[i] < nslots,
                op << ": slot " << slot_of.data[i] << " outside [0, " << nslots << ")");
@@ -781,7 +784,8 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
       for (int64_t j = 0; j < k; ++j) {
         const int64_t s = slot_of.data[t * k + j];
         double acc = double(dgate.data[t * k + j]);
-        for (int64_t i = 0; i < d; ++i) acc += double(dout.data[t * d + i]) * double(ys.data[s * d + i]);
+        for (int64_t i = 0; i < d; ++i)
+          acc += double(dout.data[t * d + i]) * double(ys.data[s * d + i]);
         dgate.data[t * k + j] = T(acc);
       }
   }
@@ -808,8 +812,8 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
 // ---- cross-entropy ------------------------------------------------------------
 
 template <class T>
-void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits,
-                   Tensor<const int32_t> targets, double dloss_scale) {
+void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<const int32_t> targets,
+                   double dloss_scale) {
   const char* op = "ref::cross_entropy";
   check_cpu(logits, op, "logits");
   const int64_t N = logits.rows(), V = logits.cols();
@@ -819,8 +823,8 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits,
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits.data + n * V;
     const int64_t t = targets.data[n];
-    RMOE_CHECK(t >= 0 && t < V, op << ": target " << t << " at " << n << " is outside [0, " << V
-                                   << ")");
+    RMOE_CHECK(t >= 0 && t < V,
+               op << ": target " << t << " at " << n << " is outside [0, " << V << ")");
     double mx = -INFINITY;
     for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(l[v]));
     double sum = 0.0;
@@ -837,38 +841,37 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits,
 
 // ---- explicit instantiations ----------------------------------------------------
 
-#define RMOE_REF_INSTANTIATE(T)                                                                 \
-  template void linear_forward<T>(Tensor<T>, In<T>, In<T>, In<T>);                              \
-  template void linear_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);       \
-  template void embedding_forward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                  \
-  template void embedding_backward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                 \
-  template void rmsnorm_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, double);                 \
-  template void rmsnorm_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);          \
-  template void rope_forward<T>(Tensor<T>, double);                                             \
-  template void rope_backward<T>(Tensor<T>, double);                                            \
-  template void attention_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                \
-  template void attention_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, \
-                                      In<T>, In<T>, In<T>);                                     \
-  template void swiglu_forward<T>(Tensor<T>, In<T>, In<T>);                                     \
-  template void swiglu_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                  \
-  template void tanh_forward<T>(Tensor<T>, In<T>);                                              \
-  template void tanh_backward<T>(Tensor<T>, In<T>, In<T>);                                      \
-  template void gru_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                      \
-  template void gru_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);   \
-  template void router_topk_forward<T>(Tensor<T>, Tensor<int32_t>, Tensor<T>, Tensor<T>,        \
-                                       In<T>);                                                  \
-  template void router_topk_backward<T>(Tensor<T>, In<T>, In<T>, double, In<T>,                 \
-                                        Tensor<const int32_t>, In<T>);                          \
-  template void experts_forward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>,           \
-                                   Tensor<const int64_t>, In<T>, In<T>, In<T>);                 \
-  template void experts_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>,      \
-                                    Tensor<T>, In<T>, In<T>, Tensor<const int64_t>, In<T>,      \
-                                    In<T>, In<T>, In<T>, In<T>, In<T>);                         \
-  template void moe_gather<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                         \
-  template void moe_combine<T>(Tensor<T>, In<T>, Tensor<const int32_t>, In<T>);                 \
-  template void moe_combine_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>,                     \
-                                        Tensor<const int32_t>, In<T>);                          \
-  template void moe_gather_backward<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                \
+#define RMOE_REF_INSTANTIATE(T)                                                                    \
+  template void linear_forward<T>(Tensor<T>, In<T>, In<T>, In<T>);                                 \
+  template void linear_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);          \
+  template void embedding_forward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                     \
+  template void embedding_backward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                    \
+  template void rmsnorm_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, double);                    \
+  template void rmsnorm_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);             \
+  template void rope_forward<T>(Tensor<T>, double);                                                \
+  template void rope_backward<T>(Tensor<T>, double);                                               \
+  template void attention_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                   \
+  template void attention_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>,    \
+                                      In<T>, In<T>, In<T>);                                        \
+  template void swiglu_forward<T>(Tensor<T>, In<T>, In<T>);                                        \
+  template void swiglu_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                     \
+  template void tanh_forward<T>(Tensor<T>, In<T>);                                                 \
+  template void tanh_backward<T>(Tensor<T>, In<T>, In<T>);                                         \
+  template void gru_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                         \
+  template void gru_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);      \
+  template void router_topk_forward<T>(Tensor<T>, Tensor<int32_t>, Tensor<T>, Tensor<T>, In<T>);   \
+  template void router_topk_backward<T>(Tensor<T>, In<T>, In<T>, double, In<T>,                    \
+                                        Tensor<const int32_t>, In<T>);                             \
+  template void experts_forward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>,              \
+                                   Tensor<const int64_t>, In<T>, In<T>, In<T>);                    \
+  template void experts_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>,         \
+                                    Tensor<T>, In<T>, In<T>, Tensor<const int64_t>, In<T>, In<T>,  \
+                                    In<T>, In<T>, In<T>, In<T>);                                   \
+  template void moe_gather<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                            \
+  template void moe_combine<T>(Tensor<T>, In<T>, Tensor<const int32_t>, In<T>);                    \
+  template void moe_combine_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, Tensor<const int32_t>, \
+                                        In<T>);                                                    \
+  template void moe_gather_backward<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                   \
   template void cross_entropy<T>(Tensor<T>, Tensor<T>, In<T>, Tensor<const int32_t>, double);
 
 RMOE_REF_INSTANTIATE(float)

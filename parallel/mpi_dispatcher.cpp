@@ -1,0 +1,107 @@
+// mpi_dispatcher.cpp — see mpi_dispatcher.h.
+#include "parallel/mpi_dispatcher.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "rmoe/core/error.h"
+
+namespace rmoe {
+
+template <class T>
+MpiExpertDispatcher<T>::MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep, Comm& world)
+    : ExpertDispatcher<T>(num_layers, num_experts, ep.rank() * (num_experts / ep.size()), num_experts / ep.size()),
+      ep_(ep),
+      world_(world),
+      plans_(num_layers) {
+  RMOE_CHECK(num_experts % ep.size() == 0,
+             "--num-experts=" << num_experts << " is not divisible by the expert-parallel size " << ep.size());
+}
+
+template <class T>
+int64_t MpiExpertDispatcher<T>::plan(int l, const int64_t* offsets, int64_t N) {
+  const int P = ep_.size(), El = this->num_local_;
+  Plan& p = plans_[l];
+  counts_.assign(size_t(P) * El, 0);
+  for (int e = 0; e < P * El; ++e) counts_[e] = offsets[e + 1] - offsets[e];  // global expert e = q*El + j
+  p.recv_cnt.assign(size_t(P) * El, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  ep_.alltoall(counts_.data(), p.recv_cnt.data(), El);
+  this->comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  p.send_rows.assign(P, 0);
+  p.recv_rows.assign(P, 0);
+  auto& eoff = this->state(l).eoff;
+  eoff.assign(El + 1, 0);
+  for (int q = 0; q < P; ++q)
+    for (int j = 0; j < El; ++j) {
+      p.send_rows[q] += counts_[q * El + j];
+      p.recv_rows[q] += p.recv_cnt[q * El + j];
+      eoff[j + 1] += p.recv_cnt[q * El + j];
+    }
+  for (int j = 0; j < El; ++j) eoff[j + 1] += eoff[j];
+  (void)N;
+  return eoff[El];
+}
+
+template <class T>
+void MpiExpertDispatcher<T>::permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const {
+  const int P = ep_.size(), El = this->num_local_;
+  // Offsets of block (r, j) in source-major order and in expert-major order.
+  std::vector<int64_t> src_major(size_t(P) * El), exp_major(size_t(P) * El);
+  int64_t o = 0;
+  for (int r = 0; r < P; ++r)
+    for (int j = 0; j < El; ++j) src_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
+  o = 0;
+  for (int j = 0; j < El; ++j)
+    for (int r = 0; r < P; ++r) exp_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
+  for (int b = 0; b < P * El; ++b) {
+    const int64_t from = to_expert_major ? src_major[b] : exp_major[b];
+    const int64_t to = to_expert_major ? exp_major[b] : src_major[b];
+    std::memcpy(out + to * d, in + from * d, sizeof(T) * size_t(p.recv_cnt[b] * d));
+  }
+}
+
+template <class T>
+void MpiExpertDispatcher<T>::to_experts(int l, const T* x, int64_t d, T* xe) {
+  const Plan& p = plans_[l];
+  const int P = ep_.size();
+  elems_send_.resize(P);
+  elems_recv_.resize(P);
+  int64_t R = 0;
+  for (int r = 0; r < P; ++r) {
+    elems_send_[r] = p.send_rows[r] * d;
+    elems_recv_[r] = p.recv_rows[r] * d;
+    R += p.recv_rows[r];
+  }
+  if (int64_t(buf_.size()) < R * d) buf_.resize(size_t(R * d));
+  const auto t0 = std::chrono::steady_clock::now();
+  ep_.alltoallv(x, elems_send_.data(), buf_.data(), elems_recv_.data());
+  this->comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int r = 0; r < P; ++r)
+    if (r != ep_.rank()) this->bytes_sent_ += elems_send_[r] * int64_t(sizeof(T));
+  permute(p, buf_.data(), xe, d, true);
+}
+
+template <class T>
+void MpiExpertDispatcher<T>::from_experts(int l, const T* ye, int64_t d, T* y) {
+  const Plan& p = plans_[l];
+  const int P = ep_.size();
+  int64_t R = 0;
+  for (int r = 0; r < P; ++r) {
+    elems_send_[r] = p.recv_rows[r] * d;  // results go back where the rows came from
+    elems_recv_[r] = p.send_rows[r] * d;
+    R += p.recv_rows[r];
+  }
+  if (int64_t(buf_.size()) < R * d) buf_.resize(size_t(R * d));
+  permute(p, ye, buf_.data(), d, false);
+  const auto t0 = std::chrono::steady_clock::now();
+  ep_.alltoallv(buf_.data(), elems_send_.data(), y, elems_recv_.data());
+  this->comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int r = 0; r < P; ++r)
+    if (r != ep_.rank()) this->bytes_sent_ += elems_send_[r] * int64_t(sizeof(T));
+}
+
+template class MpiExpertDispatcher<float>;
+template class MpiExpertDispatcher<double>;
+
+}  // namespace rmoe

@@ -1,0 +1,47 @@
+// mpi_dispatcher.h — the expert dispatcher over an expert-parallel group.
+//
+// Per MoE layer: exchange per-expert slot counts (all-to-all), send each token
+// slot's vector to its expert's owner (all-to-all-v), regroup received rows by
+// local expert (source rank order within an expert, so the result does not
+// depend on timing), run the shared grouped expert stage, and send results
+// back the same way. Backward mirrors it. An expert or a rank with no rows is
+// an ordinary zero-length piece. Aux-loss statistics are summed over the
+// world group.
+// Tested by tests/mpi_test_parallel.cpp under mpiexec -n 1, 2, 4.
+#pragma once
+#include "parallel/comm.h"
+#include "rmoe/model/expert_dispatcher.h"
+
+namespace rmoe {
+
+template <class T>
+class MpiExpertDispatcher : public ExpertDispatcher<T> {
+ public:
+  // ep: this rank's expert-parallel group; world: every data-parallel rank.
+  MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep, Comm& world);
+  void allreduce_stats(double* x, int64_t n) override { world_.allreduce_sum(x, n); }
+
+ protected:
+  int64_t plan(int l, const int64_t* offsets, int64_t N) override;
+  void to_experts(int l, const T* x, int64_t d, T* xe) override;
+  void from_experts(int l, const T* ye, int64_t d, T* y) override;
+
+ private:
+  struct Plan {
+    std::vector<int64_t> send_rows, recv_rows;  // [P] rows to / from each EP rank
+    std::vector<int64_t> recv_cnt;              // [P, El] rows from rank r for local expert j
+  };
+  // Regroups rows between [source rank][expert] and [expert][source rank] order.
+  void permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const;
+
+  Comm& ep_;
+  Comm& world_;
+  std::vector<Plan> plans_;
+  std::vector<T> buf_;
+  std::vector<int64_t> counts_, elems_send_, elems_recv_;
+};
+
+extern template class MpiExpertDispatcher<float>;
+extern template class MpiExpertDispatcher<double>;
+
+}  // namespace rmoe

@@ -1,0 +1,1228 @@
+// test_ops.cpp — every op of rmoe/kernels/ops.h, checked three ways.
+//
+//  CpuVsRef.*     rmoe::cpu against the rmoe::ref oracle in float, forward and
+//                 backward, on several shapes: odd sizes, a single token (N=1),
+//                 experts owning zero rows, all rows on one expert. Every output
+//                 sits between two bands of 16 sentinels (1234.5) that must
+//                 survive; forward outputs start as NaN (so an unwritten element
+//                 shows), gradient outputs start from the same random values for
+//                 both backends (so the += convention is compared too). NaN/Inf
+//                 are checked first, then
+//                     err = max|cpu - ref| / (max|ref| + 1e-6)
+//                 against a per-op threshold: kExact (copies, top-k ids),
+//                 kElem = 1e-5 (pointwise), kReduce = 1e-5 (norm, softmax, lse),
+//                 kGemm = 1e-4 (linear, attention, experts). Backward inputs saved
+//                 by the forward (P, rstd, gates, a/b/h, probs) come from ref.
+//                 *EmptyGradViews pass some gradient outputs as empty views
+//                 ("not needed", ops.h) and check the others are still right.
+//  Fd/{Ref,Cpu}.* each backward in double against central differences
+//                 (eps 1e-6) of L = sum(out * R) for a fixed random R;
+//                 gradients accumulate onto random values and the increment is
+//                 compared, relative tolerance 1e-6 of the largest gradient.
+//                 rope is checked as the exact adjoint and inverse instead.
+//  Known/{Ref,Cpu}.* a few hand-worked values that pin the forward formulas
+//                 (which the FD tests cannot: they only tie backward to forward),
+//                 and the token-id check of embedding.
+//  RefChecks.*    the oracle's own shape and index checks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "rmoe/core/error.h"
+#include "rmoe/core/rng.h"
+#include "rmoe/kernels/ops.h"
+
+using namespace rmoe;
+
+namespace {
+
+// ---- the two backends as types ------------------------------------------------
+
+// clang-format off
+#define RMOE_TEST_FN(ns, fn) \
+  template <class... A> static void fn(A&&... a) { ns::fn(std::forward<A>(a)...); }
+#define RMOE_TEST_BACKEND(Name, ns)                                                    \
+  struct Name {                                                                        \
+    static constexpr const char* name = #Name;                                         \
+    RMOE_TEST_FN(ns, linear_forward)      RMOE_TEST_FN(ns, linear_backward)            \
+    RMOE_TEST_FN(ns, embedding_forward)   RMOE_TEST_FN(ns, embedding_backward)         \
+    RMOE_TEST_FN(ns, rmsnorm_forward)     RMOE_TEST_FN(ns, rmsnorm_backward)           \
+    RMOE_TEST_FN(ns, rope_forward)        RMOE_TEST_FN(ns, rope_backward)              \
+    RMOE_TEST_FN(ns, attention_forward)   RMOE_TEST_FN(ns, attention_backward)         \
+    RMOE_TEST_FN(ns, swiglu_forward)      RMOE_TEST_FN(ns, swiglu_backward)            \
+    RMOE_TEST_FN(ns, tanh_forward)        RMOE_TEST_FN(ns, tanh_backward)              \
+    RMOE_TEST_FN(ns, gru_forward)         RMOE_TEST_FN(ns, gru_backward)               \
+    RMOE_TEST_FN(ns, router_topk_forward) RMOE_TEST_FN(ns, router_topk_backward)       \
+    RMOE_TEST_FN(ns, experts_forward)     RMOE_TEST_FN(ns, experts_backward)           \
+    RMOE_TEST_FN(ns, moe_gather)          RMOE_TEST_FN(ns, moe_combine)                \
+    RMOE_TEST_FN(ns, moe_combine_backward) RMOE_TEST_FN(ns, moe_gather_backward)       \
+    RMOE_TEST_FN(ns, cross_entropy)                                                    \
+  };
+// clang-format on
+RMOE_TEST_BACKEND(Ref, rmoe::ref)
+RMOE_TEST_BACKEND(Cpu, rmoe::cpu)
+
+struct BackendName {
+  template <class B>
+  static std::string GetName(int) {
+    return B::name;
+  }
+};
+using Backends = ::testing::Types<Ref, Cpu>;
+
+// ---- guarded buffers ----------------------------------------------------------
+
+constexpr int64_t kGuard = 16;
+template <class T>
+T sentinel() {
+  return T(1234.5);
+}
+// Forward outputs start as this, so an element an op forgets to write shows.
+template <class T>
+T garbage() {
+  if constexpr (std::is_floating_point_v<T>)
+    return std::numeric_limits<T>::quiet_NaN();
+  else
+    return T(-7);
+}
+
+// A dense array with kGuard sentinels before and after it.
+template <class T>
+struct Buf {
+  std::vector<int64_t> dims;
+  std::vector<T> mem;
+
+  Buf() = default;
+  explicit Buf(std::vector<int64_t> d, T fill = T(0))
+      : dims(std::move(d)), mem(size() + 2 * kGuard, sentinel<T>()) {
+    std::fill(data(), data() + size(), fill);
+  }
+  int64_t size() const {
+    int64_t n = 1;
+    for (int64_t x : dims) n *= x;
+    return n;
+  }
+  T* data() { return mem.data() + kGuard; }
+  const T* data() const { return mem.data() + kGuard; }
+  T& operator[](int64_t i) { return data()[i]; }
+  const T& operator[](int64_t i) const { return data()[i]; }
+  Tensor<T> t() {
+    Tensor<T> v;
+    v.data = data();
+    v.ndim = static_cast<int>(dims.size());
+    for (int i = 0; i < v.ndim; ++i) v.shape[i] = dims[i];
+    return v;
+  }
+};
+
+std::string index_str(const std::vector<int64_t>& dims, int64_t i) {
+  std::vector<int64_t> ix(dims.size());
+  for (int d = static_cast<int>(dims.size()) - 1; d >= 0; --d) {
+    ix[d] = dims[d] ? i % dims[d] : 0;
+    i = dims[d] ? i / dims[d] : 0;
+  }
+  std::ostringstream s;
+  s << "[";
+  for (size_t d = 0; d < ix.size(); ++d) s << (d ? "," : "") << ix[d];
+  s << "]";
+  return s.str();
+}
+
+template <class T>
+::testing::AssertionResult guards_intact(const std::string& what, const Buf<T>& b) {
+  for (int64_t i = 0; i < kGuard; ++i) {
+    if (!(b.mem[i] == sentinel<T>()))
+      return ::testing::AssertionFailure() << what << ": written before its start (element "
+                                           << i - kGuard << " = " << b.mem[i] << ")";
+    if (!(b.mem[kGuard + b.size() + i] == sentinel<T>()))
+      return ::testing::AssertionFailure()
+             << what << ": written past its end (element " << b.size() + i << " = "
+             << b.mem[kGuard + b.size() + i] << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// ---- random inputs ------------------------------------------------------------
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : seed_(seed) {}
+  template <class T>
+  Buf<T> randn(std::vector<int64_t> dims, double scale = 1.0, double shift = 0.0) {
+    Buf<T> b(std::move(dims));
+    const uint64_t s = stream_++;
+    for (int64_t i = 0; i < b.size(); ++i) b[i] = T(shift + scale * random_normal(seed_, s, i));
+    return b;
+  }
+  double uniform() { return random_uniform(seed_, 0, counter_++); }
+  int64_t below(int64_t n) { return std::min<int64_t>(n - 1, int64_t(uniform() * double(n))); }
+  Buf<int32_t> ints(std::vector<int64_t> dims, int64_t n) {
+    Buf<int32_t> b(std::move(dims));
+    for (int64_t i = 0; i < b.size(); ++i) b[i] = int32_t(below(n));
+    return b;
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t stream_ = 1;
+  uint64_t counter_ = 0;
+};
+
+// Seeded by the test's name: values do not depend on which tests run.
+Rng test_rng() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return Rng(hash_name(std::string(info->test_suite_name()) + "." + info->name()));
+}
+
+// ---- cpu vs ref comparison ----------------------------------------------------
+
+constexpr double kExact = 0.0;
+constexpr double kElem = 1e-5;
+constexpr double kReduce = 1e-5;
+constexpr double kGemm = 1e-4;
+
+// The same output (or gradient) of both backends.
+template <class T>
+struct Pair {
+  Buf<T> c, r;  // cpu, ref
+};
+template <class T>
+Pair<T> fwd_pair(std::vector<int64_t> dims) {
+  Buf<T> b(std::move(dims), garbage<T>());
+  return {b, b};
+}
+template <class T>
+Pair<T> grad_pair(Rng& rng, std::vector<int64_t> dims) {
+  Buf<T> b = rng.randn<T>(std::move(dims));
+  return {b, b};
+}
+
+template <class T>
+::testing::AssertionResult close(const std::string& what, const Pair<T>& p, double thr) {
+  const Buf<T>& got = p.c;
+  const Buf<T>& want = p.r;
+  if (auto g = guards_intact(what + " (cpu)", got); !g) return g;
+  if (auto g = guards_intact(what + " (ref)", want); !g) return g;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(double(got[i])))
+      return ::testing::AssertionFailure()
+             << what << index_str(got.dims, i) << ": cpu gave " << got[i] << ", ref " << want[i];
+    if (!std::isfinite(double(want[i])))
+      return ::testing::AssertionFailure()
+             << what << index_str(got.dims, i) << ": ref gave " << want[i] << ", cpu " << got[i];
+  }
+  double maxdiff = 0.0, maxref = 0.0;
+  int64_t worst = 0;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    const double diff = std::abs(double(got[i]) - double(want[i]));
+    if (diff > maxdiff) maxdiff = diff, worst = i;
+    maxref = std::max(maxref, std::abs(double(want[i])));
+  }
+  const double err = maxdiff / (maxref + 1e-6);
+  if (err <= thr) return ::testing::AssertionSuccess();
+  auto f = ::testing::AssertionFailure();
+  f << what << ": normalised error " << err << " > " << thr << " (max |ref| " << maxref
+    << "); worst " << what << index_str(got.dims, worst) << ": cpu " << got[worst] << ", ref "
+    << want[worst] << "; first mismatches:";
+  int shown = 0;
+  for (int64_t i = 0; i < got.size() && shown < 5; ++i)
+    if (std::abs(double(got[i]) - double(want[i])) > thr * (maxref + 1e-6))
+      f << " " << index_str(got.dims, i) << " cpu " << got[i] << " ref " << want[i] << ";", ++shown;
+  return f;
+}
+
+#define SHAPE_TRACE(...) SCOPED_TRACE(::testing::Message() << __VA_ARGS__)
+
+// ---- routings for the MoE ops -------------------------------------------------
+
+// T tokens each choose k distinct experts; slots are sorted by expert (then
+// token, then choice): slot_of[t,j] is the slot of token t's j-th choice,
+// slot_token[slot] its token, offsets[E+1] each expert's slot range.
+struct Routing {
+  int64_t T = 0, k = 0, E = 0;
+  Buf<int32_t> slot_of, slot_token;
+  Buf<int64_t> offsets;
+};
+
+Routing make_routing(int64_t T, int64_t k, int64_t E, const std::vector<int>& choice) {
+  Routing r{T, k, E, Buf<int32_t>({T, k}), Buf<int32_t>({T * k}), Buf<int64_t>({E + 1})};
+  std::vector<int64_t> order(T * k);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return choice[x] < choice[y]; });
+  for (int64_t s = 0; s < T * k; ++s) {
+    r.slot_of[order[s]] = int32_t(s);
+    r.slot_token[s] = int32_t(order[s] / k);
+  }
+  for (int64_t e = 0; e <= E; ++e) r.offsets[e] = 0;
+  for (int c : choice) ++r.offsets[c + 1];
+  for (int64_t e = 0; e < E; ++e) r.offsets[e + 1] += r.offsets[e];
+  return r;
+}
+
+// Each token picks k distinct experts from `allowed` at random (so experts not
+// in `allowed` get no rows).
+Routing random_routing(Rng& rng, int64_t T, int64_t k, int64_t E, std::vector<int> allowed) {
+  std::vector<int> choice;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int> pool = allowed;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t i = j + rng.below(int64_t(pool.size()) - j);
+      std::swap(pool[j], pool[i]);
+      choice.push_back(pool[j]);
+    }
+  }
+  return make_routing(T, k, E, choice);
+}
+
+std::vector<int> all_experts(int64_t E) {
+  std::vector<int> v(E);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+Buf<int64_t> offsets_from_counts(const std::vector<int64_t>& counts) {
+  Buf<int64_t> o({int64_t(counts.size()) + 1});
+  o[0] = 0;
+  for (size_t e = 0; e < counts.size(); ++e) o[e + 1] = o[e] + counts[e];
+  return o;
+}
+
+// Router logits whose probabilities are far from ties: row n is a permutation
+// of E evenly spaced values (gap `gap`) plus a little noise.
+Buf<float> separated_logits(Rng& rng, int64_t N, int64_t E, double gap) {
+  Buf<float> l({N, E});
+  auto noise = rng.randn<double>({N, E}, 0.05 * gap);
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<int> perm = all_experts(E);
+    for (int64_t i = E - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
+    for (int64_t e = 0; e < E; ++e)
+      l[n * E + e] = float(gap * (perm[e] - E / 2) + noise[n * E + e]);
+  }
+  return l;
+}
+
+using F = float;
+
+// =============================================================================
+// 1. cpu vs ref, float
+// =============================================================================
+
+TEST(CpuVsRef, Linear) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, in, out;
+  };
+  for (S s : {S{1, 1, 1}, S{1, 7, 5}, S{3, 17, 13}, S{64, 33, 65}, S{37, 128, 96}})
+    for (int variant : {0, 1, 2}) {  // 0: bias, all grads; 1: no bias, dx dW; 2: dW only
+      SHAPE_TRACE("N=" << s.N << " in=" << s.in << " out=" << s.out << " variant=" << variant);
+      auto x = rng.randn<F>({s.N, s.in});
+      auto W = rng.randn<F>({s.out, s.in}, 0.3);
+      auto b = rng.randn<F>({s.out});
+      const Tensor<F> bv = variant == 0 ? b.t() : Tensor<F>{};
+      auto y = fwd_pair<F>({s.N, s.out});
+      Cpu::linear_forward(y.c.t(), x.t(), W.t(), bv);
+      Ref::linear_forward(y.r.t(), x.t(), W.t(), bv);
+      EXPECT_TRUE(close("y", y, kGemm));
+
+      auto dy = rng.randn<F>({s.N, s.out});
+      auto dx = grad_pair<F>(rng, {s.N, s.in});
+      auto dW = grad_pair<F>(rng, {s.out, s.in});
+      auto db = grad_pair<F>(rng, {s.out});
+      auto opt = [&](Buf<F>& g, bool on) { return on ? g.t() : Tensor<F>{}; };
+      Cpu::linear_backward(opt(dx.c, variant < 2), dW.c.t(), opt(db.c, variant == 0), dy.t(), x.t(),
+                           W.t());
+      Ref::linear_backward(opt(dx.r, variant < 2), dW.r.t(), opt(db.r, variant == 0), dy.t(), x.t(),
+                           W.t());
+      EXPECT_TRUE(close("dx", dx, kGemm));
+      EXPECT_TRUE(close("dW", dW, kGemm));
+      EXPECT_TRUE(close("db", db, kGemm));
+    }
+}
+
+TEST(CpuVsRef, Embedding) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, V, d;
+  };
+  for (S s : {S{1, 1, 1}, S{17, 11, 13}, S{64, 1000, 32}, S{5, 3, 7}}) {
+    SHAPE_TRACE("N=" << s.N << " V=" << s.V << " d=" << s.d);
+    auto tokens = rng.ints({s.N}, s.V);  // repeats are certain when N > V
+    auto W = rng.randn<F>({s.V, s.d});
+    auto out = fwd_pair<F>({s.N, s.d});
+    Cpu::embedding_forward(out.c.t(), tokens.t(), W.t());
+    Ref::embedding_forward(out.r.t(), tokens.t(), W.t());
+    EXPECT_TRUE(close("out", out, kExact));
+
+    auto dout = rng.randn<F>({s.N, s.d});
+    auto dW = grad_pair<F>(rng, {s.V, s.d});
+    Cpu::embedding_backward(dW.c.t(), tokens.t(), dout.t());
+    Ref::embedding_backward(dW.r.t(), tokens.t(), dout.t());
+    EXPECT_TRUE(close("dW", dW, kElem));
+  }
+}
+
+TEST(CpuVsRef, RmsNorm) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, d;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{64, 256}, S{3, 1000}})
+    for (bool with_dw : {true, false}) {
+      SHAPE_TRACE("N=" << s.N << " d=" << s.d << " dw=" << with_dw);
+      auto x = rng.randn<F>({s.N, s.d}, 2.0);
+      auto w = rng.randn<F>({s.d}, 0.2, 1.0);
+      auto out = fwd_pair<F>({s.N, s.d});
+      auto rstd = fwd_pair<F>({s.N});
+      Cpu::rmsnorm_forward(out.c.t(), rstd.c.t(), x.t(), w.t(), 1e-5);
+      Ref::rmsnorm_forward(out.r.t(), rstd.r.t(), x.t(), w.t(), 1e-5);
+      EXPECT_TRUE(close("out", out, kReduce));
+      EXPECT_TRUE(close("rstd", rstd, kReduce));
+
+      auto dout = rng.randn<F>({s.N, s.d});
+      auto dx = grad_pair<F>(rng, {s.N, s.d});
+      auto dw = grad_pair<F>(rng, {s.d});
+      Cpu::rmsnorm_backward(dx.c.t(), with_dw ? dw.c.t() : Tensor<F>{}, dout.t(), x.t(), w.t(),
+                            rstd.r.t());
+      Ref::rmsnorm_backward(dx.r.t(), with_dw ? dw.r.t() : Tensor<F>{}, dout.t(), x.t(), w.t(),
+                            rstd.r.t());
+      EXPECT_TRUE(close("dx", dx, kReduce));
+      EXPECT_TRUE(close("dw", dw, kReduce));
+    }
+}
+
+TEST(CpuVsRef, Rope) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t B, S_, H, D;
+    double theta;
+  };
+  for (S s :
+       {S{1, 1, 1, 2, 1e4}, S{2, 7, 3, 6, 1e4}, S{1, 64, 4, 16, 5e5}, S{2, 5, 2, 10, 100.0}}) {
+    SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D
+                     << " theta=" << s.theta);
+    auto x = rng.randn<F>({s.B, s.S_, s.H, s.D});
+    Pair<F> fx{x, x};
+    Cpu::rope_forward(fx.c.t(), s.theta);
+    Ref::rope_forward(fx.r.t(), s.theta);
+    EXPECT_TRUE(close("rope(x)", fx, kElem));
+    Pair<F> bx{x, x};
+    Cpu::rope_backward(bx.c.t(), s.theta);
+    Ref::rope_backward(bx.r.t(), s.theta);
+    EXPECT_TRUE(close("rope_backward(x)", bx, kElem));
+  }
+}
+
+struct AttnShape {
+  int64_t B, S_, H, D;
+};
+
+// only_dv: dq and dk are empty views ("not needed").
+void attention_vs_ref(Rng& rng, AttnShape s, bool only_dv) {
+  SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D
+                   << " only_dv=" << only_dv);
+  const std::vector<int64_t> qs{s.B, s.S_, s.H, s.D};
+  auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs);
+  auto out = fwd_pair<F>(qs);
+  auto P = fwd_pair<F>({s.B, s.H, s.S_, s.S_});
+  Cpu::attention_forward(out.c.t(), P.c.t(), q.t(), k.t(), v.t());
+  Ref::attention_forward(out.r.t(), P.r.t(), q.t(), k.t(), v.t());
+  EXPECT_TRUE(close("out", out, kGemm));
+  EXPECT_TRUE(close("P", P, kGemm));
+
+  auto dout = rng.randn<F>(qs);
+  auto dq = grad_pair<F>(rng, qs), dk = grad_pair<F>(rng, qs), dv = grad_pair<F>(rng, qs);
+  Buf<F> scratch({s.S_, s.S_}, garbage<F>());
+  auto opt = [&](Buf<F>& g) { return only_dv ? Tensor<F>{} : g.t(); };
+  Cpu::attention_backward(opt(dq.c), opt(dk.c), dv.c.t(), scratch.t(), dout.t(), P.r.t(), q.t(),
+                          k.t(), v.t());
+  Ref::attention_backward(opt(dq.r), opt(dk.r), dv.r.t(), Tensor<F>{}, dout.t(), P.r.t(), q.t(),
+                          k.t(), v.t());
+  EXPECT_TRUE(guards_intact("scratch", scratch));
+  EXPECT_TRUE(close("dq", dq, kGemm));
+  EXPECT_TRUE(close("dk", dk, kGemm));
+  EXPECT_TRUE(close("dv", dv, kGemm));
+}
+
+TEST(CpuVsRef, Attention) {
+  Rng rng = test_rng();
+  for (AttnShape s : {AttnShape{1, 1, 1, 2}, AttnShape{2, 5, 3, 4}, AttnShape{1, 64, 2, 16},
+                      AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}})
+    attention_vs_ref(rng, s, false);
+}
+
+TEST(CpuVsRef, AttentionEmptyGradViews) {
+  Rng rng = test_rng();
+  attention_vs_ref(rng, AttnShape{2, 5, 3, 4}, true);
+}
+
+TEST(CpuVsRef, SwigluTanh) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, f;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{33, 257}}) {
+    SHAPE_TRACE("N=" << s.N << " f=" << s.f);
+    auto a = rng.randn<F>({s.N, s.f}, 3.0), b = rng.randn<F>({s.N, s.f});
+    auto h = fwd_pair<F>({s.N, s.f});
+    Cpu::swiglu_forward(h.c.t(), a.t(), b.t());
+    Ref::swiglu_forward(h.r.t(), a.t(), b.t());
+    EXPECT_TRUE(close("swiglu h", h, kElem));
+    auto dh = rng.randn<F>({s.N, s.f});
+    auto da = grad_pair<F>(rng, {s.N, s.f}), db = grad_pair<F>(rng, {s.N, s.f});
+    Cpu::swiglu_backward(da.c.t(), db.c.t(), dh.t(), a.t(), b.t());
+    Ref::swiglu_backward(da.r.t(), db.r.t(), dh.t(), a.t(), b.t());
+    EXPECT_TRUE(close("swiglu da", da, kElem));
+    EXPECT_TRUE(close("swiglu db", db, kElem));
+
+    auto y = fwd_pair<F>({s.N, s.f});
+    Cpu::tanh_forward(y.c.t(), a.t());
+    Ref::tanh_forward(y.r.t(), a.t());
+    EXPECT_TRUE(close("tanh y", y, kElem));
+    auto dx = grad_pair<F>(rng, {s.N, s.f});
+    Cpu::tanh_backward(dx.c.t(), dh.t(), y.r.t());
+    Ref::tanh_backward(dx.r.t(), dh.t(), y.r.t());
+    EXPECT_TRUE(close("tanh dx", dx, kElem));
+  }
+}
+
+TEST(CpuVsRef, Gru) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, p;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{64, 64}})
+    for (bool with_dh : {true, false}) {
+      SHAPE_TRACE("N=" << s.N << " p=" << s.p << " dh=" << with_dh);
+      auto gi = rng.randn<F>({s.N, 3 * s.p}, 1.5), gh = rng.randn<F>({s.N, 3 * s.p}, 1.5);
+      auto h = rng.randn<F>({s.N, s.p});
+      auto hnew = fwd_pair<F>({s.N, s.p});
+      auto gates = fwd_pair<F>({s.N, 3 * s.p});
+      Cpu::gru_forward(hnew.c.t(), gates.c.t(), gi.t(), gh.t(), h.t());
+      Ref::gru_forward(hnew.r.t(), gates.r.t(), gi.t(), gh.t(), h.t());
+      EXPECT_TRUE(close("hnew", hnew, kElem));
+      EXPECT_TRUE(close("gates", gates, kElem));
+
+      auto dhnew = rng.randn<F>({s.N, s.p});
+      auto dgi = grad_pair<F>(rng, {s.N, 3 * s.p}), dgh = grad_pair<F>(rng, {s.N, 3 * s.p});
+      auto dh = grad_pair<F>(rng, {s.N, s.p});
+      Cpu::gru_backward(dgi.c.t(), dgh.c.t(), with_dh ? dh.c.t() : Tensor<F>{}, dhnew.t(),
+                        gates.r.t(), gh.t(), h.t());
+      Ref::gru_backward(dgi.r.t(), dgh.r.t(), with_dh ? dh.r.t() : Tensor<F>{}, dhnew.t(),
+                        gates.r.t(), gh.t(), h.t());
+      EXPECT_TRUE(close("dgi", dgi, kElem));
+      EXPECT_TRUE(close("dgh", dgh, kElem));
+      EXPECT_TRUE(close("dh", dh, kElem));
+    }
+}
+
+TEST(CpuVsRef, RouterTopk) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, E, k;
+  };
+  for (S s : {S{1, 2, 1}, S{5, 8, 2}, S{37, 16, 4}, S{64, 64, 8}, S{3, 5, 5}, S{9, 7, 3}}) {
+    SHAPE_TRACE("N=" << s.N << " E=" << s.E << " k=" << s.k);
+    auto logits = separated_logits(rng, s.N, s.E, 4.0 / double(s.E));
+    if (s.N >= 3) {  // exact ties: all equal; and the top values tied
+      for (int64_t e = 0; e < s.E; ++e) logits[e] = 0.5f;
+      for (int64_t e = 0; e < s.E; ++e) logits[2 * s.E + e] = e % 2 ? 1.0f : -1.0f;
+    }
+    auto probs = fwd_pair<F>({s.N, s.E});
+    auto idx = fwd_pair<int32_t>({s.N, s.k});
+    auto gate = fwd_pair<F>({s.N, s.k});
+    auto lse = fwd_pair<F>({s.N});
+    Cpu::router_topk_forward(probs.c.t(), idx.c.t(), gate.c.t(), lse.c.t(), logits.t());
+    Ref::router_topk_forward(probs.r.t(), idx.r.t(), gate.r.t(), lse.r.t(), logits.t());
+    EXPECT_TRUE(close("probs", probs, kReduce));
+    EXPECT_TRUE(close("idx", idx, kExact));
+    EXPECT_TRUE(close("gate", gate, kReduce));
+    EXPECT_TRUE(close("lse", lse, kReduce));
+
+    auto dgate = rng.randn<F>({s.N, s.k});
+    auto extra = rng.randn<F>({s.E});
+    // all paths; dgate only; dprobs_extra only; z-loss only
+    for (int path : {0, 1, 2, 3}) {
+      SHAPE_TRACE("path=" << path);
+      const Tensor<F> dg = path == 0 || path == 1 ? dgate.t() : Tensor<F>{};
+      const Tensor<F> ex = path == 0 || path == 2 ? extra.t() : Tensor<F>{};
+      const double zs = path == 0 || path == 3 ? 0.3 : 0.0;
+      auto dlogits = grad_pair<F>(rng, {s.N, s.E});
+      Cpu::router_topk_backward(dlogits.c.t(), dg, ex, zs, probs.r.t(), idx.r.t(), lse.r.t());
+      Ref::router_topk_backward(dlogits.r.t(), dg, ex, zs, probs.r.t(), idx.r.t(), lse.r.t());
+      EXPECT_TRUE(close("dlogits", dlogits, kReduce));
+    }
+  }
+}
+
+struct ExpertsCase {
+  int64_t d, f;
+  std::vector<int64_t> counts;
+};
+
+// only_dxs: dW1, dW3, dW2 are empty views ("not needed").
+void experts_vs_ref(Rng& rng, const ExpertsCase& s, bool only_dxs) {
+  const int64_t E = int64_t(s.counts.size());
+  auto offsets = offsets_from_counts(s.counts);
+  const int64_t N = offsets[E];
+  SHAPE_TRACE(
+      "N=" << N << " d=" << s.d << " f=" << s.f << " E=" << E << " offsets="
+           << ::testing::PrintToString(std::vector<int64_t>(offsets.data(), offsets.data() + E + 1))
+           << " only_dxs=" << only_dxs);
+  auto xs = rng.randn<F>({N, s.d});
+  auto W1 = rng.randn<F>({E, s.f, s.d}, 0.3), W3 = rng.randn<F>({E, s.f, s.d}, 0.3);
+  auto W2 = rng.randn<F>({E, s.d, s.f}, 0.3);
+  auto ys = fwd_pair<F>({N, s.d});
+  auto a = fwd_pair<F>({N, s.f}), b = fwd_pair<F>({N, s.f}), h = fwd_pair<F>({N, s.f});
+  Cpu::experts_forward(ys.c.t(), a.c.t(), b.c.t(), h.c.t(), xs.t(), offsets.t(), W1.t(), W3.t(),
+                       W2.t());
+  Ref::experts_forward(ys.r.t(), a.r.t(), b.r.t(), h.r.t(), xs.t(), offsets.t(), W1.t(), W3.t(),
+                       W2.t());
+  EXPECT_TRUE(close("ys", ys, kGemm));
+  EXPECT_TRUE(close("a", a, kGemm));
+  EXPECT_TRUE(close("b", b, kGemm));
+  EXPECT_TRUE(close("h", h, kGemm));
+
+  auto dys = rng.randn<F>({N, s.d});
+  auto dxs = grad_pair<F>(rng, {N, s.d});
+  auto dW1 = grad_pair<F>(rng, {E, s.f, s.d}), dW3 = grad_pair<F>(rng, {E, s.f, s.d});
+  auto dW2 = grad_pair<F>(rng, {E, s.d, s.f});
+  Buf<F> sa({N, s.f}, garbage<F>()), sb({N, s.f}, garbage<F>());
+  auto opt = [&](Buf<F>& g) { return only_dxs ? Tensor<F>{} : g.t(); };
+  Cpu::experts_backward(dxs.c.t(), opt(dW1.c), opt(dW3.c), opt(dW2.c), sa.t(), sb.t(), dys.t(),
+                        xs.t(), offsets.t(), a.r.t(), b.r.t(), h.r.t(), W1.t(), W3.t(), W2.t());
+  Ref::experts_backward(dxs.r.t(), opt(dW1.r), opt(dW3.r), opt(dW2.r), Tensor<F>{}, Tensor<F>{},
+                        dys.t(), xs.t(), offsets.t(), a.r.t(), b.r.t(), h.r.t(), W1.t(), W3.t(),
+                        W2.t());
+  EXPECT_TRUE(guards_intact("scratch_da", sa));
+  EXPECT_TRUE(guards_intact("scratch_db", sb));
+  EXPECT_TRUE(close("dxs", dxs, kGemm));
+  EXPECT_TRUE(close("dW1", dW1, kGemm));
+  EXPECT_TRUE(close("dW3", dW3, kGemm));
+  EXPECT_TRUE(close("dW2", dW2, kGemm));
+}
+
+TEST(CpuVsRef, Experts) {
+  Rng rng = test_rng();
+  const std::vector<ExpertsCase> cases = {
+      {4, 3, {1}},                            // one token, one expert
+      {5, 6, {0, 1, 0, 0}},                   // one token, zero rows elsewhere
+      {16, 24, {5, 0, 8, 0}},                 // empty experts between
+      {8, 12, {20, 0, 0}},                    // everything on the first expert
+      {8, 12, {0, 0, 0, 13}},                 // everything on the last expert
+      {33, 47, {3, 17, 0, 11, 2, 0, 0, 31}},  // odd sizes
+  };
+  for (const ExpertsCase& s : cases) experts_vs_ref(rng, s, false);
+}
+
+TEST(CpuVsRef, ExpertsEmptyGradViews) {
+  Rng rng = test_rng();
+  experts_vs_ref(rng, ExpertsCase{16, 24, {5, 0, 8, 0}}, true);
+}
+
+TEST(CpuVsRef, GatherCombine) {
+  Rng rng = test_rng();
+  struct S {
+    const char* name;
+    int64_t d;
+    Routing r;
+  };
+  std::vector<S> cases;
+  cases.push_back({"one token", 7, random_routing(rng, 1, 1, 4, all_experts(4))});
+  cases.push_back({"one token k=3", 5, random_routing(rng, 1, 3, 4, all_experts(4))});
+  cases.push_back({"experts 0,3,5 empty", 7, random_routing(rng, 9, 2, 6, {1, 2, 4})});
+  cases.push_back({"all on expert 3", 16, random_routing(rng, 16, 1, 4, {3})});
+  cases.push_back({"random", 64, random_routing(rng, 33, 4, 8, all_experts(8))});
+  cases.push_back({"d=1", 1, random_routing(rng, 11, 2, 5, all_experts(5))});
+  for (S& s : cases) {
+    Routing& r = s.r;
+    const int64_t T = r.T, k = r.k, N = T * k, d = s.d;
+    SHAPE_TRACE(s.name << ": T=" << T << " k=" << k << " E=" << r.E << " d=" << d);
+    auto x = rng.randn<F>({T, d});
+    auto xs = fwd_pair<F>({N, d});
+    Cpu::moe_gather(xs.c.t(), x.t(), r.slot_token.t());
+    Ref::moe_gather(xs.r.t(), x.t(), r.slot_token.t());
+    EXPECT_TRUE(close("xs", xs, kExact));
+
+    auto ys = rng.randn<F>({N, d});
+    auto gate = rng.randn<F>({T, k}, 0.3, 0.5);
+    auto out = fwd_pair<F>({T, d});
+    Cpu::moe_combine(out.c.t(), ys.t(), r.slot_of.t(), gate.t());
+    Ref::moe_combine(out.r.t(), ys.t(), r.slot_of.t(), gate.t());
+    EXPECT_TRUE(close("out", out, kElem));
+
+    auto dout = rng.randn<F>({T, d});
+    auto dys = grad_pair<F>(rng, {N, d});
+    auto dgate = grad_pair<F>(rng, {T, k});
+    Cpu::moe_combine_backward(dys.c.t(), dgate.c.t(), dout.t(), ys.t(), r.slot_of.t(), gate.t());
+    Ref::moe_combine_backward(dys.r.t(), dgate.r.t(), dout.t(), ys.t(), r.slot_of.t(), gate.t());
+    EXPECT_TRUE(close("dys", dys, kElem));
+    EXPECT_TRUE(close("dgate", dgate, kReduce));
+
+    auto dxs = rng.randn<F>({N, d});
+    auto dx = grad_pair<F>(rng, {T, d});
+    Cpu::moe_gather_backward(dx.c.t(), dxs.t(), r.slot_of.t());
+    Ref::moe_gather_backward(dx.r.t(), dxs.t(), r.slot_of.t());
+    EXPECT_TRUE(close("dx", dx, kElem));
+  }
+}
+
+TEST(CpuVsRef, CombineEmptyGradViews) {
+  Rng rng = test_rng();
+  Routing r = random_routing(rng, 9, 2, 6, {1, 2, 4});
+  const int64_t T = r.T, k = r.k, N = T * k, d = 7;
+  auto ys = rng.randn<F>({N, d}), gate = rng.randn<F>({T, k}), dout = rng.randn<F>({T, d});
+  for (int variant : {1, 2}) {  // dys only; dgate only
+    SHAPE_TRACE("variant " << variant);
+    auto dys = grad_pair<F>(rng, {N, d});
+    auto dgate = grad_pair<F>(rng, {T, k});
+    auto on = [&](Buf<F>& g, bool yes) { return yes ? g.t() : Tensor<F>{}; };
+    Cpu::moe_combine_backward(on(dys.c, variant != 2), on(dgate.c, variant != 1), dout.t(), ys.t(),
+                              r.slot_of.t(), gate.t());
+    Ref::moe_combine_backward(on(dys.r, variant != 2), on(dgate.r, variant != 1), dout.t(), ys.t(),
+                              r.slot_of.t(), gate.t());
+    EXPECT_TRUE(close("dys", dys, kElem));
+    EXPECT_TRUE(close("dgate", dgate, kReduce));
+  }
+}
+
+TEST(CpuVsRef, CrossEntropy) {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, V;
+  };
+  for (S s : {S{1, 2}, S{7, 33}, S{64, 1000}, S{3, 50257}})
+    for (bool with_grad : {true, false}) {
+      SHAPE_TRACE("N=" << s.N << " V=" << s.V << " grad=" << with_grad);
+      auto logits = rng.randn<F>({s.N, s.V}, 3.0);
+      auto targets = rng.ints({s.N}, s.V);
+      const double scale = 1.0 / double(s.N);
+      auto losses = fwd_pair<F>({s.N});
+      auto dlogits = grad_pair<F>(rng, {s.N, s.V});
+      Cpu::cross_entropy(losses.c.t(), with_grad ? dlogits.c.t() : Tensor<F>{}, logits.t(),
+                         targets.t(), scale);
+      Ref::cross_entropy(losses.r.t(), with_grad ? dlogits.r.t() : Tensor<F>{}, logits.t(),
+                         targets.t(), scale);
+      EXPECT_TRUE(close("losses", losses, kReduce));
+      EXPECT_TRUE(close("dlogits", dlogits, kReduce));
+    }
+}
+
+// =============================================================================
+// 2. finite differences, double, both backends
+// =============================================================================
+
+using D = double;
+constexpr double kFdEps = 1e-6;
+constexpr double kFdTol = 1e-6;
+
+template <class B>
+class Fd : public ::testing::Test {};
+TYPED_TEST_SUITE(Fd, Backends, BackendName);
+
+double dot(const Buf<D>& a, const Buf<D>& b) {
+  double s = 0.0;
+  for (int64_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// What a backward added: after - before (gradients start from random values).
+std::vector<double> added(const Buf<D>& after, const Buf<D>& before) {
+  std::vector<double> g(after.size());
+  for (int64_t i = 0; i < after.size(); ++i) g[i] = after[i] - before[i];
+  return g;
+}
+
+// Central differences of loss() over every element of x, against g.
+template <class L>
+::testing::AssertionResult fd_check(const std::string& what, Buf<D>& x,
+                                    const std::vector<double>& g, L&& loss) {
+  double maxdiff = 0.0, scale = 0.0, worst_fd = 0.0;
+  int64_t worst = -1;
+  for (int64_t i = 0; i < x.size(); ++i) {
+    const double x0 = x[i];
+    x[i] = x0 + kFdEps;
+    const double lp = loss();
+    x[i] = x0 - kFdEps;
+    const double lm = loss();
+    x[i] = x0;
+    const double fd = (lp - lm) / (2 * kFdEps);
+    scale = std::max({scale, std::abs(fd), std::abs(g[i])});
+    if (!(std::abs(fd - g[i]) <= maxdiff)) maxdiff = std::abs(fd - g[i]), worst = i, worst_fd = fd;
+  }
+  if (!(scale > 0.0))
+    return ::testing::AssertionFailure() << "d" << what << ": gradient is all zero (vacuous test)";
+  if (maxdiff <= kFdTol * scale) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "d" << what << ": max |analytic - fd| " << maxdiff << " > " << kFdTol << " * " << scale
+         << "; worst " << what << index_str(x.dims, worst) << ": analytic " << g[worst] << ", fd "
+         << worst_fd;
+}
+
+TYPED_TEST(Fd, Linear) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 3, in = 5, out = 4;
+  for (bool bias : {true, false}) {
+    SHAPE_TRACE("bias=" << bias);
+    auto x = rng.randn<D>({N, in}), W = rng.randn<D>({out, in}), b = rng.randn<D>({out});
+    auto R = rng.randn<D>({N, out});
+    Buf<D> y({N, out});
+    auto loss = [&] {
+      B::linear_forward(y.t(), x.t(), W.t(), bias ? b.t() : Tensor<D>{});
+      return dot(y, R);
+    };
+    auto dx0 = rng.randn<D>({N, in}), dW0 = rng.randn<D>({out, in}), db0 = rng.randn<D>({out});
+    auto dx = dx0, dW = dW0, db = db0;
+    B::linear_backward(dx.t(), dW.t(), bias ? db.t() : Tensor<D>{}, R.t(), x.t(), W.t());
+    EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+    EXPECT_TRUE(fd_check("W", W, added(dW, dW0), loss));
+    if (bias) {
+      EXPECT_TRUE(fd_check("b", b, added(db, db0), loss));
+    }
+  }
+}
+
+TYPED_TEST(Fd, Embedding) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t V = 5, d = 3;
+  Buf<int32_t> tokens({6});
+  const int32_t toks[] = {2, 0, 2, 4, 2, 1};  // repeats; token 3 unused
+  std::copy(toks, toks + 6, tokens.data());
+  auto W = rng.randn<D>({V, d}), R = rng.randn<D>({6, d});
+  Buf<D> out({6, d});
+  auto loss = [&] {
+    B::embedding_forward(out.t(), tokens.t(), W.t());
+    return dot(out, R);
+  };
+  auto dW0 = rng.randn<D>({V, d});
+  auto dW = dW0;
+  B::embedding_backward(dW.t(), tokens.t(), R.t());
+  EXPECT_TRUE(fd_check("W", W, added(dW, dW0), loss));
+}
+
+TYPED_TEST(Fd, RmsNorm) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 3, d = 6;
+  auto x = rng.randn<D>({N, d}), w = rng.randn<D>({d}, 0.3, 1.0), R = rng.randn<D>({N, d});
+  Buf<D> out({N, d}), rstd({N});
+  auto loss = [&] {
+    B::rmsnorm_forward(out.t(), rstd.t(), x.t(), w.t(), 1e-5);
+    return dot(out, R);
+  };
+  loss();  // saves rstd at the unperturbed point
+  auto dx0 = rng.randn<D>({N, d}), dw0 = rng.randn<D>({d});
+  auto dx = dx0, dw = dw0;
+  B::rmsnorm_backward(dx.t(), dw.t(), R.t(), x.t(), w.t(), rstd.t());
+  EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+  EXPECT_TRUE(fd_check("w", w, added(dw, dw0), loss));
+}
+
+// rope is linear and orthogonal, so its backward (the inverse rotation) must be
+// its exact adjoint and its inverse.
+TYPED_TEST(Fd, RopeAdjoint) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  for (double theta : {1e4, 100.0}) {
+    SHAPE_TRACE("theta=" << theta);
+    const std::vector<int64_t> dims{2, 6, 3, 8};
+    auto x = rng.randn<D>(dims), y = rng.randn<D>(dims);
+    auto rx = x, ry = y;
+    B::rope_forward(rx.t(), theta);
+    B::rope_backward(ry.t(), theta);
+    EXPECT_NEAR(dot(rx, y), dot(x, ry), 1e-12 * std::sqrt(dot(x, x) * dot(y, y)));
+    auto back = rx;
+    B::rope_backward(back.t(), theta);
+    double maxdiff = 0.0;
+    for (int64_t i = 0; i < x.size(); ++i) maxdiff = std::max(maxdiff, std::abs(back[i] - x[i]));
+    EXPECT_LT(maxdiff, 1e-13) << "rope_backward(rope_forward(x)) != x";
+    EXPECT_TRUE(guards_intact("rope(x)", rx));
+    EXPECT_TRUE(guards_intact("rope_backward(y)", ry));
+  }
+}
+
+TYPED_TEST(Fd, Attention) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t Bn = 2, S = 5, H = 2, Dh = 4;
+  const std::vector<int64_t> qs{Bn, S, H, Dh};
+  auto q = rng.randn<D>(qs), k = rng.randn<D>(qs), v = rng.randn<D>(qs), R = rng.randn<D>(qs);
+  Buf<D> out(qs), P({Bn, H, S, S});
+  auto loss = [&] {
+    B::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
+    return dot(out, R);
+  };
+  loss();
+  auto dq0 = rng.randn<D>(qs), dk0 = rng.randn<D>(qs), dv0 = rng.randn<D>(qs);
+  auto dq = dq0, dk = dk0, dv = dv0;
+  Buf<D> scratch({S, S});
+  B::attention_backward(dq.t(), dk.t(), dv.t(), scratch.t(), R.t(), P.t(), q.t(), k.t(), v.t());
+  EXPECT_TRUE(fd_check("q", q, added(dq, dq0), loss));
+  EXPECT_TRUE(fd_check("k", k, added(dk, dk0), loss));
+  EXPECT_TRUE(fd_check("v", v, added(dv, dv0), loss));
+}
+
+TYPED_TEST(Fd, Swiglu) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 3, f = 7;
+  auto a = rng.randn<D>({N, f}, 2.0), b = rng.randn<D>({N, f}), R = rng.randn<D>({N, f});
+  Buf<D> h({N, f});
+  auto loss = [&] {
+    B::swiglu_forward(h.t(), a.t(), b.t());
+    return dot(h, R);
+  };
+  auto da0 = rng.randn<D>({N, f}), db0 = rng.randn<D>({N, f});
+  auto da = da0, db = db0;
+  B::swiglu_backward(da.t(), db.t(), R.t(), a.t(), b.t());
+  EXPECT_TRUE(fd_check("a", a, added(da, da0), loss));
+  EXPECT_TRUE(fd_check("b", b, added(db, db0), loss));
+}
+
+TYPED_TEST(Fd, Tanh) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  auto x = rng.randn<D>({3, 7}), R = rng.randn<D>({3, 7});
+  Buf<D> y({3, 7});
+  auto loss = [&] {
+    B::tanh_forward(y.t(), x.t());
+    return dot(y, R);
+  };
+  loss();
+  auto dx0 = rng.randn<D>({3, 7});
+  auto dx = dx0;
+  B::tanh_backward(dx.t(), R.t(), y.t());
+  EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+}
+
+TYPED_TEST(Fd, Gru) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 3, p = 4;
+  auto gi = rng.randn<D>({N, 3 * p}), gh = rng.randn<D>({N, 3 * p}), h = rng.randn<D>({N, p});
+  auto R = rng.randn<D>({N, p});
+  Buf<D> hnew({N, p}), gates({N, 3 * p});
+  auto loss = [&] {
+    B::gru_forward(hnew.t(), gates.t(), gi.t(), gh.t(), h.t());
+    return dot(hnew, R);
+  };
+  loss();
+  auto dgi0 = rng.randn<D>({N, 3 * p}), dgh0 = rng.randn<D>({N, 3 * p}), dh0 = rng.randn<D>({N, p});
+  auto dgi = dgi0, dgh = dgh0, dh = dh0;
+  B::gru_backward(dgi.t(), dgh.t(), dh.t(), R.t(), gates.t(), gh.t(), h.t());
+  EXPECT_TRUE(fd_check("gi", gi, added(dgi, dgi0), loss));
+  EXPECT_TRUE(fd_check("gh", gh, added(dgh, dgh0), loss));
+  EXPECT_TRUE(fd_check("h", h, added(dh, dh0), loss));
+}
+
+// L = sum(gate * Rg) + sum_{n,e} probs[n,e] Re[e] + z * sum(lse^2), each term
+// on or off; logits far from ties so no perturbation changes the top-k.
+TYPED_TEST(Fd, RouterTopk) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 4, E = 6, k = 2;
+  auto lf = separated_logits(rng, N, E, 0.6);
+  Buf<D> logits({N, E});
+  for (int64_t i = 0; i < logits.size(); ++i) logits[i] = lf[i];
+  auto Rg = rng.randn<D>({N, k}), Re = rng.randn<D>({E});
+  for (int path : {0, 1, 2, 3}) {  // all; dgate only; dprobs_extra only; z-loss only
+    SHAPE_TRACE("path=" << path);
+    const bool use_g = path == 0 || path == 1, use_e = path == 0 || path == 2;
+    const double z = path == 0 || path == 3 ? 0.37 : 0.0;
+    Buf<D> probs({N, E}), gate({N, k}), lse({N});
+    Buf<int32_t> idx({N, k}), idx0({N, k});
+    bool selection_changed = false;
+    auto loss = [&] {
+      B::router_topk_forward(probs.t(), idx.t(), gate.t(), lse.t(), logits.t());
+      selection_changed |= idx.mem != idx0.mem;
+      double L = use_g ? dot(gate, Rg) : 0.0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t e = 0; e < E; ++e) L += use_e ? probs[n * E + e] * Re[e] : 0.0;
+      for (int64_t n = 0; n < N; ++n) L += z * lse[n] * lse[n];
+      return L;
+    };
+    B::router_topk_forward(probs.t(), idx0.t(), gate.t(), lse.t(), logits.t());
+    auto dl0 = rng.randn<D>({N, E});
+    auto dl = dl0;
+    B::router_topk_backward(dl.t(), use_g ? Rg.t() : Tensor<D>{}, use_e ? Re.t() : Tensor<D>{}, z,
+                            probs.t(), idx0.t(), lse.t());
+    EXPECT_TRUE(fd_check("logits", logits, added(dl, dl0), loss));
+    EXPECT_FALSE(selection_changed) << "a perturbation changed the top-k: logits too close";
+  }
+}
+
+TYPED_TEST(Fd, Experts) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t d = 4, f = 3, E = 4;
+  auto offsets = offsets_from_counts({3, 0, 4, 0});
+  const int64_t N = 7;
+  auto xs = rng.randn<D>({N, d}), R = rng.randn<D>({N, d});
+  auto W1 = rng.randn<D>({E, f, d}, 0.7), W3 = rng.randn<D>({E, f, d}, 0.7);
+  auto W2 = rng.randn<D>({E, d, f}, 0.7);
+  Buf<D> ys({N, d}), a({N, f}), b({N, f}), h({N, f});
+  auto loss = [&] {
+    B::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W1.t(), W3.t(), W2.t());
+    return dot(ys, R);
+  };
+  loss();
+  auto dxs0 = rng.randn<D>({N, d}), dW10 = rng.randn<D>({E, f, d}), dW30 = rng.randn<D>({E, f, d});
+  auto dW20 = rng.randn<D>({E, d, f});
+  auto dxs = dxs0, dW1 = dW10, dW3 = dW30, dW2 = dW20;
+  Buf<D> sa({N, f}), sb({N, f});
+  B::experts_backward(dxs.t(), dW1.t(), dW3.t(), dW2.t(), sa.t(), sb.t(), R.t(), xs.t(),
+                      offsets.t(), a.t(), b.t(), h.t(), W1.t(), W3.t(), W2.t());
+  EXPECT_TRUE(fd_check("xs", xs, added(dxs, dxs0), loss));
+  EXPECT_TRUE(fd_check("W1", W1, added(dW1, dW10), loss));
+  EXPECT_TRUE(fd_check("W3", W3, added(dW3, dW30), loss));
+  EXPECT_TRUE(fd_check("W2", W2, added(dW2, dW20), loss));
+}
+
+TYPED_TEST(Fd, GatherCombine) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t T = 5, k = 2, E = 4, d = 3, N = T * k;
+  Routing r = random_routing(rng, T, k, E, {0, 2, 3});
+  auto x = rng.randn<D>({T, d}), Rs = rng.randn<D>({N, d});
+  Buf<D> xs({N, d});
+  auto gather_loss = [&] {
+    B::moe_gather(xs.t(), x.t(), r.slot_token.t());
+    return dot(xs, Rs);
+  };
+  auto dx0 = rng.randn<D>({T, d});
+  auto dx = dx0;
+  B::moe_gather_backward(dx.t(), Rs.t(), r.slot_of.t());
+  EXPECT_TRUE(fd_check("x (gather)", x, added(dx, dx0), gather_loss));
+
+  auto ys = rng.randn<D>({N, d}), gate = rng.randn<D>({T, k}), Rt = rng.randn<D>({T, d});
+  Buf<D> out({T, d});
+  auto combine_loss = [&] {
+    B::moe_combine(out.t(), ys.t(), r.slot_of.t(), gate.t());
+    return dot(out, Rt);
+  };
+  auto dys0 = rng.randn<D>({N, d}), dgate0 = rng.randn<D>({T, k});
+  auto dys = dys0, dgate = dgate0;
+  B::moe_combine_backward(dys.t(), dgate.t(), Rt.t(), ys.t(), r.slot_of.t(), gate.t());
+  EXPECT_TRUE(fd_check("ys (combine)", ys, added(dys, dys0), combine_loss));
+  EXPECT_TRUE(fd_check("gate (combine)", gate, added(dgate, dgate0), combine_loss));
+}
+
+TYPED_TEST(Fd, CrossEntropy) {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 4, V = 7;
+  const double scale = 0.25;
+  auto logits = rng.randn<D>({N, V}, 2.0);
+  Buf<int32_t> targets({N});
+  const int32_t tg[] = {3, 0, 6, 3};
+  std::copy(tg, tg + N, targets.data());
+  Buf<D> losses({N});
+  auto loss = [&] {
+    B::cross_entropy(losses.t(), Tensor<D>{}, logits.t(), targets.t(), 0.0);
+    double L = 0.0;
+    for (int64_t n = 0; n < N; ++n) L += losses[n];
+    return L * scale;
+  };
+  auto dl0 = rng.randn<D>({N, V});
+  auto dl = dl0;
+  B::cross_entropy(losses.t(), dl.t(), logits.t(), targets.t(), scale);
+  EXPECT_TRUE(fd_check("logits", logits, added(dl, dl0), loss));
+}
+
+// =============================================================================
+// 3. hand-worked values (double, both backends)
+// =============================================================================
+
+template <class B>
+class Known : public ::testing::Test {};
+TYPED_TEST_SUITE(Known, Backends, BackendName);
+
+::testing::AssertionResult values(const std::string& what, const Buf<D>& got,
+                                  const std::vector<double>& want, double tol = 1e-12) {
+  if (auto g = guards_intact(what, got); !g) return g;
+  for (int64_t i = 0; i < got.size(); ++i)
+    if (!(std::abs(got[i] - want[i]) <= tol * std::max(1.0, std::abs(want[i]))))
+      return ::testing::AssertionFailure()
+             << what << index_str(got.dims, i) << " = " << got[i] << ", want " << want[i];
+  return ::testing::AssertionSuccess();
+}
+
+Buf<D> from(std::vector<int64_t> dims, std::vector<double> v) {
+  Buf<D> b(std::move(dims));
+  std::copy(v.begin(), v.end(), b.data());
+  return b;
+}
+
+TYPED_TEST(Known, LinearRmsNormSwigluGru) {
+  using B = TypeParam;
+  auto x = from({1, 2}, {1, 2}), W = from({3, 2}, {1, 0, 0, 1, 1, 1}), b = from({3}, {0.5, 0, -1});
+  Buf<D> y({1, 3});
+  B::linear_forward(y.t(), x.t(), W.t(), b.t());
+  EXPECT_TRUE(values("y", y, {1.5, 2, 2}));
+
+  auto xn = from({1, 2}, {3, 4}), w = from({2}, {1, 2});
+  Buf<D> out({1, 2}), rstd({1});
+  B::rmsnorm_forward(out.t(), rstd.t(), xn.t(), w.t(), 0.0);  // mean(x^2) = 12.5
+  const double r = 1.0 / std::sqrt(12.5);
+  EXPECT_TRUE(values("rstd", rstd, {r}));
+  EXPECT_TRUE(values("out", out, {3 * r, 8 * r}));
+
+  auto a = from({1, 2}, {1, 0}), bb = from({1, 2}, {2, 5});
+  Buf<D> h({1, 2});
+  B::swiglu_forward(h.t(), a.t(), bb.t());  // silu(1) * 2, silu(0) * 5
+  EXPECT_TRUE(values("swiglu", h, {2.0 / (1.0 + std::exp(-1.0)), 0.0}));
+
+  Buf<D> gi({1, 3}), gh({1, 3});
+  auto hp = from({1, 1}, {0.5});
+  gh[2] = 0.8;  // r = z = 1/2, n = tanh(0.4), h' = n/2 + 1/4
+  Buf<D> hn({1, 1}), gates({1, 3});
+  B::gru_forward(hn.t(), gates.t(), gi.t(), gh.t(), hp.t());
+  EXPECT_TRUE(values("gates", gates, {0.5, 0.5, std::tanh(0.4)}));
+  EXPECT_TRUE(values("hnew", hn, {0.5 * std::tanh(0.4) + 0.25}));
+}
+
+TYPED_TEST(Known, Rope) {
+  using B = TypeParam;
+  // D = 2: the one pair rotates by s radians. D = 4, theta = 100: pair 1
+  // (elements 1, 3) rotates by s * 100^(-1/2) = 0.1 s.
+  Buf<D> x2({1, 3, 1, 2});
+  for (int s = 0; s < 3; ++s) x2[2 * s] = 1.0;
+  B::rope_forward(x2.t(), 1e4);
+  EXPECT_TRUE(
+      values("rope D=2", x2, {1, 0, std::cos(1.0), std::sin(1.0), std::cos(2.0), std::sin(2.0)}));
+  Buf<D> x4({1, 4, 1, 4});
+  x4[3 * 4 + 3] = 1.0;  // s = 3, element 3 (the second half of pair 1)
+  B::rope_forward(x4.t(), 100.0);
+  std::vector<double> want(16, 0.0);
+  want[3 * 4 + 1] = -std::sin(0.3);
+  want[3 * 4 + 3] = std::cos(0.3);
+  EXPECT_TRUE(values("rope D=4", x4, want));
+}
+
+TYPED_TEST(Known, Attention) {
+  using B = TypeParam;
+  // B=1, S=3, H=1, D=4. q0 = q2 = 0 gives uniform weights; q1 . k1 / sqrt(4) = 1, q1 . k0 = 0.
+  Buf<D> q({1, 3, 1, 4}), k({1, 3, 1, 4}), v({1, 3, 1, 4});
+  q[4] = 2.0;
+  k[4] = 1.0;
+  for (int s = 0; s < 3; ++s) v[s * 4] = double(1 << (2 * s));  // v[:,0] = 1, 4, 16
+  Buf<D> out({1, 3, 1, 4}), P({1, 1, 3, 3});
+  B::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
+  const double p1 = std::exp(1.0) / (1.0 + std::exp(1.0));
+  EXPECT_TRUE(values("P", P, {1, 0, 0, 1 - p1, p1, 0, 1.0 / 3, 1.0 / 3, 1.0 / 3}));
+  EXPECT_TRUE(values("out", out, {1, 0, 0, 0, (1 - p1) + 4 * p1, 0, 0, 0, 7, 0, 0, 0}));
+}
+
+TYPED_TEST(Known, RouterTopk) {
+  using B = TypeParam;
+  // Row 0: probs 1,2,3,4 / 10. Row 1: all tied -> lowest experts. Row 2: 1 and 2 tied on top.
+  auto logits = from({3, 4}, {0, std::log(2.0), std::log(3.0), std::log(4.0),  //
+                              0.5, 0.5, 0.5, 0.5,                              //
+                              0, 5, 5, 1});
+  Buf<D> probs({3, 4}), gate({3, 2}), lse({3});
+  Buf<int32_t> idx({3, 2});
+  B::router_topk_forward(probs.t(), idx.t(), gate.t(), lse.t(), logits.t());
+  EXPECT_EQ(std::vector<int32_t>(idx.data(), idx.data() + 6),
+            (std::vector<int32_t>{3, 2, 0, 1, 1, 2}));
+  EXPECT_TRUE(guards_intact("idx", idx));
+  EXPECT_TRUE(values("probs row 0", from({4}, {probs[0], probs[1], probs[2], probs[3]}),
+                     {0.1, 0.2, 0.3, 0.4}));
+  EXPECT_TRUE(values("gate", gate, {4.0 / 7, 3.0 / 7, 0.5, 0.5, 0.5, 0.5}));
+  EXPECT_NEAR(lse[0], std::log(10.0), 1e-12);
+  EXPECT_NEAR(lse[1], 0.5 + std::log(4.0), 1e-12);
+}
+
+TYPED_TEST(Known, ExpertsGatherCombineCrossEntropy) {
+  using B = TypeParam;
+  // E=2, d=f=1: expert e computes W2_e silu(W1_e x) (W3_e x).
+  auto xs = from({2, 1}, {1, 1}), W1 = from({2, 1, 1}, {1, 2}), W3 = from({2, 1, 1}, {1, 1});
+  auto W2 = from({2, 1, 1}, {1, 3});
+  Buf<int64_t> offsets({3});
+  offsets[0] = 0, offsets[1] = 1, offsets[2] = 2;
+  Buf<D> ys({2, 1}), a({2, 1}), b({2, 1}), h({2, 1});
+  B::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W1.t(), W3.t(), W2.t());
+  const double silu1 = 1.0 / (1.0 + std::exp(-1.0)), silu2 = 2.0 / (1.0 + std::exp(-2.0));
+  EXPECT_TRUE(values("a", a, {1, 2}));
+  EXPECT_TRUE(values("ys", ys, {silu1, 3 * silu2}));
+
+  // Two tokens, k=2, slots sorted: token 0 -> slots 2, 0; token 1 -> slots 1, 3.
+  Buf<int32_t> slot_of({2, 2}), slot_token({4});
+  const int32_t so[] = {2, 0, 1, 3}, st[] = {0, 1, 0, 1};
+  std::copy(so, so + 4, slot_of.data());
+  std::copy(st, st + 4, slot_token.data());
+  auto x = from({2, 1}, {10, 20});
+  Buf<D> xg({4, 1});
+  B::moe_gather(xg.t(), x.t(), slot_token.t());
+  EXPECT_TRUE(values("gather", xg, {10, 20, 10, 20}));
+  auto ysl = from({4, 1}, {1, 10, 100, 1000}), gate = from({2, 2}, {0.5, 0.25, 2, 3});
+  Buf<D> out({2, 1});
+  B::moe_combine(out.t(), ysl.t(), slot_of.t(), gate.t());
+  EXPECT_TRUE(values("combine", out, {0.5 * 100 + 0.25 * 1, 2 * 10 + 3 * 1000}));
+
+  auto logits = from({1, 4}, {0, 0, 0, 0});
+  Buf<int32_t> target({1});
+  target[0] = 2;
+  Buf<D> loss({1}), dlogits({1, 4});
+  B::cross_entropy(loss.t(), dlogits.t(), logits.t(), target.t(), 2.0);
+  EXPECT_TRUE(values("ce loss", loss, {std::log(4.0)}));
+  EXPECT_TRUE(values("ce dlogits", dlogits, {0.5, 0.5, -1.5, 0.5}));
+}
+
+TYPED_TEST(Known, EmbeddingChecksTokenIds) {
+  using B = TypeParam;
+  auto W = from({3, 2}, {1, 2, 3, 4, 5, 6});
+  Buf<D> out({2, 2});
+  Buf<int32_t> tokens({2});
+  tokens[0] = 2, tokens[1] = 0;
+  B::embedding_forward(out.t(), tokens.t(), W.t());
+  EXPECT_TRUE(values("out", out, {5, 6, 1, 2}));
+  tokens[1] = 3;  // == V
+  EXPECT_THROW(B::embedding_forward(out.t(), tokens.t(), W.t()), rmoe::Error);
+  tokens[1] = -1;
+  EXPECT_THROW(B::embedding_forward(out.t(), tokens.t(), W.t()), rmoe::Error);
+}
+
+// The oracle rejects inconsistent shapes and out-of-range indices instead of
+// reading past a buffer.
+TEST(RefChecks, RejectsBadShapesAndIndices) {
+  Buf<D> x({2, 3}), W({4, 5}), y({2, 4});
+  EXPECT_THROW(ref::linear_forward(y.t(), x.t(), W.t(), Tensor<D>{}), rmoe::Error);  // in 3 vs 5
+
+  Buf<D> q({1, 4, 2, 2}), out({1, 4, 2, 2}), P({1, 2, 4, 3});
+  EXPECT_THROW(ref::attention_forward(out.t(), P.t(), q.t(), q.t(), q.t()), rmoe::Error);
+
+  Buf<D> xs({3, 2}), ys({3, 2}), ab({3, 4}), W13({2, 4, 2}), W2({2, 2, 4});
+  auto offsets = offsets_from_counts({1, 1});  // ends at 2, not N = 3
+  EXPECT_THROW(ref::experts_forward(ys.t(), ab.t(), ab.t(), ab.t(), xs.t(), offsets.t(), W13.t(),
+                                    W13.t(), W2.t()),
+               rmoe::Error);
+
+  Buf<D> logits({2, 3}), probs({2, 3}), gate({2, 4}), lse({2});
+  Buf<int32_t> idx({2, 4});  // k = 4 > E = 3
+  EXPECT_THROW(ref::router_topk_forward(probs.t(), idx.t(), gate.t(), lse.t(), logits.t()),
+               rmoe::Error);
+
+  Buf<D> losses({2});
+  Buf<int32_t> targets({2});
+  targets[1] = 3;  // == V
+  EXPECT_THROW(ref::cross_entropy(losses.t(), Tensor<D>{}, logits.t(), targets.t(), 1.0),
+               rmoe::Error);
+
+  Buf<D> xg({2, 3});
+  Buf<int32_t> slot_token({2});
+  slot_token[0] = 2;  // only tokens 0, 1 exist
+  EXPECT_THROW(ref::moe_gather(xg.t(), logits.t(), slot_token.t()), rmoe::Error);
+}
+
+}  // namespace
