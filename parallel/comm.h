@@ -48,6 +48,7 @@ std::unique_ptr<Comm> make_self_comm();
 void mpi_init(int* argc, char*** argv);
 void mpi_finalize();
 bool mpi_initialized();
+int mpi_world_rank();  // 0 when MPI is not initialised
 std::unique_ptr<Comm> mpi_world();
 // Ends every rank (MPI_Abort) after printing nothing more; used by mains when
 // one rank fails so no other rank hangs in a collective.

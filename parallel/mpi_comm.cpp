@@ -145,6 +145,11 @@ bool mpi_initialized() {
   MPI_Initialized(&init);
   return init != 0;
 }
+int mpi_world_rank() {
+  int r = 0;
+  if (mpi_initialized()) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
 std::unique_ptr<Comm> mpi_world() { return std::make_unique<MpiComm>(MPI_COMM_WORLD, false); }
 void mpi_abort_all(int status) {
   if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, status);

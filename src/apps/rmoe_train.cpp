@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/dry_run.h"
@@ -40,14 +41,20 @@ int run(int argc, char** argv) {
   if (cfg.device == Device::cuda)
     throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
   const ModelStats stats = compute_model_stats(cfg);
+  auto groups = std::make_shared<ProcessGroups>(
+      make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
+  const bool root = groups->world->rank() == 0;
   if (cfg.dry_run) {
-    std::cout << format_dry_run(cfg, stats);
+    if (root) std::cout << format_dry_run(cfg, stats);
     return 0;
   }
-  Trainer trainer(cfg);
+  Trainer trainer(cfg, groups);
+  if (!root) std::fclose(stdout);  // rank 0 reports; other ranks speak only through errors
   std::printf("rmoe_train: %s router, %d layers, d=%d, %d experts (top-%d), %.2fM params (%.2fM active/token)\n",
               router_type_name(cfg.model.router_type), cfg.model.num_layers, cfg.model.hidden_size,
               cfg.model.num_experts, cfg.model.topk, stats.total_params / 1e6, stats.active_params_per_token / 1e6);
+  std::printf("layout: %d ranks, expert-parallel size %d (%d experts per rank), data-parallel over all ranks\n",
+              groups->world->size(), groups->ep_size, groups->num_local_experts);
   std::printf("data: %s\n", trainer.source().describe().c_str());
   std::printf("batch: %d x %d tokens per step (micro-batch %d, %d accumulation steps), %ld steps; "
               "OpenBLAS %s, %d threads\n",
@@ -55,18 +62,23 @@ int run(int argc, char** argv) {
               long(cfg.train_iters), openblas_get_corename(), openblas_get_num_threads());
   std::fflush(stdout);
   std::ofstream metrics;
-  if (!cfg.metrics_file.empty()) {
+  if (root && !cfg.metrics_file.empty()) {
     metrics.open(cfg.metrics_file, std::ios::app);
     RMOE_CHECK(metrics, "--metrics-file=" << cfg.metrics_file << ": cannot open for writing");
   }
   const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
-  double window_seconds = 0, total_seconds = 0;
+  double window_seconds = 0, total_seconds = 0, a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
+  int64_t a2a_bytes = 0;
   int64_t window_steps = 0;
   const int64_t last = cfg.exit_interval > 0 ? std::min(cfg.train_iters, cfg.exit_interval) : cfg.train_iters;
   while (trainer.step() < last) {
     const StepStats st = trainer.train_step();
     window_seconds += st.seconds;
     total_seconds += st.seconds;
+    a2a_seconds += st.a2a_seconds;
+    allreduce_seconds += st.allreduce_seconds;
+    data_seconds += st.data_seconds;
+    a2a_bytes += st.a2a_bytes;
     ++window_steps;
     const bool log_now = (st.step + 1) % cfg.log_interval == 0 || st.step + 1 == last || st.step == 0;
     if (log_now) {
@@ -100,19 +112,32 @@ int run(int argc, char** argv) {
   }
   std::printf("done: %ld steps in %s (%.0f tokens/s)\n", long(trainer.step()), format_duration(total_seconds).c_str(),
               tokens_per_step * trainer.step() / std::max(total_seconds, 1e-9));
+  const double n = std::max<int64_t>(trainer.step(), 1), tot = std::max(total_seconds, 1e-9);
+  std::printf("time per step (rank 0): %.4f s = all-to-all %.1f%% + gradient all-reduce %.1f%% + data %.1f%% + compute "
+              "%.1f%%; all-to-all sent %.2f MB/step\n",
+              tot / n, 100 * a2a_seconds / tot, 100 * allreduce_seconds / tot, 100 * data_seconds / tot,
+              100 * (tot - a2a_seconds - allreduce_seconds - data_seconds) / tot, a2a_bytes / n / 1e6);
   return 0;
 }
 
 }  // namespace
 
+// An error on any rank ends every rank (MPI_Abort), so none hangs in a
+// collective the failed rank will never reach.
 int main(int argc, char** argv) {
+  mpi_init(&argc, &argv);
+  int status = 0;
   try {
-    return run(argc, argv);
+    status = run(argc, argv);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "rmoe_train: %s\n", e.what());
-    return 2;
+    if (mpi_world_rank() == 0) std::fprintf(stderr, "rmoe_train: %s\n", e.what());  // same on every rank
+    status = 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "rmoe_train: error: %s\n", e.what());
-    return 1;
+    std::fprintf(stderr, "rmoe_train: error on %s: %s\n", host_name().c_str(), e.what());
+    status = 1;
   }
+  std::fflush(stderr);
+  if (status != 0) mpi_abort_all(status);
+  mpi_finalize();
+  return 0;
 }
