@@ -152,7 +152,12 @@ int mpi_world_rank() {
 }
 std::unique_ptr<Comm> mpi_world() { return std::make_unique<MpiComm>(MPI_COMM_WORLD, false); }
 void mpi_abort_all(int status) {
-  if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, status);
+  if (mpi_initialized()) {
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, status);  // nobody may wait for this rank
+    mpi_finalize();  // alone: a plain exit, without MPI_Abort's banner
+  }
   std::exit(status);
 }
 

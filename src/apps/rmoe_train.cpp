@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,17 @@ extern "C" int openblas_get_num_threads(void);
 using namespace rmoe;
 
 namespace {
+
+// Fault injection for the no-hang test: RMOE_FAIL_AT=RANK:STEP throws on that
+// rank after that step (tests/cli/mpi_rank_failure.sh).
+void maybe_inject_failure(int rank, int64_t step) {
+  static const char* spec = std::getenv("RMOE_FAIL_AT");
+  if (!spec) return;
+  int r = -1;
+  long s = -1;
+  if (std::sscanf(spec, "%d:%ld", &r, &s) == 2 && r == rank && s == step)
+    throw Error("injected failure on rank " + std::to_string(rank) + " at step " + std::to_string(step));
+}
 
 std::string format_duration(double s) {
   char buf[32];
@@ -40,6 +52,7 @@ int run(int argc, char** argv) {
   }
   if (cfg.device == Device::cuda)
     throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
+  resolve_vocab_size_from_data(cfg);  // --data-path DIR: the dataset's vocabulary unless --vocab-size is given
   const ModelStats stats = compute_model_stats(cfg);
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
@@ -73,6 +86,7 @@ int run(int argc, char** argv) {
   const int64_t last = cfg.exit_interval > 0 ? std::min(cfg.train_iters, cfg.exit_interval) : cfg.train_iters;
   while (trainer.step() < last) {
     const StepStats st = trainer.train_step();
+    maybe_inject_failure(groups->world->rank(), st.step + 1);
     window_seconds += st.seconds;
     total_seconds += st.seconds;
     a2a_seconds += st.a2a_seconds;
@@ -103,6 +117,10 @@ int run(int argc, char** argv) {
       const double best = trainer.source().entropy_rate_nats();
       std::printf("eval step %ld | val loss %.4f", long(st.step + 1), val);
       if (best >= 0) std::printf(" | entropy rate %.4f (gap %.4f)", best, val - best);
+      if (trainer.source().byte_level())
+        std::printf(" | bpc %.4f", val / std::log(2.0));  // one token per byte (character)
+      else
+        std::printf(" | ppl %.2f", std::exp(val));
       std::printf("\n");
       std::fflush(stdout);
       if (metrics.is_open())
