@@ -1,9 +1,13 @@
 // ops_dispatch.cpp — rmoe::ops: picks the backend from the output view's device.
 //
 // Model code calls only rmoe::ops; it never names a backend. The cpu backend is
-// complete; on a cuda view this throws until the CUDA backend lands.
+// complete; the CUDA backend has its element-wise ops so far (RMOE_DISPATCH_CUDA)
+// and every other op throws on a cuda view.
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
+#ifdef RMOE_WITH_CUDA
+#include "rmoe/kernels/cuda_ops.h"
+#endif
 
 namespace rmoe::ops {
 
@@ -18,6 +22,16 @@ namespace rmoe::ops {
     if ((dev_view).device == Device::cpu) return cpu::op(__VA_ARGS__); \
     no_backend(#op, (dev_view).device);                         \
   } while (0)
+
+#ifdef RMOE_WITH_CUDA
+#define RMOE_DISPATCH_CUDA(op, dev_view, ...)                            \
+  do {                                                                   \
+    if ((dev_view).device == Device::cpu) return cpu::op(__VA_ARGS__);   \
+    return cuda::op(__VA_ARGS__);                                        \
+  } while (0)
+#else
+#define RMOE_DISPATCH_CUDA RMOE_DISPATCH
+#endif
 
 template <class T>
 void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) { RMOE_DISPATCH(linear_forward, y, y, x, W, b); }
@@ -55,10 +69,10 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
   RMOE_DISPATCH(attention_backward, dout, dq, dk, dv, scratch, dout, P, q, k, v);
 }
 template <class T>
-void swiglu_forward(Tensor<T> h, In<T> a, In<T> b) { RMOE_DISPATCH(swiglu_forward, h, h, a, b); }
+void swiglu_forward(Tensor<T> h, In<T> a, In<T> b) { RMOE_DISPATCH_CUDA(swiglu_forward, h, h, a, b); }
 template <class T>
 void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
-  RMOE_DISPATCH(swiglu_backward, dh, da, db, dh, a, b);
+  RMOE_DISPATCH_CUDA(swiglu_backward, dh, da, db, dh, a, b);
 }
 template <class T>
 void tanh_forward(Tensor<T> y, In<T> x) { RMOE_DISPATCH(tanh_forward, y, y, x); }
@@ -66,7 +80,7 @@ template <class T>
 void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) { RMOE_DISPATCH(tanh_backward, dy, dx, dy, y); }
 template <class T>
 void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h) {
-  RMOE_DISPATCH(gru_forward, hnew, hnew, gates, gi, gh, h);
+  RMOE_DISPATCH_CUDA(gru_forward, hnew, hnew, gates, gi, gh, h);
 }
 template <class T>
 void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T> gates, In<T> gh, In<T> h) {
