@@ -227,19 +227,25 @@ TEST(Equivalence, RepeatedRunsAreBitIdentical) {
 }
 
 // Bound: after 100 steps the multi-rank validation loss is within 0.05
-// nats/token of the one-process run's (same global batches).
+// nats/token of the one-process run's (same global batches). The first step
+// (same weights, same batch) has the same loss and the same clipped-or-not
+// global gradient norm: every parameter is counted exactly once.
 TEST(Training, MultiRankRunLearnsLikeOneProcess) {
   const char* argv[] = {"rmoe_train", "--config", RMOE_SOURCE_DIR "/configs/tiny.ini"};
   TrainConfig cfg = parse_train_config(3, argv);
   cfg.micro_batch_size = 1;
   cfg.global_batch_size = 8;
   double val[2];
+  StepStats first[2];
   for (int run = 0; run < 2; ++run) {
     auto groups = std::make_shared<ProcessGroups>(
         make_process_groups(run == 0 ? make_self_comm() : mpi_world(), 0, cfg.model.num_experts));
     Trainer t(cfg, groups);
+    first[run] = t.train_step();
     while (t.step() < cfg.train_iters) t.train_step();
     val[run] = t.evaluate(8);
   }
+  EXPECT_NEAR(first[1].loss, first[0].loss, 1e-5);
+  EXPECT_NEAR(first[1].grad_norm, first[0].grad_norm, 1e-5 * first[0].grad_norm);
   EXPECT_LT(std::abs(val[1] - val[0]), 0.05) << "one process " << val[0] << ", all ranks " << val[1];
 }
