@@ -1,0 +1,44 @@
+// bench_train_step — tokens/s and achieved GFLOP/s of full training steps
+// (forward, backward, AdamW) for a config, single process.
+// Usage: bench_train_step --config configs/medium_char_rmoe.ini [--steps N] [other rmoe_train flags]
+// The FLOP count is dry-run's formula (6 * matmul weights + 6 L S d per token).
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "rmoe/train/config.h"
+#include "rmoe/train/dry_run.h"
+#include "rmoe/train/trainer.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" int openblas_get_num_threads(void);
+
+int main(int argc, char** argv) {
+  int steps = 5;
+  std::vector<const char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+      steps = std::atoi(argv[++i]);
+      continue;
+    }
+    args.push_back(argv[i]);
+  }
+  rmoe::TrainConfig cfg = rmoe::parse_train_config(int(args.size()), args.data());
+  cfg.train_iters = std::max<int64_t>(cfg.train_iters, steps + 1);
+  const rmoe::ModelStats stats = rmoe::compute_model_stats(cfg);
+  rmoe::Trainer t(cfg);
+  t.train_step();  // warm-up (first touch of buffers)
+  std::vector<double> secs;
+  for (int i = 0; i < steps; ++i) secs.push_back(t.train_step().seconds);
+  std::sort(secs.begin(), secs.end());
+  const double med = secs[secs.size() / 2];
+  const double tokens = double(cfg.global_batch_size) * cfg.model.seq_length;
+  std::printf("router %s | L=%d d=%d E=%d k=%d f=%d S=%d batch %d | OpenBLAS %s x%d\n",
+              rmoe::router_type_name(cfg.model.router_type), cfg.model.num_layers, cfg.model.hidden_size,
+              cfg.model.num_experts, cfg.model.topk, cfg.model.ffn_hidden_size, cfg.model.seq_length,
+              cfg.global_batch_size, openblas_get_corename(), openblas_get_num_threads());
+  std::printf("step median %.4f s (min %.4f, max %.4f, %d steps) | %.0f tokens/s | %.2f GFLOP/s\n", med, secs.front(),
+              secs.back(), steps, tokens / med, stats.flops_per_token * tokens / med / 1e9);
+}
