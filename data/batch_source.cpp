@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "data/loader.h"
 #include "data/synthetic.h"
 #include "rmoe/core/error.h"
 
@@ -37,11 +38,23 @@ class MarkovBatchSource final : public BatchSource {
 
 }  // namespace
 
-std::unique_ptr<BatchSource> open_batch_source(const std::string& data_path, int vocab_size, uint64_t seed) {
+std::unique_ptr<BatchSource> open_batch_source(const std::string& data_path, int vocab_size, uint64_t seed,
+                                               int seq_length, int64_t global_batch_size) {
   if (data_path.rfind("synthetic:", 0) == 0)
     return std::make_unique<MarkovBatchSource>(make_synthetic_source(data_path, vocab_size, seed));
-  throw UsageError("--data-path=" + data_path +
-                   ": HDF5 datasets are not supported yet; use --data-path synthetic:markov");
+  RMOE_CHECK(seq_length > 0 && global_batch_size > 0,
+             "open_batch_source(" << data_path << "): a dataset needs seq_length and global_batch_size");
+  LoaderOptions opts;
+  opts.seq_length = seq_length;
+  opts.global_batch_size = global_batch_size;
+  opts.seed = seed;
+  auto src = std::make_unique<ShardBatchSource>(data_path, opts);
+  if (vocab_size > 0 && vocab_size != src->vocab_size())
+    throw UsageError("--vocab-size=" + std::to_string(vocab_size) + " does not match the vocabulary " +
+                     std::to_string(src->vocab_size()) + " of dataset '" + data_path + "' (tokenizer " +
+                     src->dataset().tokenizer().name() + "); drop --vocab-size or give " +
+                     std::to_string(src->vocab_size()));
+  return src;
 }
 
 }  // namespace rmoe

@@ -84,8 +84,9 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
                          "--moe-router-topk=3", "--moe-aux-loss-coeff=0.02", "--moe-z-loss-coeff=0.001",
                          "--moe-router-type=rnn", "--router-dim=32", "--router-detach", "--tie-embeddings",
                          "--init-method-std=0.01", "--expert-parallel-size=3", "--data-path=/data/x", "--save=ck",
-                         "--load=ck0", "--save-interval=20", "--eval-interval=10", "--eval-iters=4",
-                         "--log-interval=5", "--seed=99", "--device=cpu", "--dry-run", "--metrics-file=m.jsonl"});
+                         "--load=ck0", "--save-interval=20", "--keep-checkpoints=5", "--eval-interval=10",
+                         "--eval-iters=4", "--log-interval=5", "--seed=99", "--device=cpu", "--dry-run",
+                         "--metrics-file=m.jsonl"});
   EXPECT_EQ(c.model.num_layers, 6);
   EXPECT_EQ(c.model.hidden_size, 96);
   EXPECT_EQ(c.model.ffn_hidden_size, 80);
@@ -120,6 +121,7 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_EQ(c.save, "ck");
   EXPECT_EQ(c.load, "ck0");
   EXPECT_EQ(c.save_interval, 20);
+  EXPECT_EQ(c.keep_checkpoints, 5);
   EXPECT_EQ(c.eval_interval, 10);
   EXPECT_EQ(c.eval_iters, 4);
   EXPECT_EQ(c.log_interval, 5);
@@ -149,7 +151,8 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "router-dim", "router-detach", "tie-embeddings", "init-method-std", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "expert-parallel-size", "data-path", "save", "load",
-      "save-interval", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run", "metrics-file"};
+      "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
+      "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);
 }
 
@@ -177,8 +180,8 @@ TEST(TrainConfigErrors, NonPositiveSizes) {
       expect_usage_error({arg}, {arg, "must be >="});
     }
   }
-  for (const char* flag : {"--lr-warmup-iters", "--exit-interval", "--save-interval", "--eval-interval",
-                           "--eval-iters", "--expert-parallel-size"}) {
+  for (const char* flag : {"--lr-warmup-iters", "--exit-interval", "--save-interval", "--keep-checkpoints",
+                           "--eval-interval", "--eval-iters", "--expert-parallel-size"}) {
     const std::string arg = std::string(flag) + "=-1";
     expect_usage_error({arg}, {arg, "must be >= 0"});
   }

@@ -16,6 +16,7 @@ template <> hid_t mem_type<int32_t>() { return H5T_NATIVE_INT32; }
 template <> hid_t mem_type<int64_t>() { return H5T_NATIVE_INT64; }
 template <> hid_t mem_type<uint16_t>() { return H5T_NATIVE_UINT16; }
 template <> hid_t mem_type<uint32_t>() { return H5T_NATIVE_UINT32; }
+template <> hid_t mem_type<uint8_t>() { return H5T_NATIVE_UINT8; }
 
 struct Handle {  // closes any HDF5 id with the right function
   hid_t id;
@@ -30,12 +31,26 @@ struct Handle {  // closes any HDF5 id with the right function
 
 }  // namespace
 
+std::string error_stack_text() {
+  std::string text;
+  auto walk = [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+    if (e->desc && *e->desc) *static_cast<std::string*>(data) = e->desc;  // keeps the innermost
+    return 0;
+  };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &text);
+  return text;
+}
+
 File::File(const std::string& path, Mode mode) : path_(path) {
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // we report errors ourselves
   if (mode == readonly) {
     RMOE_CHECK(std::filesystem::exists(path), "'" << path << "' does not exist");
     RMOE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "'" << path << "' is not an HDF5 file (or is unreadable)");
     id_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  } else if (mode == truncate_checksummed) {
+    Handle fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
+    H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V18, H5F_LIBVER_V110);
+    id_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id);
   } else {
     id_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   }
@@ -168,5 +183,262 @@ RMOE_H5_INST(int32_t)
 RMOE_H5_INST(int64_t)
 RMOE_H5_INST(uint16_t)
 RMOE_H5_INST(uint32_t)
+RMOE_H5_INST(uint8_t)
+
+// ---- additions for data shards ------------------------------------------------
+
+bool File::has_attr(const std::string& name, const std::string& obj) const {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  return exists(obj) && H5Aexists_by_name(id_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<std::string> File::list(const std::string& group) const {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  RMOE_CHECK(exists(group), "'" << path_ << "' has no group '" << group << "'");
+  std::vector<std::string> names;
+  auto visit = [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
+    static_cast<std::vector<std::string>*>(data)->push_back(name);
+    return 0;
+  };
+  RMOE_CHECK(H5Literate_by_name(id_, group.c_str(), H5_INDEX_NAME, H5_ITER_INC, nullptr, visit, &names,
+                                H5P_DEFAULT) >= 0,
+             "cannot list group '" << group << "' of '" << path_ << "': " << error_stack_text());
+  return names;
+}
+
+File::DatasetInfo File::info(const std::string& dataset) const {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  DatasetInfo out;
+  out.shape = shape(dataset);
+  Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot open dataset '" << dataset << "' in '" << path_ << "': " << error_stack_text());
+  Handle type{H5Dget_type(ds.id), H5Tclose};
+  out.is_integer = H5Tget_class(type.id) == H5T_INTEGER;
+  out.is_signed = out.is_integer && H5Tget_sign(type.id) == H5T_SGN_2;
+  out.element_bytes = int64_t(H5Tget_size(type.id));
+  Handle dcpl{H5Dget_create_plist(ds.id), H5Pclose};
+  if (H5Pget_layout(dcpl.id) == H5D_CHUNKED && !out.shape.empty()) {
+    std::vector<hsize_t> chunk(out.shape.size());
+    if (H5Pget_chunk(dcpl.id, int(chunk.size()), chunk.data()) >= 0) out.chunk = int64_t(chunk[0]);
+  }
+  const int nfilters = H5Pget_nfilters(dcpl.id);
+  for (int i = 0; i < nfilters; ++i) {
+    unsigned flags = 0;
+    size_t nelmts = 0;
+    char name[64];
+    if (H5Pget_filter2(dcpl.id, unsigned(i), &flags, &nelmts, nullptr, sizeof name, name, nullptr) ==
+        H5Z_FILTER_FLETCHER32)
+      out.fletcher32 = true;
+  }
+  return out;
+}
+
+template <class T>
+void File::create_growable_1d(const std::string& dataset, int64_t chunk, bool fletcher32) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  RMOE_CHECK(chunk >= 1, "chunk size " << chunk << " for '" << dataset << "' must be >= 1");
+  const hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk_dims[1] = {hsize_t(chunk)};
+  Handle sp{H5Screate_simple(1, dims, maxdims), H5Sclose};
+  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+  RMOE_H5(H5Pset_chunk(dcpl.id, 1, chunk_dims), "H5Pset_chunk for '" << dataset << "' in '" << path_ << "'");
+  if (fletcher32) RMOE_H5(H5Pset_fletcher32(dcpl.id), "H5Pset_fletcher32 for '" << dataset << "'");
+  Handle lcpl{H5Pcreate(H5P_LINK_CREATE), H5Pclose};
+  H5Pset_create_intermediate_group(lcpl.id, 1);
+  Handle ds{H5Dcreate2(id_, dataset.c_str(), mem_type<T>(), sp.id, lcpl.id, dcpl.id, H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot create dataset '" << dataset << "' in '" << path_ << "': " << error_stack_text());
+}
+
+template <class T>
+void File::append_1d(const std::string& dataset, const T* data, int64_t n) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (n <= 0) return;
+  Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot open dataset '" << dataset << "' in '" << path_ << "'");
+  hsize_t old_size = 0;
+  {
+    Handle sp{H5Dget_space(ds.id), H5Sclose};
+    RMOE_CHECK(H5Sget_simple_extent_ndims(sp.id) == 1, "dataset '" << dataset << "' in '" << path_ << "' is not 1-D");
+    H5Sget_simple_extent_dims(sp.id, &old_size, nullptr);
+  }
+  const hsize_t new_size = old_size + hsize_t(n), count = hsize_t(n);
+  RMOE_CHECK(H5Dset_extent(ds.id, &new_size) >= 0,
+             "cannot grow dataset '" << dataset << "' in '" << path_ << "': " << error_stack_text());
+  Handle fsp{H5Dget_space(ds.id), H5Sclose};
+  H5Sselect_hyperslab(fsp.id, H5S_SELECT_SET, &old_size, nullptr, &count, nullptr);
+  Handle msp{H5Screate_simple(1, &count, nullptr), H5Sclose};
+  RMOE_CHECK(H5Dwrite(ds.id, mem_type<T>(), msp.id, fsp.id, H5P_DEFAULT, data) >= 0,
+             "writing " << n << " elements to '" << dataset << "' in '" << path_ << "' failed (disk full?): "
+                        << error_stack_text());
+}
+
+template <class T>
+void File::read_1d(const std::string& dataset, int64_t offset, int64_t n, T* out) const {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (n <= 0) return;
+  Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot open dataset '" << dataset << "' in '" << path_ << "': " << error_stack_text());
+  Handle fsp{H5Dget_space(ds.id), H5Sclose};
+  hsize_t size = 0;
+  RMOE_CHECK(H5Sget_simple_extent_ndims(fsp.id) == 1, "dataset '" << dataset << "' in '" << path_ << "' is not 1-D");
+  H5Sget_simple_extent_dims(fsp.id, &size, nullptr);
+  RMOE_CHECK(offset >= 0 && hsize_t(offset + n) <= size,
+             "reading [" << offset << ", " << offset + n << ") of '" << dataset << "' in '" << path_
+                         << "': past its end (" << size << " elements)");
+  const hsize_t start = hsize_t(offset), count = hsize_t(n);
+  H5Sselect_hyperslab(fsp.id, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
+  Handle msp{H5Screate_simple(1, &count, nullptr), H5Sclose};
+  if (H5Dread(ds.id, mem_type<T>(), msp.id, fsp.id, H5P_DEFAULT, out) < 0) {
+    const std::string why = error_stack_text();
+    throw_error(__FILE__, __LINE__,
+                "reading elements [" + std::to_string(offset) + ", " + std::to_string(offset + n) + ") of '" +
+                    dataset + "' from '" + path_ + "' failed: " + (why.empty() ? "unknown HDF5 error" : why));
+  }
+}
+
+#define RMOE_H5_INST_1D(T)                                                                  \
+  template void File::create_growable_1d<T>(const std::string&, int64_t, bool);            \
+  template void File::append_1d<T>(const std::string&, const T*, int64_t);                 \
+  template void File::read_1d<T>(const std::string&, int64_t, int64_t, T*) const;
+RMOE_H5_INST_1D(uint8_t)
+RMOE_H5_INST_1D(uint16_t)
+RMOE_H5_INST_1D(uint32_t)
+RMOE_H5_INST_1D(int32_t)
+RMOE_H5_INST_1D(int64_t)
+
+}  // namespace rmoe::h5
+
+// ===========================================================================
+// Additions for checkpoints (see the matching block at the end of h5.h).
+// ===========================================================================
+#include <algorithm>
+
+namespace rmoe::h5 {
+
+void use_checksummed_chunk_indexes(File& f) {
+  RMOE_CHECK(H5Fset_libver_bounds(f.id(), H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0,
+             "cannot select the HDF5 1.10 format for '" << f.path() << "': " << error_stack_text());
+}
+
+namespace {
+
+// Every missing group on the way to `dataset`, created one by one.
+void create_parent_groups(File& f, const std::string& dataset) {
+  for (size_t pos = dataset.find('/', 1); pos != std::string::npos; pos = dataset.find('/', pos + 1)) {
+    const std::string group = dataset.substr(0, pos);
+    if (H5Lexists(f.id(), group.c_str(), H5P_DEFAULT) > 0) continue;
+    Handle g{H5Gcreate2(f.id(), group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+    RMOE_CHECK(g.id >= 0, "cannot create group '" << group << "' in '" << f.path() << "': " << error_stack_text());
+  }
+}
+
+// Chunk dims: whole trailing axes, leading axes cut so a chunk holds at most
+// max_elems elements (at least one element per axis).
+std::vector<hsize_t> leading_axis_chunks(const std::vector<int64_t>& shape, int64_t max_elems) {
+  std::vector<hsize_t> chunk(shape.begin(), shape.end());
+  for (size_t axis = 0; axis < chunk.size(); ++axis) {
+    int64_t inner = 1;  // elements per index of this axis
+    for (size_t j = axis + 1; j < chunk.size(); ++j) inner *= int64_t(chunk[j]);
+    if (int64_t(chunk[axis]) * inner <= max_elems) break;
+    if (inner <= max_elems) {
+      chunk[axis] = hsize_t(max_elems / inner);
+      break;
+    }
+    chunk[axis] = 1;
+  }
+  return chunk;
+}
+
+}  // namespace
+
+template <class T>
+void write_checksummed(File& f, const std::string& dataset, const T* data, const std::vector<int64_t>& shape,
+                       int64_t chunk_bytes) {
+  RMOE_CHECK(!shape.empty(), "write_checksummed('" << dataset << "'): scalars have no chunks; use an attribute");
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  create_parent_groups(f, dataset);
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  Handle sp{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
+  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+  if (n > 0) {  // HDF5 cannot chunk an empty axis; an empty tensor has nothing to protect
+    const auto chunk = leading_axis_chunks(shape, std::max<int64_t>(1, chunk_bytes / int64_t(sizeof(T))));
+    RMOE_H5(H5Pset_chunk(dcpl.id, int(chunk.size()), chunk.data()), "H5Pset_chunk for '" << dataset << "'");
+    RMOE_H5(H5Pset_fletcher32(dcpl.id), "H5Pset_fletcher32 for '" << dataset << "'");
+  }
+  Handle ds{H5Dcreate2(f.id(), dataset.c_str(), mem_type<T>(), sp.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot create dataset '" << dataset << "' in '" << f.path() << "': " << error_stack_text());
+  if (n > 0)
+    RMOE_CHECK(H5Dwrite(ds.id, mem_type<T>(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0,
+               "writing dataset '" << dataset << "' to '" << f.path() << "' failed (disk full?): "
+                                   << error_stack_text());
+}
+
+template <class T>
+void read_rows(const File& f, const std::string& dataset, int64_t first, int64_t count, T* out) {
+  const std::vector<int64_t> dims = f.shape(dataset);
+  RMOE_CHECK(!dims.empty(), "dataset '" << dataset << "' in '" << f.path() << "' is a scalar; it has no rows");
+  RMOE_CHECK(first >= 0 && count >= 0 && first + count <= dims[0],
+             "rows [" << first << ", " << first + count << ") of '" << dataset << "' in '" << f.path()
+                      << "': past its end (" << dims[0] << " rows)");
+  if (count == 0) return;
+  Handle ds{H5Dopen2(f.id(), dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  RMOE_CHECK(ds.id >= 0, "cannot open dataset '" << dataset << "' in '" << f.path() << "': " << error_stack_text());
+  std::vector<hsize_t> start(dims.size(), 0), block(dims.begin(), dims.end());
+  start[0] = hsize_t(first);
+  block[0] = hsize_t(count);
+  Handle fsp{H5Dget_space(ds.id), H5Sclose};
+  RMOE_H5(H5Sselect_hyperslab(fsp.id, H5S_SELECT_SET, start.data(), nullptr, block.data(), nullptr),
+          "selecting rows of '" << dataset << "'");
+  Handle msp{H5Screate_simple(int(block.size()), block.data(), nullptr), H5Sclose};
+  if (H5Dread(ds.id, mem_type<T>(), msp.id, fsp.id, H5P_DEFAULT, out) < 0) {
+    const std::string why = error_stack_text();
+    throw_error(__FILE__, __LINE__,
+                "reading rows [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of '" +
+                    dataset + "' from '" + f.path() + "' failed: " + (why.empty() ? "unknown HDF5 error" : why) +
+                    " (the file is corrupt or truncated)");
+  }
+}
+
+std::vector<std::string> list_datasets(const File& f, const std::string& group) {
+  std::vector<std::string> out;
+  std::vector<std::string> pending = {group};
+  while (!pending.empty()) {
+    const std::string g = pending.back();
+    pending.pop_back();
+    for (const std::string& name : f.list(g)) {
+      const std::string path = (g == "/" ? std::string() : g) + "/" + name;
+      Handle obj{H5Oopen(f.id(), path.c_str(), H5P_DEFAULT), H5Oclose};
+      RMOE_CHECK(obj.id >= 0, "cannot open '" << path << "' in '" << f.path() << "': " << error_stack_text());
+      const H5I_type_t type = H5Iget_type(obj.id);
+      if (type == H5I_GROUP) pending.push_back(path);
+      if (type == H5I_DATASET) out.push_back(path);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void flush(File& f) {
+  RMOE_CHECK(H5Fflush(f.id(), H5F_SCOPE_GLOBAL) >= 0,
+             "flushing '" << f.path() << "' failed (disk full?): " << error_stack_text());
+}
+
+void set_attr_uint64(File& f, const std::string& name, uint64_t v, const std::string& obj) {
+  write_attr<uint64_t>(f.id(), f.path(), obj, name, H5T_NATIVE_UINT64, &v);
+}
+
+uint64_t attr_uint64(const File& f, const std::string& name, const std::string& obj) {
+  Handle a = open_attr(f.id(), f.path(), obj, name);
+  uint64_t v = 0;
+  RMOE_CHECK(H5Aread(a.id, H5T_NATIVE_UINT64, &v) >= 0,
+             "attribute '" << name << "' of '" << f.path() << "' is not an unsigned integer");
+  return v;
+}
+
+#define RMOE_H5_INST_CKPT(T)                                                                                \
+  template void write_checksummed<T>(File&, const std::string&, const T*, const std::vector<int64_t>&, int64_t); \
+  template void read_rows<T>(const File&, const std::string&, int64_t, int64_t, T*);
+RMOE_H5_INST_CKPT(float)
+RMOE_H5_INST_CKPT(double)
 
 }  // namespace rmoe::h5

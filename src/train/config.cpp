@@ -17,6 +17,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "data/dataset.h"    // dataset_vocab_size
 #include "data/synthetic.h"  // is_synthetic_data_path
 #include "rmoe/core/error.h"
 
@@ -193,6 +194,8 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.load; }));
     t.push_back(field("save-interval", "N", "steps between checkpoints (0 = only at the end)",
                       [](auto& c) -> auto& { return c.save_interval; }));
+    t.push_back(field("keep-checkpoints", "K", "newest checkpoints kept in the --save directory (0 = keep all)",
+                      [](auto& c) -> auto& { return c.keep_checkpoints; }));
     t.push_back(field("eval-interval", "N", "steps between evaluations (0 = never)",
                       [](auto& c) -> auto& { return c.eval_interval; }));
     t.push_back(field("eval-iters", "N", "micro-batches per evaluation",
@@ -289,6 +292,7 @@ void validate_train_config(const TrainConfig& c) {
   if (is_synthetic_data_path(c.data_path) && c.data_path != "synthetic:markov")
     fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
   require_min("--save-interval", c.save_interval, 0);
+  require_min("--keep-checkpoints", c.keep_checkpoints, 0);
   require_min("--eval-interval", c.eval_interval, 0);
   require_min("--eval-iters", c.eval_iters, 0);
   if (c.eval_interval > 0 && c.eval_iters < 1)
@@ -340,6 +344,7 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
 
   for (const OptionSpec& o : option_table())
     if (vm.count(o.name)) o.set(cfg, vm[o.name].as<std::string>());
+  cfg.vocab_size_given = vm.count("vocab-size") > 0;
 
   if (vm.count("lr-decay-iters") && cfg.lr_decay_iters < 1)
     fail("--lr-decay-iters=" + std::to_string(cfg.lr_decay_iters) + " must be >= 1");
@@ -353,6 +358,15 @@ std::string config_to_ini(const TrainConfig& cfg) {
   os << "# rmoe resolved training configuration (read back with --config FILE)\n";
   for (const OptionSpec& o : option_table()) os << o.name << " = " << o.get(cfg) << "\n";
   return os.str();
+}
+
+void resolve_vocab_size_from_data(TrainConfig& cfg) {
+  if (is_synthetic_data_path(cfg.data_path)) return;
+  const int v = dataset_vocab_size(cfg.data_path);
+  if (cfg.vocab_size_given && v != cfg.model.vocab_size)
+    fail("--vocab-size=" + std::to_string(cfg.model.vocab_size) + " does not match the vocabulary " +
+         std::to_string(v) + " of dataset '" + cfg.data_path + "'; drop --vocab-size or give " + std::to_string(v));
+  cfg.model.vocab_size = v;
 }
 
 std::vector<std::string> train_option_names() {

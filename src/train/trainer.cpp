@@ -30,7 +30,8 @@ double since(std::chrono::steady_clock::time_point t0) {
 Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
     : cfg_(cfg),
       groups_(groups ? std::move(groups) : one_process(cfg)),
-      source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed)),
+      source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length,
+                                cfg.global_batch_size)),
       model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_)) {
   const int P = groups_->world->size();
   if (cfg.global_batch_size % (P * cfg.micro_batch_size) != 0)

@@ -13,7 +13,10 @@ namespace rmoe::h5 {
 
 class File {
  public:
-  enum Mode { readonly, truncate };
+  // truncate_checksummed: like truncate, but in the HDF5 1.8+ file format,
+  // whose superblock and object headers carry checksums (bit flips in the
+  // file's metadata are detected on open). Readable by HDF5 >= 1.10 tools.
+  enum Mode { readonly, truncate, truncate_checksummed };
   File(const std::string& path, Mode mode);
   ~File();
   File(const File&) = delete;
@@ -23,7 +26,7 @@ class File {
 
   bool exists(const std::string& obj) const;  // dataset or group, nested paths ok
   std::vector<int64_t> shape(const std::string& dataset) const;
-  // Reads a dataset converted to T (float, double, int32_t, int64_t, uint16_t, uint32_t).
+  // Reads a dataset converted to T (float, double, int32_t, int64_t, uint16_t, uint32_t, uint8_t).
   template <class T>
   std::vector<T> read(const std::string& dataset, std::vector<int64_t>* shape = nullptr) const;
   // Creates a dataset (and any missing parent groups) and writes it.
@@ -38,9 +41,89 @@ class File {
   void set_attr(const std::string& name, double v, const std::string& obj = "/");
   void set_attr(const std::string& name, const std::string& v, const std::string& obj = "/");
 
+  // ---- additions for data shards (data/shard.h) ------------------------------
+  bool has_attr(const std::string& name, const std::string& obj = "/") const;
+  // Names of the members (datasets, groups) of a group, sorted.
+  std::vector<std::string> list(const std::string& group = "/") const;
+
+  // What a dataset holds and how it is stored.
+  struct DatasetInfo {
+    std::vector<int64_t> shape;
+    bool is_integer = false;  // integer element type (else float, string, ...)
+    bool is_signed = false;
+    int64_t element_bytes = 0;
+    int64_t chunk = 0;        // elements per chunk along axis 0 (0: not chunked)
+    bool fletcher32 = false;  // Fletcher32 checksum filter present
+  };
+  DatasetInfo info(const std::string& dataset) const;
+
+  // A growable 1-D dataset of element type T (uint8_t, uint16_t, uint32_t,
+  // int32_t, int64_t), `chunk` elements per chunk, optionally with the
+  // Fletcher32 checksum filter (HDF5 then verifies every chunk it reads).
+  template <class T>
+  void create_growable_1d(const std::string& dataset, int64_t chunk, bool fletcher32);
+  // Appends n elements of T (stored as the dataset's type).
+  template <class T>
+  void append_1d(const std::string& dataset, const T* data, int64_t n);
+  // Elements [offset, offset + n) of a 1-D dataset, converted to T, into out.
+  // A failed read (checksum mismatch, truncated file) throws naming the file,
+  // the dataset, the range and HDF5's reason.
+  template <class T>
+  void read_1d(const std::string& dataset, int64_t offset, int64_t n, T* out) const;
+
  private:
   hid_t id_ = -1;
   std::string path_;
 };
+
+// The innermost description on this thread's HDF5 error stack: the root
+// cause in HDF5's words (e.g. "data error detected by Fletcher32 checksum",
+// "truncated file: eof = ..."); "" if the stack is empty.
+std::string error_stack_text();
+
+}  // namespace rmoe::h5
+
+// ===========================================================================
+// Additions for checkpoints (train/checkpoint.h): N-D float datasets chunked
+// along the leading axis with the Fletcher32 filter, reads of a leading-axis
+// range (an expert slice of [E, ...]), recursive listing, flush, uint64
+// attributes. Free functions over File; tested by tests/test_checkpoint.cpp.
+// ===========================================================================
+namespace rmoe::h5 {
+
+// Objects created in `f` from now on use the HDF5 1.10 format, whose chunk
+// indexes carry checksums too. Together with File::truncate_checksummed
+// (checksummed object headers) and Fletcher32 on the data, a bit flip anywhere
+// in a checkpoint's metadata or data is reported on read instead of silently
+// returning wrong values. Readable by HDF5 >= 1.10 (h5ls, h5dump, h5py).
+void use_checksummed_chunk_indexes(File& f);
+
+// Creates `dataset` (and missing parent groups) of rank >= 1 and writes it,
+// chunked with the Fletcher32 checksum filter (HDF5 verifies each chunk it
+// reads). Chunks hold at most chunk_bytes and split the leading axes first:
+// an expert tensor [E, f, d] whose [f, d] slab exceeds chunk_bytes gets
+// chunks [1, rows, d] inside one expert, so reading an expert range touches
+// only its own chunks. T: float or double (stored as that type).
+template <class T>
+void write_checksummed(File& f, const std::string& dataset, const T* data, const std::vector<int64_t>& shape,
+                       int64_t chunk_bytes = int64_t(1) << 20);
+
+// Rows [first, first + count) of the leading axis of a dataset of rank >= 1,
+// converted to T (float or double), into out: count * (product of the other
+// dims) elements. A failed read (Fletcher32 mismatch, truncated file) throws
+// naming the file, the dataset, the rows and HDF5's reason.
+template <class T>
+void read_rows(const File& f, const std::string& dataset, int64_t first, int64_t count, T* out);
+
+// Full paths of every dataset at or below `group`, sorted ("/model/embed/wte", ...).
+std::vector<std::string> list_datasets(const File& f, const std::string& group = "/");
+
+// Hands everything HDF5 has buffered to the operating system; throws on
+// failure (e.g. disk full). Not durable yet: fsync the file after closing it.
+void flush(File& f);
+
+// Unsigned 64-bit attributes (seeds), which int64 attributes cannot hold.
+void set_attr_uint64(File& f, const std::string& name, uint64_t v, const std::string& obj = "/");
+uint64_t attr_uint64(const File& f, const std::string& name, const std::string& obj = "/");
 
 }  // namespace rmoe::h5

@@ -56,6 +56,7 @@ struct TrainConfig {
   std::string save;             // checkpoint directory to write; empty = none
   std::string load;             // checkpoint directory to resume from; empty = none
   int64_t save_interval = 0;    // steps between checkpoints; 0 = only at the end (if --save)
+  int keep_checkpoints = 3;     // newest checkpoints kept in --save (by step); 0 = keep all
   int64_t eval_interval = 0;    // steps between evaluations; 0 = never
   int64_t eval_iters = 10;      // micro-batches per evaluation
   int64_t log_interval = 10;    // steps between log lines
@@ -63,6 +64,10 @@ struct TrainConfig {
   Device device = Device::cpu;
   bool dry_run = false;         // print sizes, FLOPs and memory, then exit
   std::string metrics_file;     // JSON-lines metrics; empty = none
+
+  // True when --vocab-size was given (command line or INI); otherwise a
+  // dataset's vocabulary replaces the default (resolve_vocab_size_from_data).
+  bool vocab_size_given = false;
 
   // Set by --help: the caller prints help_text and exits (nothing is validated).
   bool help = false;
@@ -88,6 +93,12 @@ void validate_train_config(const TrainConfig& cfg);
 // The resolved configuration as INI text, one `key = value` line per option
 // (every option except config and help), readable back through --config.
 std::string config_to_ini(const TrainConfig& cfg);
+
+// For --data-path DIR (a dataset made by rmoe_prepare): sets
+// cfg.model.vocab_size to the dataset's vocabulary when --vocab-size was not
+// given; throws UsageError when it was given and differs, or when DIR is not
+// a readable dataset. Does nothing for synthetic:NAME.
+void resolve_vocab_size_from_data(TrainConfig& cfg);
 
 // The long flag names, in --help order (without dashes). Tests freeze this list
 // so adding or renaming a flag is a deliberate act.
