@@ -13,7 +13,9 @@
 #include "parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/train/config.h"
+#include "rmoe/train/checkpoint.h"
 #include "rmoe/train/dry_run.h"
+#include "rmoe/train/signals.h"
 #include "rmoe/train/trainer.h"
 
 extern "C" char* openblas_get_corename(void);
@@ -63,6 +65,26 @@ int run(int argc, char** argv) {
   }
   Trainer trainer(cfg, groups);
   if (!root) std::fclose(stdout);  // rank 0 reports; other ranks speak only through errors
+  install_stop_signal_handlers();
+  // --load DIR resumes from its newest checkpoint (none yet: start fresh), so
+  // one command line serves the first run and every requeue.
+  std::string resumed_from;
+  if (!cfg.load.empty()) {
+    const std::string path = resolve_load_path(cfg.load);
+    if (path.empty()) {
+      std::printf("no checkpoint in %s yet: starting from step 0\n", cfg.load.c_str());
+    } else {
+      TrainState s = trainer.state();
+      load_checkpoint(path, s, *groups);
+      if (s.seed != cfg.seed)
+        throw UsageError("--seed=" + std::to_string(cfg.seed) + " differs from the seed " + std::to_string(s.seed) +
+                         " of " + path + " (the data order depends on it); resume with --seed " +
+                         std::to_string(s.seed));
+      trainer.set_step(s.step);
+      resumed_from = path;
+      std::printf("resumed from %s at step %ld\n", path.c_str(), long(s.step));
+    }
+  }
   std::printf("rmoe_train: %s router, %d layers, d=%d, %d experts (top-%d), %.2fM params (%.2fM active/token)\n",
               router_type_name(cfg.model.router_type), cfg.model.num_layers, cfg.model.hidden_size,
               cfg.model.num_experts, cfg.model.topk, stats.total_params / 1e6, stats.active_params_per_token / 1e6);
@@ -83,7 +105,18 @@ int run(int argc, char** argv) {
   double window_seconds = 0, total_seconds = 0, a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
   int64_t a2a_bytes = 0;
   int64_t window_steps = 0;
-  const int64_t last = cfg.exit_interval > 0 ? std::min(cfg.train_iters, cfg.exit_interval) : cfg.train_iters;
+  const int64_t last = cfg.train_iters, first = trainer.step();
+  int64_t last_saved = resumed_from.empty() ? -1 : first;
+  auto save = [&](const char* why) {
+    if (cfg.save.empty() || last_saved == trainer.step()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string path = save_checkpoint(cfg.save, trainer.state(), *groups, cfg.keep_checkpoints);
+    last_saved = trainer.step();
+    std::printf("saved %s (%s, %.2f s)\n", path.c_str(), why,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::fflush(stdout);
+  };
+  int exit_status = exit_status_done;
   while (trainer.step() < last) {
     const StepStats st = trainer.train_step();
     maybe_inject_failure(groups->world->rank(), st.step + 1);
@@ -94,10 +127,10 @@ int run(int argc, char** argv) {
     data_seconds += st.data_seconds;
     a2a_bytes += st.a2a_bytes;
     ++window_steps;
-    const bool log_now = (st.step + 1) % cfg.log_interval == 0 || st.step + 1 == last || st.step == 0;
+    const bool log_now = (st.step + 1) % cfg.log_interval == 0 || st.step + 1 == last || st.step == first;
     if (log_now) {
       const double tps = tokens_per_step * window_steps / window_seconds;
-      const double eta = (last - st.step - 1) * (total_seconds / (st.step + 1));
+      const double eta = (last - st.step - 1) * (total_seconds / (st.step + 1 - first));
       std::printf("step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | "
                   "eta %s\n",
                   long(st.step + 1), long(cfg.train_iters), st.loss, st.lr, st.grad_norm, st.lb, tps, st.max_load,
@@ -127,15 +160,34 @@ int run(int argc, char** argv) {
         metrics << nlohmann::json{{"type", "eval"}, {"step", st.step + 1}, {"val_loss", val}}.dump() << "\n"
                 << std::flush;
     }
+    const int64_t done = st.step + 1;
+    if (cfg.save_interval > 0 && done % cfg.save_interval == 0) save("interval");
+    // Every rank learns of a signal any rank got, at the same step.
+    if (stop_requested_any(*groups->world)) {
+      std::printf("signal %d: stopping after step %ld\n", stop_signal(), long(done));
+      save("signal");
+      exit_status = exit_status_requeue;
+      break;
+    }
+    if (cfg.exit_interval > 0 && done % cfg.exit_interval == 0 && done < last) {
+      std::printf("--exit-interval=%ld: stopping after step %ld\n", long(cfg.exit_interval), long(done));
+      save("exit interval");
+      exit_status = exit_status_requeue;
+      break;
+    }
   }
-  std::printf("done: %ld steps in %s (%.0f tokens/s)\n", long(trainer.step()), format_duration(total_seconds).c_str(),
-              tokens_per_step * trainer.step() / std::max(total_seconds, 1e-9));
-  const double n = std::max<int64_t>(trainer.step(), 1), tot = std::max(total_seconds, 1e-9);
+  if (exit_status == exit_status_done) save("end of training");
+  if (exit_status != exit_status_done && cfg.save.empty())
+    std::printf("warning: stopped early without --save: nothing was saved\n");
+  const int64_t ran = trainer.step() - first;
+  std::printf("%s: %ld steps in %s (%.0f tokens/s)\n", exit_status == exit_status_done ? "done" : "stopped",
+              long(ran), format_duration(total_seconds).c_str(), tokens_per_step * ran / std::max(total_seconds, 1e-9));
+  const double n = std::max<int64_t>(ran, 1), tot = std::max(total_seconds, 1e-9);
   std::printf("time per step (rank 0): %.4f s = all-to-all %.1f%% + gradient all-reduce %.1f%% + data %.1f%% + compute "
               "%.1f%%; all-to-all sent %.2f MB/step\n",
               tot / n, 100 * a2a_seconds / tot, 100 * allreduce_seconds / tot, 100 * data_seconds / tot,
               100 * (tot - a2a_seconds - allreduce_seconds - data_seconds) / tot, a2a_bytes / n / 1e6);
-  return 0;
+  return exit_status;
 }
 
 }  // namespace
@@ -155,7 +207,10 @@ int main(int argc, char** argv) {
     status = 1;
   }
   std::fflush(stderr);
-  if (status != 0) mpi_abort_all(status);
+  std::fflush(stdout);
+  // 0 and 3 (stopped after saving) are reached by every rank together; an
+  // error may be on one rank only, so it ends them all.
+  if (status != exit_status_done && status != exit_status_requeue) mpi_abort_all(status);
   mpi_finalize();
-  return 0;
+  return status;
 }

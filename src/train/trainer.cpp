@@ -128,6 +128,20 @@ StepStats Trainer::train_step() {
   return st;
 }
 
+TrainState Trainer::state() {
+  TrainState s;
+  s.params = &model_.params();
+  s.m_rep = &m_rep_;
+  s.v_rep = &v_rep_;
+  s.m_exp = &m_exp_;
+  s.v_exp = &v_exp_;
+  s.step = step_;
+  s.consumed_tokens = step_ * int64_t(cfg_.global_batch_size) * cfg_.model.seq_length;
+  s.seed = cfg_.seed;
+  s.config_ini = config_to_ini(cfg_);
+  return s;
+}
+
 double Trainer::evaluate(int64_t iters) {
   // Validation batch i has mb sequences per rank; ranks read disjoint ones.
   const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length, P = groups_->world->size();

@@ -12,6 +12,7 @@
 #include "parallel/comm.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/adamw.h"
+#include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
 
 namespace rmoe {
@@ -39,6 +40,10 @@ class Trainer {
   StepStats train_step();                  // takes step number step()
   double evaluate(int64_t iters);          // mean CE on validation batches (all ranks)
   int64_t step() const { return step_; }
+  // Views of everything a checkpoint holds (pointers into this trainer), and
+  // the step to continue from after loading one.
+  TrainState state();
+  void set_step(int64_t step) { step_ = step; }
   Model<float>& model() { return model_; }
   const BatchSource& source() const { return *source_; }
   const ProcessGroups& groups() const { return *groups_; }

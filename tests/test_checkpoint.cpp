@@ -1,0 +1,710 @@
+// test_checkpoint.cpp — HDF5 checkpoints (include/rmoe/train/checkpoint.h) and
+// stop signals (include/rmoe/train/signals.h), in one process:
+//   - save/load round trip of parameters, AdamW moments and scalars, bit-exact,
+//     and the file layout (/model, /optimizer/exp_avg{,_sq}, [E, ...], Fletcher32);
+//   - loading an expert slice of another layout gives exactly those rows;
+//   - a run saved after N steps and resumed equals the straight 2N-step run;
+//   - find_latest / resolve_load_path / keep-K;
+//   - truncated, bit-flipped, foreign, mismatched and missing files: a clear
+//     error, and no file changes;
+//   - SIGKILL of a writer at random moments: every complete checkpoint loads;
+//   - SIGUSR1 / SIGTERM: the flag, and a child that saves and exits with
+//     exit_status_requeue.
+// Layouts with several ranks: tests/mpi_test_checkpoint.cpp.
+// The medium-config timing runs only with RMOE_CKPT_BENCH=1 (see MediumConfigSaveLoadSpeed).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "rmoe/core/error.h"
+#include "rmoe/core/h5.h"
+#include "rmoe/core/rng.h"
+#include "rmoe/train/adamw.h"
+#include "rmoe/train/checkpoint.h"
+#include "rmoe/train/signals.h"
+
+namespace rmoe {
+namespace {
+
+namespace fs = std::filesystem;
+
+ModelConfig tiny_model() {
+  ModelConfig c;
+  c.num_layers = 2;
+  c.hidden_size = 16;
+  c.num_heads = 2;
+  c.num_experts = 4;
+  c.topk = 2;
+  c.ffn_hidden_size = 8;
+  c.router_dim = 8;
+  c.vocab_size = 32;
+  c.seq_length = 16;
+  c.router_type = RouterType::gru;
+  return c;
+}
+
+// Every value of a buffer (layout `specs`) from (seed, tensor name, global
+// element index): a slice of experts holds the same values as those rows of
+// the whole, and no two tensors or buffers look alike.
+void fill(std::vector<float>& buf, const std::vector<ParamSpec>& specs, bool expert_buffer, uint64_t seed,
+          int first_expert) {
+  for (const ParamSpec& s : specs) {
+    if (s.expert != expert_buffer) continue;
+    const int64_t n = s.numel(), base = s.expert ? int64_t(first_expert) * (n / s.shape[0]) : 0;
+    for (int64_t i = 0; i < n; ++i)
+      buf[size_t(s.offset + i)] = float(random_normal(seed, hash_name(s.name), uint64_t(base + i)));
+  }
+}
+
+// A ParamStore with its moments; view() points a TrainState at them.
+struct OwnedState {
+  ParamStore<float> params;
+  std::vector<float> m_rep, v_rep, m_exp, v_exp;
+  int first_expert = 0;
+  TrainState view() {
+    TrainState s;
+    s.params = &params;
+    s.m_rep = &m_rep;
+    s.v_rep = &v_rep;
+    s.m_exp = &m_exp;
+    s.v_exp = &v_exp;
+    return s;
+  }
+};
+
+// The state of `seed` for experts [first, first + local) (local < 0: all).
+OwnedState make_state(const ModelConfig& cfg, uint64_t seed, int first = 0, int local = -1) {
+  OwnedState o{ParamStore<float>(model_param_specs(cfg, first, local)), {}, {}, {}, {}, first};
+  const auto& specs = o.params.specs();
+  fill(o.params.replicated(), specs, false, seed, first);
+  fill(o.params.expert(), specs, true, seed, first);
+  o.m_rep.resize(o.params.replicated().size());
+  o.v_rep.resize(o.params.replicated().size());
+  o.m_exp.resize(o.params.expert().size());
+  o.v_exp.resize(o.params.expert().size());
+  fill(o.m_rep, specs, false, seed + 1, first);
+  fill(o.m_exp, specs, true, seed + 1, first);
+  fill(o.v_rep, specs, false, seed + 2, first);
+  fill(o.v_exp, specs, true, seed + 2, first);
+  return o;
+}
+
+// An empty state of the same layout (all zeros).
+OwnedState zero_state(const ModelConfig& cfg, int first = 0, int local = -1) {
+  OwnedState o{ParamStore<float>(model_param_specs(cfg, first, local)), {}, {}, {}, {}, first};
+  o.m_rep.assign(o.params.replicated().size(), 0.f);
+  o.v_rep = o.m_rep;
+  o.m_exp.assign(o.params.expert().size(), 0.f);
+  o.v_exp = o.m_exp;
+  return o;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+bool same_state(OwnedState& a, OwnedState& b) {
+  return same_bits(a.params.replicated(), b.params.replicated()) && same_bits(a.params.expert(), b.params.expert()) &&
+         same_bits(a.m_rep, b.m_rep) && same_bits(a.v_rep, b.v_rep) && same_bits(a.m_exp, b.m_exp) &&
+         same_bits(a.v_exp, b.v_exp);
+}
+
+ProcessGroups one_process(int num_experts) { return make_process_groups(make_self_comm(), 0, num_experts); }
+
+// A process that holds experts [first, first + local) of ep_size * local, as
+// EP-rank first / local of a group (built by hand; only load may use it).
+ProcessGroups expert_slice(int first, int local, int ep_size) {
+  ProcessGroups g;
+  g.world = make_self_comm();
+  g.ep = make_self_comm();
+  g.edp = make_self_comm();
+  g.ep_size = ep_size;
+  g.first_local_expert = first;
+  g.num_local_experts = local;
+  return g;
+}
+
+// A fresh directory for one test.
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("rmoe_ckpt_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// Every file of dir with its bytes, to show that nothing was changed.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    out[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return out;
+}
+
+std::string save_state(const std::string& dir, OwnedState& o, int64_t step, int keep = 0) {
+  TrainState s = o.view();
+  s.step = step;
+  s.consumed_tokens = step * 1000;
+  s.seed = 77;
+  s.config_ini = "# test\nstep = " + std::to_string(step) + "\n";
+  int experts = 1;
+  for (const ParamSpec& spec : o.params.specs())
+    if (spec.expert) experts = int(spec.shape[0]);
+  return save_checkpoint(dir, s, one_process(experts), keep);
+}
+
+// Loading `path` into `into` must throw rmoe::Error (UsageError when `usage`)
+// whose message contains every part.
+void expect_load_error(const std::string& path, OwnedState& into, const ProcessGroups& g,
+                       const std::vector<std::string>& parts, bool usage = false) {
+  TrainState s = into.view();
+  try {
+    load_checkpoint(path, s, g);
+    ADD_FAILURE() << "no error loading " << path;
+  } catch (const UsageError& e) {
+    EXPECT_TRUE(usage) << "UsageError for a damaged file: " << e.what();
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nmissing: " << p;
+  } catch (const Error& e) {
+    EXPECT_FALSE(usage) << "expected a UsageError: " << e.what();
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nmissing: " << p;
+  }
+}
+
+// The file offset of the chunk of `dataset` that holds element `coord`.
+int64_t chunk_address(const std::string& path, const std::string& dataset, std::vector<hsize_t> coord) {
+  h5::File f(path, h5::File::readonly);
+  const hid_t ds = H5Dopen2(f.id(), dataset.c_str(), H5P_DEFAULT);
+  unsigned mask = 0;
+  haddr_t addr = 0;
+  hsize_t size = 0;
+  const herr_t rc = H5Dget_chunk_info_by_coord(ds, coord.data(), &mask, &addr, &size);
+  H5Dclose(ds);
+  EXPECT_GE(rc, 0);
+  return int64_t(addr);
+}
+
+void flip_byte(const std::string& path, int64_t offset, unsigned char mask = 0x10) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(offset);
+  char c = 0;
+  f.read(&c, 1);
+  c = char(c ^ mask);
+  f.seekp(offset);
+  f.write(&c, 1);
+}
+
+// ---- round trip and layout ---------------------------------------------------
+
+TEST(Checkpoint, RoundTripIsBitExact) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("roundtrip");
+  OwnedState saved = make_state(cfg, 11);
+  TrainState s = saved.view();
+  s.step = 42;
+  s.consumed_tokens = 123456789012345;
+  s.seed = 18446744073709551615ull;
+  s.config_ini = "# resolved\nnum-layers = 2\nlr = 0.001\n";
+  const std::string path = save_checkpoint(dir, s, one_process(4), 3);
+  EXPECT_EQ(path, (fs::path(dir) / "ckpt_00000042.h5").string());
+  EXPECT_EQ(fs::directory_iterator(dir)->path().string(), path);  // no temporary left
+
+  OwnedState loaded = zero_state(cfg);
+  TrainState l = loaded.view();
+  load_checkpoint(path, l, one_process(4));
+  EXPECT_TRUE(same_state(saved, loaded));
+  EXPECT_EQ(l.step, 42);
+  EXPECT_EQ(l.consumed_tokens, 123456789012345);
+  EXPECT_EQ(l.seed, 18446744073709551615ull);
+  EXPECT_EQ(l.config_ini, s.config_ini);
+
+  // Empty moment vectors are sized; a null m_rep skips the optimizer state.
+  OwnedState sized = zero_state(cfg);
+  sized.m_rep.clear();
+  sized.v_exp.clear();
+  TrainState z = sized.view();
+  load_checkpoint(path, z, one_process(4));
+  EXPECT_TRUE(same_state(saved, sized));
+  ParamStore<float> only_params(model_param_specs(cfg));
+  TrainState p;
+  p.params = &only_params;
+  load_checkpoint(path, p, one_process(4));
+  EXPECT_TRUE(same_bits(only_params.replicated(), saved.params.replicated()));
+  EXPECT_TRUE(same_bits(only_params.expert(), saved.params.expert()));
+
+  // The layout DESIGN.md §5 promises.
+  h5::File f(path, h5::File::readonly);
+  EXPECT_EQ(f.attr_string("format"), "rmoe-checkpoint");
+  EXPECT_EQ(f.attr_int("version"), 1);
+  EXPECT_EQ(f.attr_int("num_experts"), 4);
+  EXPECT_EQ(f.shape("/model/embed/wte"), (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(f.shape("/model/layers/01/experts/w2"), (std::vector<int64_t>{4, 16, 8}));
+  EXPECT_EQ(f.shape("/optimizer/exp_avg/layers/00/experts/w1"), (std::vector<int64_t>{4, 8, 16}));
+  EXPECT_EQ(f.shape("/optimizer/exp_avg_sq/router/cell/w_ih"), (std::vector<int64_t>{24, 8}));
+  const auto names = h5::list_datasets(f);
+  EXPECT_EQ(names.size(), 3 * saved.params.specs().size());
+  for (const auto& n : names) EXPECT_TRUE(f.info(n).fletcher32) << n;
+  const std::vector<float> w2 = f.read<float>("/model/layers/01/experts/w2");
+  const float* mine = saved.params.data_of(*saved.params.find("layers/01/experts/w2"));
+  EXPECT_EQ(std::memcmp(w2.data(), mine, w2.size() * sizeof(float)), 0);
+}
+
+TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
+  const ModelConfig cfg = tiny_model();  // E = 4
+  const std::string dir = fresh_dir("slice");
+  OwnedState whole = make_state(cfg, 5);
+  const std::string path = save_state(dir, whole, 3);
+  for (int ep : {1, 2, 4}) {
+    const int local = 4 / ep;
+    for (int first = 0; first < 4; first += local) {
+      OwnedState slice = zero_state(cfg, first, local);
+      TrainState s = slice.view();
+      load_checkpoint(path, s, expert_slice(first, local, ep));
+      OwnedState expected = make_state(cfg, 5, first, local);  // the same rows of the whole
+      EXPECT_TRUE(same_state(slice, expected)) << "EP " << ep << " experts from " << first;
+      EXPECT_EQ(s.step, 3);
+    }
+  }
+}
+
+// ---- resume equals a straight run ------------------------------------------------
+
+// One AdamW step with a synthetic gradient that depends on the parameters and
+// on (seed, step, tensor, global element index), as a real gradient depends on
+// the state and on the batch of (seed, step).
+void toy_step(TrainState& s, int first_expert) {
+  ParamStore<float>& p = *s.params;
+  std::vector<float> grad;
+  const AdamWHyper h;
+  for (const ParamSpec& spec : p.specs()) {
+    const int64_t n = spec.numel(), base = spec.expert ? int64_t(first_expert) * (n / spec.shape[0]) : 0;
+    float* w = p.data_of(spec);
+    grad.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      grad[size_t(i)] = float(0.5 * w[i] + random_normal(s.seed, hash_name(spec.name) + uint64_t(s.step), uint64_t(base + i)));
+    float* m = (spec.expert ? s.m_exp : s.m_rep)->data() + spec.offset;
+    float* v = (spec.expert ? s.v_exp : s.v_rep)->data() + spec.offset;
+    adamw_step(w, grad.data(), m, v, n, h, s.step + 1, 1e-3f, spec.decay ? 0.1f : 0.f);
+  }
+  ++s.step;
+  s.consumed_tokens += 4096;
+}
+
+TEST(Checkpoint, ResumeEqualsStraightRun) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("resume");
+  const int n = 5;
+  OwnedState straight = zero_state(cfg);
+  fill(straight.params.replicated(), straight.params.specs(), false, 3, 0);
+  fill(straight.params.expert(), straight.params.specs(), true, 3, 0);
+  OwnedState first_half = straight;
+  TrainState a = straight.view();
+  a.seed = 9;
+  for (int i = 0; i < 2 * n; ++i) toy_step(a, 0);
+
+  TrainState b = first_half.view();
+  b.seed = 9;
+  for (int i = 0; i < n; ++i) toy_step(b, 0);
+  save_checkpoint(dir, b, one_process(4), 0);
+  OwnedState resumed = make_state(cfg, 1234);  // other values everywhere: all must come from the file
+  TrainState r = resumed.view();
+  load_checkpoint(find_latest_checkpoint(dir), r, one_process(4));
+  EXPECT_EQ(r.step, n);
+  EXPECT_EQ(r.seed, 9u);
+  for (int i = 0; i < n; ++i) toy_step(r, 0);
+  EXPECT_EQ(r.step, a.step);
+  EXPECT_EQ(r.consumed_tokens, a.consumed_tokens);
+  EXPECT_TRUE(same_state(straight, resumed));
+}
+
+// ---- directory handling ----------------------------------------------------------
+
+TEST(Checkpoint, FindLatestIgnoresTemporaryFilesAndPicksTheHighestStep) {
+  const std::string dir = fresh_dir("latest");
+  EXPECT_EQ(find_latest_checkpoint(dir), "");
+  EXPECT_EQ(find_latest_checkpoint(dir + "/missing"), "");
+  for (const char* name : {"ckpt_00000005.h5", "ckpt_00000100.h5", "ckpt_00000020.h5", "ckpt_00000200.h5.tmp",
+                           "ckpt_999.h5", "ckpt_0000000x.h5", "other.h5", "ckpt_00000300.h5~"})
+    std::ofstream(fs::path(dir) / name) << "x";
+  fs::create_directory(fs::path(dir) / "ckpt_00000400.h5");  // a directory is no checkpoint
+  EXPECT_EQ(find_latest_checkpoint(dir), (fs::path(dir) / "ckpt_00000100.h5").string());
+  std::ofstream(fs::path(dir) / "ckpt_100000000.h5") << "x";  // 9 digits past step 99999999
+  EXPECT_EQ(find_latest_checkpoint(dir), (fs::path(dir) / "ckpt_100000000.h5").string());
+  EXPECT_EQ(checkpoint_file_name(7), "ckpt_00000007.h5");
+  EXPECT_EQ(checkpoint_file_name(123456789), "ckpt_123456789.h5");
+
+  // What --load names.
+  EXPECT_EQ(resolve_load_path(""), "");
+  EXPECT_EQ(resolve_load_path(dir), (fs::path(dir) / "ckpt_100000000.h5").string());
+  const std::string file = (fs::path(dir) / "ckpt_00000005.h5").string();
+  EXPECT_EQ(resolve_load_path(file), file);
+  EXPECT_EQ(resolve_load_path(fresh_dir("latest_empty")), "");  // empty directory: start fresh
+  EXPECT_EQ(resolve_load_path(dir + "/not_yet"), "");           // a --save directory not created yet
+  EXPECT_THROW(resolve_load_path(dir + "/ckpt_00000006.h5"), UsageError);
+}
+
+TEST(Checkpoint, KeepDeletesAllButTheNewestK) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("keep");
+  OwnedState o = make_state(cfg, 1);
+  std::ofstream(fs::path(dir) / "ckpt_00000001.h5.tmp") << "left by a writer that was killed";
+  for (int step = 1; step <= 5; ++step) save_state(dir, o, step, 2);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"ckpt_00000004.h5", "ckpt_00000005.h5"}));
+  // Saving an older step never deletes the file just written.
+  save_state(dir, o, 3, 1);
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "ckpt_00000003.h5"));
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "ckpt_00000005.h5"));
+  // keep = 0 keeps everything.
+  for (int step = 6; step <= 8; ++step) save_state(dir, o, step, 0);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 5);
+}
+
+// ---- damaged, foreign and mismatched files -------------------------------------
+
+TEST(CheckpointErrors, DamagedAndForeignFilesGiveClearErrorsAndChangeNothing) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("damaged");
+  OwnedState o = make_state(cfg, 2);
+  const std::string good = save_state(dir, o, 10);
+  const auto copy_as = [&](const std::string& name) {
+    const std::string p = (fs::path(dir) / name).string();
+    fs::copy_file(good, p);
+    return p;
+  };
+  const int64_t size = int64_t(fs::file_size(good));
+  // Truncated at several points.
+  std::vector<std::string> truncated;
+  for (int64_t keep : {int64_t(0), int64_t(100), size / 2, size - 100}) {
+    const std::string p = copy_as("truncated_" + std::to_string(keep) + ".h5");
+    fs::resize_file(p, uint64_t(keep));
+    truncated.push_back(p);
+  }
+  // One flipped bit inside a data chunk: expert 3 of layer 1's w2.
+  const std::string flipped = copy_as("flipped.h5");
+  flip_byte(flipped, chunk_address(flipped, "/model/layers/01/experts/w2", {3, 0, 0}) + 40);
+  // An HDF5 file that is no checkpoint, a text file, a future version.
+  const std::string foreign = (fs::path(dir) / "foreign.h5").string();
+  {
+    h5::File f(foreign, h5::File::truncate);
+    const float x[2] = {1, 2};
+    f.write("/tokens", x, {2});
+  }
+  const std::string text = (fs::path(dir) / "text.h5").string();
+  std::ofstream(text) << "not an HDF5 file\n";
+  const std::string future = (fs::path(dir) / "future.h5").string();
+  {
+    h5::File f(future, h5::File::truncate);
+    f.set_attr("format", std::string("rmoe-checkpoint"));
+    f.set_attr("version", int64_t(2));
+  }
+  const auto before = snapshot(dir);
+
+  OwnedState into = zero_state(cfg);
+  const ProcessGroups g = one_process(4);
+  for (const auto& p : truncated) expect_load_error(p, into, g, {"checkpoint '" + p + "'", "older checkpoint"});
+  expect_load_error(flipped, into, g, {"checkpoint '" + flipped + "' is corrupt", "/model/layers/01/experts/w2",
+                                       "checksum"});
+  // The expert slice without the flipped expert still loads (each rank checks what it reads).
+  OwnedState low = zero_state(cfg, 0, 2);
+  TrainState ls = low.view();
+  EXPECT_NO_THROW(load_checkpoint(flipped, ls, expert_slice(0, 2, 2)));
+  OwnedState high = zero_state(cfg, 2, 2);
+  expect_load_error(flipped, high, expert_slice(2, 2, 2), {"checksum"});
+  expect_load_error(foreign, into, g, {"'" + foreign + "' is not an rmoe checkpoint"});
+  expect_load_error(text, into, g, {"checkpoint '" + text + "' cannot be opened"});
+  expect_load_error(future, into, g, {"version 2", "reads version 1"});
+  expect_load_error(dir + "/missing.h5", into, g, {"'" + dir + "/missing.h5' does not exist"});
+  expect_load_error(dir, into, g, {"is a directory"});
+  EXPECT_THROW(read_checkpoint_header(flipped.substr(0, flipped.size() - 3)), Error);
+  EXPECT_EQ(snapshot(dir), before);  // nothing written, nothing removed
+
+  // A save that cannot write leaves nothing behind and says why.
+  const std::string blocked = (fs::path(dir) / "blocked").string();
+  std::ofstream(blocked) << "a file where the directory should be";
+  TrainState s = o.view();
+  try {
+    save_checkpoint(blocked, s, g, 0);
+    ADD_FAILURE() << "saving into a file succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("saving checkpoint '" + blocked), std::string::npos) << e.what();
+  }
+}
+
+// Any single flipped byte anywhere in the file: the load fails with an Error,
+// or (a byte HDF5 never reads) gives exactly the saved state. Never wrong values.
+TEST(CheckpointErrors, NoFlippedByteIsReadSilently) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("flips");
+  OwnedState o = make_state(cfg, 4);
+  const std::string good = save_state(dir, o, 1);
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes(std::istreambuf_iterator<char>(in), {});
+  const std::string path = (fs::path(dir) / "flip.h5").string();
+  std::mt19937 rng(123);
+  int detected = 0, harmless = 0, silent = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    // Half the trials in the first 8 KiB, where most metadata lives.
+    const size_t pos = trial % 2 ? rng() % std::min<size_t>(bytes.size(), 8192) : rng() % bytes.size();
+    std::string damaged = bytes;
+    damaged[pos] = char(damaged[pos] ^ (1 << (rng() % 8)));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << damaged;
+    OwnedState into = zero_state(cfg);
+    TrainState s = into.view();
+    try {
+      load_checkpoint(path, s, one_process(4));
+      if (same_state(into, o) && s.step == 1 && s.seed == 77 && s.consumed_tokens == 1000 &&
+          s.config_ini == "# test\nstep = 1\n") {
+        ++harmless;
+      } else {
+        ++silent;
+        ADD_FAILURE() << "byte " << pos << " flipped: loaded without error but different";
+      }
+    } catch (const Error&) {
+      ++detected;
+    }
+  }
+  std::printf("flipped bytes: %d detected, %d harmless (unused bytes), %d silent\n", detected, harmless, silent);
+  EXPECT_EQ(silent, 0);
+  EXPECT_GT(detected, 300);
+}
+
+TEST(CheckpointErrors, ModelMismatchNamesTheTensorAndBothShapes) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("mismatch");
+  OwnedState o = make_state(cfg, 3);
+  const std::string path = save_state(dir, o, 1);
+  const auto before = snapshot(dir);
+  auto expect_mismatch = [&](ModelConfig other, const std::vector<std::string>& parts) {
+    OwnedState into = zero_state(other);
+    expect_load_error(path, into, one_process(other.num_experts), parts, /*usage=*/true);
+  };
+  ModelConfig ffn = cfg;
+  ffn.ffn_hidden_size = 12;
+  expect_mismatch(ffn, {"'/model/layers/00/experts/w1'", "[4, 8, 16] in the file", "[4, 12, 16] in this configuration"});
+  ModelConfig experts = cfg;
+  experts.num_experts = 8;
+  expect_mismatch(experts, {"'/model/layers/00/router/gate_w'", "[4, 8] in the file", "[8, 8]"});
+  ModelConfig width = cfg;
+  width.hidden_size = 32;
+  expect_mismatch(width, {"'/model/embed/wte'", "[32, 16] in the file", "[32, 32] in this configuration"});
+  ModelConfig linear = cfg;
+  linear.router_type = RouterType::linear;  // no GRU cell; gate_w [E, d]
+  expect_mismatch(linear, {"'/model/layers/00/router/gate_w'", "[4, 8] in the file", "[4, 16]"});
+  ModelConfig tied = cfg;
+  tied.tie_embeddings = true;  // the file's /model/head is extra
+  expect_mismatch(tied, {"tensor '/model/head' [32, 16]", "this configuration does not"});
+  // Saved with a linear router, loaded as GRU: the cell is missing.
+  const std::string lin_dir = fresh_dir("mismatch_linear");
+  OwnedState lin = make_state(linear, 3);
+  const std::string lin_path = save_state(lin_dir, lin, 1);
+  OwnedState gru = zero_state(cfg);
+  expect_load_error(lin_path, gru, one_process(4), {"has no tensor '/model/router/cell/w_ih' [24, 8]"}, true);
+  EXPECT_EQ(snapshot(dir), before);
+}
+
+// ---- crash safety -------------------------------------------------------------
+
+// A writer saving steps last+1, last+2, ... forever (keep 3), killed with
+// SIGKILL at a random moment, 30 times. After every kill each complete
+// checkpoint loads and holds exactly the state saved for its step, and the
+// newest never goes back.
+TEST(CheckpointCrash, KillingTheWriterAtAnyMomentLeavesLoadableCheckpoints) {
+  ModelConfig cfg = tiny_model();
+  cfg.hidden_size = 64;  // ~1.5 MB files: a save takes long enough to be hit mid-write
+  cfg.ffn_hidden_size = 64;
+  cfg.num_heads = 4;
+  const std::string dir = fresh_dir("crash");
+  auto state_of = [&](int64_t step) { return make_state(cfg, 1000 + uint64_t(step)); };
+  const auto t0 = std::chrono::steady_clock::now();
+  OwnedState first = state_of(0);
+  save_state(dir, first, 0, 3);
+  const double save_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+
+  std::mt19937 rng(2024);
+  int64_t newest = 0;
+  int kills_mid_write = 0;
+  for (int kill_no = 0; kill_no < 30; ++kill_no) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // the writer: never returns into the test framework
+      try {
+        for (int64_t step = newest + 1;; ++step) {
+          OwnedState o = state_of(step);
+          save_state(dir, o, step, 3);
+        }
+      } catch (...) {
+      }
+      _exit(1);
+    }
+    // Between no complete save and about four (each iteration is state_of + save).
+    const auto delay = std::chrono::microseconds(int64_t(save_us * 4.0 * (rng() % 1000) / 1000.0));
+    std::this_thread::sleep_for(delay);
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the writer failed by itself";
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".tmp") ++kills_mid_write;
+
+    const std::string latest = find_latest_checkpoint(dir);
+    ASSERT_FALSE(latest.empty());
+    int complete = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() != ".h5") continue;
+      ++complete;
+      OwnedState loaded = zero_state(cfg);
+      TrainState s = loaded.view();
+      ASSERT_NO_THROW(load_checkpoint(e.path().string(), s, one_process(4))) << e.path();
+      OwnedState expected = state_of(s.step);
+      EXPECT_TRUE(same_state(loaded, expected)) << e.path();
+      EXPECT_EQ(e.path().filename().string(), checkpoint_file_name(s.step));
+      if (e.path().string() == latest) {
+        EXPECT_GE(s.step, newest);
+        newest = s.step;
+      }
+    }
+    EXPECT_LE(complete, 4);  // keep 3, plus one written but not yet pruned
+  }
+  std::printf("save takes %.0f us; %d of 30 kills left a partial file; reached step %lld\n", save_us,
+              kills_mid_write, (long long)newest);
+  EXPECT_GT(newest, 0);
+}
+
+// ---- signals --------------------------------------------------------------------
+
+TEST(Signals, RaiseSetsTheFlag) {
+  install_stop_signal_handlers();
+  clear_stop_request();
+  EXPECT_FALSE(stop_requested());
+  EXPECT_EQ(stop_signal(), 0);
+  std::raise(SIGUSR1);
+  EXPECT_TRUE(stop_requested());
+  EXPECT_EQ(stop_signal(), SIGUSR1);
+  std::raise(SIGTERM);  // the first signal is the one reported
+  EXPECT_EQ(stop_signal(), SIGUSR1);
+  auto self = make_self_comm();
+  EXPECT_TRUE(stop_requested_any(*self));
+  clear_stop_request();
+  EXPECT_FALSE(stop_requested_any(*self));
+  std::raise(SIGTERM);
+  EXPECT_EQ(stop_signal(), SIGTERM);
+  clear_stop_request();
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) std::signal(sig, SIG_DFL);  // a test runner may need to stop us
+}
+
+// What rmoe_train does on a signal, in a child: keep stepping until a stop is
+// requested, save, exit with exit_status_requeue. (Forked children here never
+// use OpenMP: libgomp's thread pool does not survive fork.)
+TEST(Signals, SignalLeadsToCheckpointAndRequeueStatus) {
+  const ModelConfig cfg = tiny_model();
+  for (int sig : {SIGUSR1, SIGTERM}) {
+    const std::string dir = fresh_dir("signal_" + std::to_string(sig));
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int status = exit_status_failure;
+      try {
+        install_stop_signal_handlers();
+        clear_stop_request();
+        OwnedState o = make_state(cfg, 8);
+        TrainState s = o.view();
+        s.seed = 8;
+        auto world = make_self_comm();
+        const char go = 1;
+        if (write(ready[1], &go, 1) != 1) _exit(exit_status_failure);
+        while (!stop_requested_any(*world)) {  // the training loop (no OpenMP: this is a forked child)
+          o.params.replicated()[0] += 1.f;
+          ++s.step;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        save_checkpoint(dir, s, one_process(4), 3);
+        status = exit_status_requeue;
+      } catch (...) {
+      }
+      _exit(status);
+    }
+    char go = 0;
+    ASSERT_EQ(read(ready[0], &go, 1), 1);
+    close(ready[0]);
+    close(ready[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    EXPECT_EQ(WEXITSTATUS(status), exit_status_requeue);
+    const std::string latest = find_latest_checkpoint(dir);
+    ASSERT_FALSE(latest.empty());
+    OwnedState loaded = zero_state(cfg);
+    TrainState s = loaded.view();
+    load_checkpoint(latest, s, one_process(4));
+    EXPECT_GT(s.step, 0);
+    EXPECT_EQ(s.seed, 8u);
+  }
+}
+
+// ---- speed (opt-in) ---------------------------------------------------------------
+
+// RMOE_CKPT_BENCH=1 tests/test_checkpoint --gtest_filter='*Speed*'
+// The paper's character-level medium model (DESIGN.md §1): save (write, fsync,
+// rename) and load, warm (file in the page cache) and cold (evicted first).
+TEST(CheckpointBench, MediumConfigSaveLoadSpeed) {
+  if (!std::getenv("RMOE_CKPT_BENCH")) GTEST_SKIP() << "set RMOE_CKPT_BENCH=1 to measure";
+  ModelConfig cfg;
+  cfg.num_layers = 8;
+  cfg.hidden_size = 352;
+  cfg.num_heads = 8;
+  cfg.num_experts = 16;
+  cfg.topk = 2;
+  cfg.ffn_hidden_size = 352;
+  cfg.router_dim = 128;
+  cfg.router_type = RouterType::gru;
+  cfg.vocab_size = 256;
+  cfg.seq_length = 512;
+  const std::string dir = std::getenv("RMOE_CKPT_BENCH_DIR") ? std::getenv("RMOE_CKPT_BENCH_DIR") : fresh_dir("bench");
+  OwnedState o = zero_state(cfg);  // values do not matter for speed (no compression): cheap ones
+  for (std::vector<float>* buf : {&o.params.replicated(), &o.params.expert(), &o.m_rep, &o.v_rep, &o.m_exp, &o.v_exp})
+    for (size_t i = 0; i < buf->size(); ++i) (*buf)[i] = float(i % 4093) * 1e-3f;
+  OwnedState into = zero_state(cfg);
+  using clock = std::chrono::steady_clock;
+  auto seconds = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t = clock::now();
+    const std::string path = save_state(dir, o, rep, 1);
+    const double save_s = seconds(t);
+    const double mb = double(fs::file_size(path)) / 1e6;
+    TrainState s = into.view();
+    t = clock::now();
+    load_checkpoint(path, s, one_process(16));
+    const double warm_s = seconds(t);
+    const int fd = open(path.c_str(), O_RDONLY);  // evict the file from the page cache
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    t = clock::now();
+    load_checkpoint(path, s, one_process(16));
+    const double cold_s = seconds(t);
+    EXPECT_TRUE(same_state(o, into));
+    std::printf("medium checkpoint %.1f MB (%.1fM params + 2 moments): save %.3f s (%.0f MB/s), load warm %.3f s "
+                "(%.0f MB/s), load cold %.3f s (%.0f MB/s)\n",
+                mb, double(o.params.replicated().size() + o.params.expert().size()) / 1e6, save_s, mb / save_s,
+                warm_s, mb / warm_s, cold_s, mb / cold_s);
+  }
+}
+
+}  // namespace
+}  // namespace rmoe
