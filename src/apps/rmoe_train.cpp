@@ -180,8 +180,9 @@ int run(int argc, char** argv) {
   if (exit_status != exit_status_done && cfg.save.empty())
     std::printf("warning: stopped early without --save: nothing was saved\n");
   const int64_t ran = trainer.step() - first;
-  std::printf("%s: %ld steps in %s (%.0f tokens/s)\n", exit_status == exit_status_done ? "done" : "stopped",
-              long(ran), format_duration(total_seconds).c_str(), tokens_per_step * ran / std::max(total_seconds, 1e-9));
+  std::printf("%s: step %ld/%ld, %ld steps in %s this run (%.0f tokens/s)\n",
+              exit_status == exit_status_done ? "done" : "stopped", long(trainer.step()), long(last), long(ran),
+              format_duration(total_seconds).c_str(), tokens_per_step * ran / std::max(total_seconds, 1e-9));
   const double n = std::max<int64_t>(ran, 1), tot = std::max(total_seconds, 1e-9);
   std::printf("time per step (rank 0): %.4f s = all-to-all %.1f%% + gradient all-reduce %.1f%% + data %.1f%% + compute "
               "%.1f%%; all-to-all sent %.2f MB/step\n",

@@ -8,5 +8,5 @@ out=$(mpiexec --oversubscribe -n 8 "$build/rmoe_train" --config "$src/configs/ti
         --log-interval 5 2>&1)
 echo "$out" | tail -n 6
 grep -q "layout: 8 ranks, expert-parallel size 4" <<<"$out"
-grep -q "done: 10 steps" <<<"$out"
+grep -q "done: step 10/10" <<<"$out"
 echo "PASS"
