@@ -1,11 +1,5 @@
 #!/usr/bin/env bash
-# The README's main command: installs dependencies, builds, and trains a small
-# RMoE (GRU router) on the synthetic Markov source with live progress, then
-# prints the validation loss next to the source's entropy rate (the best
-# possible loss). Extra arguments override the config (e.g. --train-iters 50).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh
-bash scripts/build.sh
-mkdir -p runs
-exec ./build/rmoe_train --config configs/quickstart.ini --metrics-file runs/quickstart.jsonl "$@"
+# Kept for old instructions: the README's first command is now
+# scripts/quickstart.sh (install, build, byte-level RMoE on real text under
+# mpirun -n 2, evaluation, a sample, a plot). Arguments pass through.
+exec bash "$(dirname "$0")/quickstart.sh" "$@"
