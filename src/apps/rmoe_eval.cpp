@@ -41,6 +41,7 @@
 #include "parallel/comm.h"
 #include "parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/threads.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
@@ -200,6 +201,7 @@ int run(int argc, char** argv) {
 
 // An error on any rank ends every rank (MPI_Abort), as in rmoe_train.
 int main(int argc, char** argv) {
+  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
   int status = 0;
   try {

@@ -46,6 +46,7 @@
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/threads.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
@@ -226,6 +227,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
   int status = 0;
   try {

@@ -12,6 +12,7 @@
 
 #include "parallel/comm.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/threads.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/dry_run.h"
@@ -196,6 +197,7 @@ int run(int argc, char** argv) {
 // An error on any rank ends every rank (MPI_Abort), so none hangs in a
 // collective the failed rank will never reach.
 int main(int argc, char** argv) {
+  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
   int status = 0;
   try {
