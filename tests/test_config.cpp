@@ -152,7 +152,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
-      "metrics-file"};
+      "dry-run-ranks", "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);
 }
 

@@ -57,11 +57,19 @@ int run(int argc, char** argv) {
     throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
   resolve_vocab_size_from_data(cfg);  // --data-path DIR: the dataset's vocabulary unless --vocab-size is given
   const ModelStats stats = compute_model_stats(cfg);
+  if (cfg.dry_run && cfg.dry_run_ranks > 0) {  // plan a layout without starting it
+    const std::string layout = format_layout(
+        cfg, stats, cfg.dry_run_ranks,
+        resolve_expert_parallel_size(cfg.expert_parallel_size, cfg.dry_run_ranks, cfg.model.num_experts));
+    if (mpi_world_rank() == 0) std::cout << format_dry_run(cfg, stats) << layout;
+    return 0;
+  }
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
   const bool root = groups->world->rank() == 0;
   if (cfg.dry_run) {
-    if (root) std::cout << format_dry_run(cfg, stats);
+    const std::string layout = format_layout(cfg, stats, groups->world->size(), groups->ep_size);
+    if (root) std::cout << format_dry_run(cfg, stats) << layout;
     return 0;
   }
   Trainer trainer(cfg, groups);

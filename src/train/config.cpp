@@ -207,6 +207,8 @@ const std::vector<OptionSpec>& option_table() {
     t.push_back(field("device", "DEV", "cpu | cuda", [](auto& c) -> auto& { return c.device; }));
     t.push_back(field("dry-run", "", "print parameter counts, FLOPs and memory, then exit",
                       [](auto& c) -> auto& { return c.dry_run; }));
+    t.push_back(field("dry-run-ranks", "P", "with --dry-run: plan for P ranks (0 = the ranks running)",
+                      [](auto& c) -> auto& { return c.dry_run_ranks; }));
     t.push_back(field("metrics-file", "PATH", "write JSON-lines metrics here (empty = none)",
                       [](auto& c) -> auto& { return c.metrics_file; }));
     return t;
@@ -293,6 +295,7 @@ void validate_train_config(const TrainConfig& c) {
     fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
   require_min("--save-interval", c.save_interval, 0);
   require_min("--keep-checkpoints", c.keep_checkpoints, 0);
+  require_min("--dry-run-ranks", c.dry_run_ranks, 0);
   require_min("--eval-interval", c.eval_interval, 0);
   require_min("--eval-iters", c.eval_iters, 0);
   if (c.eval_interval > 0 && c.eval_iters < 1)

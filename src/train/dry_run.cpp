@@ -3,6 +3,8 @@
 // Tested by tests/test_dry_run.cpp.
 #include "rmoe/train/dry_run.h"
 
+#include "rmoe/core/error.h"
+
 #include <cstdio>
 #include <sstream>
 
@@ -170,6 +172,25 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
   os << "    weights and optimizer     " << gib(16 * s.total_params) << "\n";
   os << "    activations               " << gib(s.activation_bytes_estimate) << "\n";
   os << "    total estimate            " << gib(s.memory_bytes_estimate) << "\n";
+  return os.str();
+}
+
+std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, int EP) {
+  if (cfg.global_batch_size % (P * cfg.micro_batch_size) != 0)
+    throw UsageError("--global-batch-size=" + std::to_string(cfg.global_batch_size) + " must be a multiple of ranks (" +
+                     std::to_string(P) + ") x --micro-batch-size (" + std::to_string(cfg.micro_batch_size) + ")");
+  const int E = cfg.model.num_experts;
+  const int64_t per_rank_params = s.total_params - s.expert_params + s.expert_params / EP;
+  const int64_t weights = 16 * per_rank_params;  // fp32 value, gradient, two AdamW moments
+  std::ostringstream os;
+  os << "\n  layout: " << P << " ranks, expert-parallel size " << EP << " (" << E / EP << " of " << E
+     << " experts per rank, each expert on " << P / EP << " rank(s)), data-parallel over all " << P << " ranks\n";
+  os << "    per rank per step        " << cfg.global_batch_size / P << " sequences, "
+     << cfg.global_batch_size / (P * cfg.micro_batch_size) << " micro-batches of " << cfg.micro_batch_size << "\n";
+  os << "    parameters per rank      " << with_commas(per_rank_params) << "\n";
+  os << "    weights and optimizer    " << gib(weights) << " per rank\n";
+  os << "    activations              " << gib(s.activation_bytes_estimate) << " per rank (balanced routing)\n";
+  os << "    total estimate           " << gib(weights + s.activation_bytes_estimate) << " per rank\n";
   return os.str();
 }
 

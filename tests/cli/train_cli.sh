@@ -20,5 +20,11 @@ expect_usage "missing.ini" --config /nonexistent/missing.ini
 out=$("$build/rmoe_train" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run 2>&1) || { echo "FAIL: dry run"; fail=1; }
 grep -q "1,069,106,560" <<<"$out" || { echo "FAIL: dry run total"; echo "$out"; fail=1; }
 "$build/rmoe_train" --help | grep -q -- "--moe-router-type" || { echo "FAIL: --help"; fail=1; }
+# Per-rank plan for 8 ranks: 2 of 16 experts per rank, replicated + 1/8 of the experts' parameters.
+out=$("$build/rmoe_train" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run --dry-run-ranks 8 2>&1)
+grep -q "2 of 16 experts per rank" <<<"$out" && grep -q "parameters per rank      491,079,040" <<<"$out" \
+  || { echo "FAIL: dry-run layout"; echo "$out" | tail -7; fail=1; }
+expect_usage "must be a multiple of ranks (12)" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run --dry-run-ranks 12
+expect_usage "--expert-parallel-size=3" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run --dry-run-ranks 8 --expert-parallel-size 3
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

@@ -63,6 +63,7 @@ struct TrainConfig {
   uint64_t seed = 1234;         // weights, data order, synthetic data
   Device device = Device::cpu;
   bool dry_run = false;         // print sizes, FLOPs and memory, then exit
+  int dry_run_ranks = 0;        // --dry-run plans for this many ranks (0 = those running)
   std::string metrics_file;     // JSON-lines metrics; empty = none
 
   // True when --vocab-size was given (command line or INI); otherwise a

@@ -47,4 +47,11 @@ ModelStats compute_model_stats(const TrainConfig& cfg);
 // the router adds over a linear router, FLOPs per token and per step, memory.
 std::string format_dry_run(const TrainConfig& cfg, const ModelStats& stats);
 
+// The layout on P ranks with expert-parallel size EP (already validated):
+// experts and sequences per rank, accumulation steps, and per-rank memory
+// (replicated weights and optimizer + 1/EP of the experts', plus the
+// micro-batch's activations). Throws UsageError when the global batch cannot
+// be split over P ranks in micro-batches.
+std::string format_layout(const TrainConfig& cfg, const ModelStats& stats, int P, int EP);
+
 }  // namespace rmoe
