@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "app_main.h"
 #include "checkpoint_config.h"
 #include "data/batch_source.h"
 #include "data/dataset.h"
@@ -41,7 +42,6 @@
 #include "parallel/comm.h"
 #include "parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
-#include "rmoe/core/threads.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
@@ -199,23 +199,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-// An error on any rank ends every rank (MPI_Abort), as in rmoe_train.
-int main(int argc, char** argv) {
-  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
-  mpi_init(&argc, &argv);
-  int status = 0;
-  try {
-    status = run(argc, argv);
-  } catch (const UsageError& e) {
-    if (mpi_world_rank() == 0) std::fprintf(stderr, "rmoe_eval: %s\n", e.what());  // same on every rank
-    status = exit_status_usage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rmoe_eval: error on %s: %s\n", host_name().c_str(), e.what());
-    status = exit_status_failure;
-  }
-  std::fflush(stderr);
-  std::fflush(stdout);
-  if (status != exit_status_done) mpi_abort_all(status);
-  mpi_finalize();
-  return status;
-}
+int main(int argc, char** argv) { return rmoe::app_main("rmoe_eval", argc, argv, run); }

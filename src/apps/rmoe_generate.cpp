@@ -40,13 +40,13 @@
 #include <string>
 #include <vector>
 
+#include "app_main.h"
 #include "checkpoint_config.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
 #include "rmoe/core/error.h"
-#include "rmoe/core/threads.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
@@ -226,22 +226,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
-  mpi_init(&argc, &argv);
-  int status = 0;
-  try {
-    status = run(argc, argv);
-  } catch (const UsageError& e) {
-    if (mpi_world_rank() == 0) std::fprintf(stderr, "rmoe_generate: %s\n", e.what());
-    status = exit_status_usage;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rmoe_generate: error on %s: %s\n", host_name().c_str(), e.what());
-    status = exit_status_failure;
-  }
-  std::fflush(stderr);
-  std::fflush(stdout);
-  if (status != exit_status_done) mpi_abort_all(status);
-  mpi_finalize();
-  return status;
-}
+int main(int argc, char** argv) { return rmoe::app_main("rmoe_generate", argc, argv, run); }

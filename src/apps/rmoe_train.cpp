@@ -10,9 +10,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app_main.h"
 #include "parallel/comm.h"
 #include "rmoe/core/error.h"
-#include "rmoe/core/threads.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/dry_run.h"
@@ -202,26 +202,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-// An error on any rank ends every rank (MPI_Abort), so none hangs in a
-// collective the failed rank will never reach.
-int main(int argc, char** argv) {
-  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
-  mpi_init(&argc, &argv);
-  int status = 0;
-  try {
-    status = run(argc, argv);
-  } catch (const UsageError& e) {
-    if (mpi_world_rank() == 0) std::fprintf(stderr, "rmoe_train: %s\n", e.what());  // same on every rank
-    status = 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rmoe_train: error on %s: %s\n", host_name().c_str(), e.what());
-    status = 1;
-  }
-  std::fflush(stderr);
-  std::fflush(stdout);
-  // 0 and 3 (stopped after saving) are reached by every rank together; an
-  // error may be on one rank only, so it ends them all.
-  if (status != exit_status_done && status != exit_status_requeue) mpi_abort_all(status);
-  mpi_finalize();
-  return status;
-}
+int main(int argc, char** argv) { return rmoe::app_main("rmoe_train", argc, argv, run); }
