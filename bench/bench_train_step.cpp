@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "rmoe/core/threads.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/dry_run.h"
 #include "rmoe/train/trainer.h"
@@ -16,6 +17,7 @@ extern "C" char* openblas_get_corename(void);
 extern "C" int openblas_get_num_threads(void);
 
 int main(int argc, char** argv) {
+  rmoe::use_passive_omp_wait(argv);  // as the apps do (threads.h)
   int steps = 5;
   std::vector<const char*> args;
   for (int i = 0; i < argc; ++i) {
