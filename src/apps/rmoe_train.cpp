@@ -73,13 +73,19 @@ int run(int argc, char** argv) {
     return 0;
   }
   Trainer trainer(cfg, groups);
-  if (!root) std::fclose(stdout);  // rank 0 reports; other ranks speak only through errors
+  if (!root && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);  // rank 0 reports; others via errors
   install_stop_signal_handlers();
   // --load DIR resumes from its newest checkpoint (none yet: start fresh), so
   // one command line serves the first run and every requeue.
   std::string resumed_from;
   if (!cfg.load.empty()) {
-    const std::string path = resolve_load_path(cfg.load);
+    // Rank 0 picks the checkpoint and tells the others, so every rank loads the
+    // same file even if a shared file system shows them different listings.
+    std::string path = root ? resolve_load_path(cfg.load) : std::string();
+    int64_t len = int64_t(path.size());
+    groups->world->broadcast(&len, sizeof len, 0);
+    path.resize(size_t(len));
+    groups->world->broadcast(path.data(), len, 0);
     if (path.empty()) {
       std::printf("no checkpoint in %s yet: starting from step 0\n", cfg.load.c_str());
     } else {

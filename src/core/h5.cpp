@@ -435,6 +435,15 @@ uint64_t attr_uint64(const File& f, const std::string& name, const std::string& 
   return v;
 }
 
+void set_attr_fixed_string(File& f, const std::string& name, const std::string& v, const std::string& obj) {
+  const std::string bytes = v.empty() ? std::string(1, '\0') : v;  // HDF5 strings have size >= 1
+  Handle t{H5Tcopy(H5T_C_S1), H5Tclose};
+  RMOE_H5(H5Tset_size(t.id, bytes.size()), "H5Tset_size for attribute '" << name << "'");
+  H5Tset_strpad(t.id, H5T_STR_NULLPAD);
+  H5Tset_cset(t.id, H5T_CSET_UTF8);
+  write_attr<std::string>(f.id(), f.path(), obj, name, t.id, bytes.data());
+}
+
 #define RMOE_H5_INST_CKPT(T)                                                                                \
   template void write_checksummed<T>(File&, const std::string&, const T*, const std::vector<int64_t>&, int64_t); \
   template void read_rows<T>(const File&, const std::string&, int64_t, int64_t, T*);

@@ -306,18 +306,19 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
 
   attempt([&] {
     h5::File& f = *file;
-    f.set_attr("format", std::string(kFormat));
+    // Strings fixed-length: inside the checksummed object header (see h5.h).
+    h5::set_attr_fixed_string(f, "format", kFormat);
     f.set_attr("version", kVersion);
-    f.set_attr("description", std::string(kDescription));
+    h5::set_attr_fixed_string(f, "description", kDescription);
     f.set_attr("step", s.step);
     f.set_attr("consumed_tokens", s.consumed_tokens);
     h5::set_attr_uint64(f, "seed", s.seed);
     f.set_attr("num_experts", int64_t(g.ep_size) * g.num_local_experts);
     f.set_attr("saved_world_size", int64_t(g.world->size()));
     f.set_attr("saved_expert_parallel_size", int64_t(g.ep_size));
-    f.set_attr("config", s.config_ini);
-    f.set_attr("description", std::string("AdamW moments: exp_avg = m, exp_avg_sq = v (torch.optim.AdamW names)"),
-               "/optimizer");
+    h5::set_attr_fixed_string(f, "config", s.config_ini);
+    h5::set_attr_fixed_string(f, "description", "AdamW moments: exp_avg = m, exp_avg_sq = v (torch.optim.AdamW names)",
+                              "/optimizer");
     h5::flush(f);
     file.reset();  // close
     fsync_path(tmp_path, false);

@@ -126,4 +126,10 @@ void flush(File& f);
 void set_attr_uint64(File& f, const std::string& name, uint64_t v, const std::string& obj = "/");
 uint64_t attr_uint64(const File& f, const std::string& name, const std::string& obj = "/");
 
+// A fixed-length (not variable-length) string attribute: its bytes live in the
+// object header, which the checksummed format protects. (Variable-length
+// strings live in HDF5's global heap, which has no checksum: a flipped bit
+// there is read silently or crashes HDF5 1.10.) File::attr_string reads it.
+void set_attr_fixed_string(File& f, const std::string& name, const std::string& v, const std::string& obj = "/");
+
 }  // namespace rmoe::h5
