@@ -164,13 +164,20 @@ void on_layout(Comm& world, Layout l, int64_t& failures, const std::function<voi
 std::string shared_dir(Comm& world, const std::string& name) {
   int64_t pid = getpid();
   world.broadcast(&pid, sizeof pid, 0);
-  const std::string dir = (fs::path(::testing::TempDir()) / ("rmoe_mpi_ckpt_" + name + "_" + std::to_string(pid))).string();
+  const std::string dir =
+      (fs::path(::testing::TempDir()) / ("rmoe_mpi_ckpt_" + name + "_" + std::to_string(pid))).string();
   if (world.rank() == 0) {
     fs::remove_all(dir);
     fs::create_directories(dir);
   }
   world.barrier();
   return dir;
+}
+
+// Removes a shared_dir once every rank is done with it (kept when a test failed).
+void remove_shared_dir(Comm& world, const std::string& dir) {
+  world.barrier();
+  if (world.rank() == 0 && !::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
 int64_t total(Comm& world, int64_t local) {
@@ -226,6 +233,7 @@ TEST(CheckpointMpi, SaveAtAnyLayoutLoadsAtEveryLayout) {
   }
   EXPECT_EQ(total(*world, failures), 0);
   EXPECT_EQ(total(*world, wrong), 0);
+  remove_shared_dir(*world, dir);
 }
 
 TEST(CheckpointMpi, ResumeAtAnotherLayoutEqualsStraightRun) {
@@ -278,6 +286,7 @@ TEST(CheckpointMpi, ResumeAtAnotherLayoutEqualsStraightRun) {
     });
   EXPECT_EQ(total(*world, failures), 0);
   EXPECT_EQ(total(*world, wrong), 0);
+  remove_shared_dir(*world, dir);
 }
 
 // Expert 3's chunk is damaged: only the rank that reads expert 3 can see it,
@@ -347,6 +356,7 @@ TEST(CheckpointMpi, AnErrorOnOneRankIsAnErrorOnAll) {
   }
   EXPECT_EQ(total(*world, usage_threw), P);
   EXPECT_EQ(total(*world, failures), 0);
+  remove_shared_dir(*world, dir);
 }
 
 TEST(CheckpointMpi, StopSignalOnOneRankIsSeenByAll) {
