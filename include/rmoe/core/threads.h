@@ -11,7 +11,11 @@
 namespace rmoe {
 
 // If OMP_WAIT_POLICY is unset, sets it to "passive" and re-executes this
-// program with the same arguments. Returns normally when it is already set
+// program with the same arguments. Before that, when several MPI ranks share
+// this node (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE) and OMP_NUM_THREADS /
+// OPENBLAS_NUM_THREADS are unset, gives each rank its share of the cores:
+// OpenMP regions with more threads than free cores wait on descheduled
+// threads at every barrier. Returns normally when the policy is already set
 // (or when the exec fails, which only costs speed).
 void use_passive_omp_wait(char** argv);
 
