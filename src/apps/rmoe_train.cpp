@@ -154,7 +154,8 @@ int run(int argc, char** argv) {
       if (metrics.is_open()) {
         nlohmann::json j = {{"type", "train"}, {"step", st.step + 1}, {"loss", st.loss},     {"lr", st.lr},
                             {"grad_norm", st.grad_norm}, {"aux_lb", st.lb},          {"z", st.z},
-                            {"tokens_per_s", tps},       {"max_load", st.max_load}, {"worst_layer", st.worst_layer}};
+                            {"tokens_per_s", tps},       {"max_load", st.max_load}, {"worst_layer", st.worst_layer},
+                            {"layer_max_load", st.layer_load}};
         metrics << j.dump() << "\n" << std::flush;
       }
       window_seconds = 0;

@@ -118,6 +118,7 @@ StepStats Trainer::train_step() {
       sum += counts[size_t(l) * E + e];
     }
     const double load = sum > 0 ? double(mx) * E / double(sum) : 0;
+    st.layer_load.push_back(load);
     if (load > st.max_load) {
       st.max_load = load;
       st.worst_layer = l;

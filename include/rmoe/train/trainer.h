@@ -26,6 +26,7 @@ struct StepStats {
   double seconds = 0;    // wall time of the step
   double max_load = 0;   // worst layer's max/mean expert share (1 = balanced)
   int worst_layer = 0;
+  std::vector<double> layer_load;  // [L] each layer's max/mean expert share
   // Time breakdown of this rank (seconds): all-to-all inside the MoE layers,
   // gradient all-reduce, waiting for data; and all-to-all bytes sent.
   double a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
