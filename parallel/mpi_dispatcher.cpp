@@ -39,6 +39,14 @@ int64_t MpiExpertDispatcher<T>::plan(int l, const int64_t* offsets, int64_t N) {
       eoff[j + 1] += p.recv_cnt[q * El + j];
     }
   for (int j = 0; j < El; ++j) eoff[j + 1] += eoff[j];
+  p.src_major.assign(size_t(P) * El, 0);
+  p.exp_major.assign(size_t(P) * El, 0);
+  int64_t o = 0;
+  for (int r = 0; r < P; ++r)
+    for (int j = 0; j < El; ++j) p.src_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
+  o = 0;
+  for (int j = 0; j < El; ++j)
+    for (int r = 0; r < P; ++r) p.exp_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
   (void)N;
   return eoff[El];
 }
@@ -46,17 +54,9 @@ int64_t MpiExpertDispatcher<T>::plan(int l, const int64_t* offsets, int64_t N) {
 template <class T>
 void MpiExpertDispatcher<T>::permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const {
   const int P = ep_.size(), El = this->num_local_;
-  // Offsets of block (r, j) in source-major order and in expert-major order.
-  std::vector<int64_t> src_major(size_t(P) * El), exp_major(size_t(P) * El);
-  int64_t o = 0;
-  for (int r = 0; r < P; ++r)
-    for (int j = 0; j < El; ++j) src_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
-  o = 0;
-  for (int j = 0; j < El; ++j)
-    for (int r = 0; r < P; ++r) exp_major[r * El + j] = o, o += p.recv_cnt[r * El + j];
   for (int b = 0; b < P * El; ++b) {
-    const int64_t from = to_expert_major ? src_major[b] : exp_major[b];
-    const int64_t to = to_expert_major ? exp_major[b] : src_major[b];
+    const int64_t from = to_expert_major ? p.src_major[b] : p.exp_major[b];
+    const int64_t to = to_expert_major ? p.exp_major[b] : p.src_major[b];
     std::memcpy(out + to * d, in + from * d, sizeof(T) * size_t(p.recv_cnt[b] * d));
   }
 }

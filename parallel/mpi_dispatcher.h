@@ -30,6 +30,9 @@ class MpiExpertDispatcher : public ExpertDispatcher<T> {
   struct Plan {
     std::vector<int64_t> send_rows, recv_rows;  // [P] rows to / from each EP rank
     std::vector<int64_t> recv_cnt;              // [P, El] rows from rank r for local expert j
+    // Row offset of block (r, j) in source-major order (as all-to-all-v
+    // delivers) and in expert-major order (as the grouped GEMMs want).
+    std::vector<int64_t> src_major, exp_major;  // [P, El]
   };
   // Regroups rows between [source rank][expert] and [expert][source rank] order.
   void permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const;
