@@ -21,8 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "data/loader.h"
-#include "data/prepare.h"
+#include "rmoe/data/loader.h"
+#include "rmoe/data/prepare.h"
 #include "rmoe/core/rng.h"
 
 using namespace rmoe;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "rmoe/core/threads.h"
+#include "rmoe/parallel/launcher.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/dry_run.h"
 #include "rmoe/train/trainer.h"
@@ -17,7 +18,7 @@ extern "C" char* openblas_get_corename(void);
 extern "C" int openblas_get_num_threads(void);
 
 int main(int argc, char** argv) {
-  rmoe::use_passive_omp_wait(argv);  // as the apps do (threads.h)
+  rmoe::use_passive_omp_wait(argv, rmoe::ranks_on_this_node());  // as the apps do (threads.h)
   int steps = 5;
   std::vector<const char*> args;
   for (int i = 0; i < argc; ++i) {

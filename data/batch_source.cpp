@@ -1,10 +1,10 @@
 // batch_source.cpp — opens a BatchSource from --data-path.
-#include "data/batch_source.h"
+#include "rmoe/data/batch_source.h"
 
 #include <sstream>
 
-#include "data/loader.h"
-#include "data/synthetic.h"
+#include "rmoe/data/loader.h"
+#include "rmoe/data/synthetic.h"
 #include "rmoe/core/error.h"
 
 namespace rmoe {

@@ -1,5 +1,5 @@
 // dataset.cpp — dataset directories (see dataset.h).
-#include "data/dataset.h"
+#include "rmoe/data/dataset.h"
 
 #include <algorithm>
 #include <filesystem>

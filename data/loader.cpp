@@ -1,6 +1,6 @@
 // loader.cpp — windows, the per-epoch permutation and the prefetch threads
 // (see loader.h).
-#include "data/loader.h"
+#include "rmoe/data/loader.h"
 
 #include <algorithm>
 #include <bit>

@@ -1,6 +1,6 @@
 // prepare.cpp — inputs -> tokenizer -> staging shards -> train/val shards
 // (see prepare.h).
-#include "data/prepare.h"
+#include "rmoe/data/prepare.h"
 
 #include <fcntl.h>
 #include <omp.h>

@@ -1,5 +1,5 @@
 // shard.cpp — HDF5 token shards (see shard.h).
-#include "data/shard.h"
+#include "rmoe/data/shard.h"
 
 #include <filesystem>
 

@@ -1,6 +1,6 @@
 // synthetic.cpp — the synthetic:markov source (see data/synthetic.h).
 // Tested by tests/test_synthetic.cpp.
-#include "data/synthetic.h"
+#include "rmoe/data/synthetic.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
 // tokenizer.cpp — the byte and SentencePiece tokenizers (see tokenizer.h).
-#include "data/tokenizer.h"
+#include "rmoe/data/tokenizer.h"
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>

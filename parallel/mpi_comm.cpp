@@ -9,7 +9,7 @@
 #include <cstring>
 #include <numeric>
 
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 
 namespace rmoe {

@@ -1,5 +1,5 @@
 // mpi_dispatcher.cpp — see mpi_dispatcher.h.
-#include "parallel/mpi_dispatcher.h"
+#include "rmoe/parallel/mpi_dispatcher.h"
 
 #include <chrono>
 #include <cstring>

@@ -19,7 +19,7 @@
 #include <functional>
 #include <unistd.h>
 
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/h5.h"
 #include "rmoe/core/rng.h"

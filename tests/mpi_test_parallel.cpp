@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "parallel/comm.h"
-#include "parallel/mpi_dispatcher.h"
+#include "rmoe/parallel/comm.h"
+#include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/trainer.h"

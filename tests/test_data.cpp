@@ -19,12 +19,12 @@
 #include <sstream>
 #include <thread>
 
-#include "data/batch_source.h"
-#include "data/dataset.h"
-#include "data/loader.h"
-#include "data/prepare.h"
-#include "data/shard.h"
-#include "data/tokenizer.h"
+#include "rmoe/data/batch_source.h"
+#include "rmoe/data/dataset.h"
+#include "rmoe/data/loader.h"
+#include "rmoe/data/prepare.h"
+#include "rmoe/data/shard.h"
+#include "rmoe/data/tokenizer.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/h5.h"
 #include "rmoe/core/rng.h"

@@ -10,7 +10,7 @@
 #include <map>
 #include <vector>
 
-#include "data/synthetic.h"
+#include "rmoe/data/synthetic.h"
 #include "rmoe/core/error.h"
 
 namespace rmoe {

@@ -7,15 +7,16 @@
 #include <cstdio>
 #include <exception>
 
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/threads.h"
+#include "rmoe/parallel/launcher.h"
 #include "rmoe/train/signals.h"
 
 namespace rmoe {
 
 inline int app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
-  use_passive_omp_wait(argv);  // before anything starts threads (see threads.h)
+  use_passive_omp_wait(argv, ranks_on_this_node());  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
   int status = exit_status_done;
   try {

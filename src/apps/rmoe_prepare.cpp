@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "data/prepare.h"
+#include "rmoe/data/prepare.h"
 #include "rmoe/core/error.h"
 
 using namespace rmoe;

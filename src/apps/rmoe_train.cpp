@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app_main.h"
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/checkpoint.h"

@@ -9,13 +9,12 @@
 
 namespace rmoe {
 
-void use_passive_omp_wait(char** argv) {
+void use_passive_omp_wait(char** argv, int ranks_on_node) {
   if (std::getenv("OMP_WAIT_POLICY")) return;  // the user's choice stands
   setenv("OMP_WAIT_POLICY", "passive", 1);
-  if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
-    const long ranks = std::max(1L, std::atol(local));
+  if (ranks_on_node > 1) {
     const long cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
-    const std::string share = std::to_string(std::max(1L, cores / ranks));
+    const std::string share = std::to_string(std::max(1L, cores / ranks_on_node));
     setenv("OMP_NUM_THREADS", share.c_str(), 0);  // 0: never override the user's
     setenv("OPENBLAS_NUM_THREADS", share.c_str(), 0);
   }

@@ -17,8 +17,8 @@
 #include <sstream>
 #include <type_traits>
 
-#include "data/dataset.h"    // dataset_vocab_size
-#include "data/synthetic.h"  // is_synthetic_data_path
+#include "rmoe/data/dataset.h"    // dataset_vocab_size
+#include "rmoe/data/synthetic.h"  // is_synthetic_data_path
 #include "rmoe/core/error.h"
 
 namespace rmoe {

@@ -10,7 +10,7 @@
 #include <csignal>
 #include <cstring>
 
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 
 namespace rmoe {

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "parallel/mpi_dispatcher.h"
+#include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
 #include "rmoe/train/schedule.h"
 

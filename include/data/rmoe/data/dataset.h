@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "data/shard.h"
-#include "data/tokenizer.h"
+#include "rmoe/data/shard.h"
+#include "rmoe/data/tokenizer.h"
 
 namespace rmoe {
 

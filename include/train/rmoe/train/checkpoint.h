@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/model/params.h"
 
 namespace rmoe {

@@ -9,7 +9,7 @@
 // world group.
 // Tested by tests/mpi_test_parallel.cpp under mpiexec -n 1, 2, 4.
 #pragma once
-#include "parallel/comm.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/model/expert_dispatcher.h"
 
 namespace rmoe {

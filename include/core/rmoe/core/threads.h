@@ -11,12 +11,13 @@
 namespace rmoe {
 
 // If OMP_WAIT_POLICY is unset, sets it to "passive" and re-executes this
-// program with the same arguments. Before that, when several MPI ranks share
-// this node (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE) and OMP_NUM_THREADS /
-// OPENBLAS_NUM_THREADS are unset, gives each rank its share of the cores:
-// OpenMP regions with more threads than free cores wait on descheduled
-// threads at every barrier. Returns normally when the policy is already set
-// (or when the exec fails, which only costs speed).
-void use_passive_omp_wait(char** argv);
+// program with the same arguments. Before that, when ranks_on_node > 1 (several
+// processes of one job share this node; the launcher says how many, see
+// rmoe/parallel/launcher.h) and OMP_NUM_THREADS / OPENBLAS_NUM_THREADS are
+// unset, gives each its share of the cores: OpenMP regions with more threads
+// than free cores wait on descheduled threads at every barrier. Returns
+// normally when the policy is already set (or when the exec fails, which only
+// costs speed).
+void use_passive_omp_wait(char** argv, int ranks_on_node);
 
 }  // namespace rmoe

@@ -38,8 +38,8 @@
 #include <thread>
 #include <vector>
 
-#include "data/batch_source.h"
-#include "data/dataset.h"
+#include "rmoe/data/batch_source.h"
+#include "rmoe/data/dataset.h"
 
 namespace rmoe {
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "data/tokenizer.h"
+#include "rmoe/data/tokenizer.h"
 
 namespace rmoe {
 

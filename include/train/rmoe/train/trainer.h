@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "data/batch_source.h"
-#include "parallel/comm.h"
+#include "rmoe/data/batch_source.h"
+#include "rmoe/parallel/comm.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/checkpoint.h"

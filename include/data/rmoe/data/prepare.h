@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "rmoe/data/dataset.h"
 
 namespace rmoe {
 

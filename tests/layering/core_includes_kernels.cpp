@@ -1,0 +1,2 @@
+// Must NOT build: core is the bottom layer.
+#include "rmoe/kernels/ops.h"

@@ -1,0 +1,2 @@
+// Must NOT build: data sits below train.
+#include "rmoe/train/config.h"

@@ -1,0 +1,2 @@
+// Must NOT build: model knows nothing of communicators.
+#include "rmoe/parallel/comm.h"
