@@ -31,7 +31,9 @@ void carve_and_check() {
   for (size_t i = 0; i < views.size(); ++i) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(views[i].data) % 64, 0u) << "view " << i << " is not 64-byte aligned";
     for (int64_t j = 0; j < views[i].numel(); ++j) EXPECT_EQ(views[i].data[j], T(0));
-    if (i + 1 < views.size()) EXPECT_LE(views[i].data + views[i].numel(), views[i + 1].data) << "views overlap";
+    if (i + 1 < views.size()) {
+      EXPECT_LE(views[i].data + views[i].numel(), views[i + 1].data) << "views overlap";
+    }
   }
   EXPECT_THROW(real.take({1}), Error) << "a take past the counted size must fail";
 }
