@@ -1,6 +1,6 @@
 """Independent PyTorch reference of the rmoe model (docs/MODEL.md).
 
-Written from docs/MODEL.md and DESIGN.md section 1 only; it shares no code with
+Written from docs/MODEL.md only; it shares no code with
 the C++ model. Parameters are a dict {name: tensor} with the names and shapes of
 MODEL.md ("embed/wte", "layers/00/attn/wq", "router/cell/w_ih", ...). Gradients
 come from torch autograd. Works in whatever dtype the parameters have (the
