@@ -4,7 +4,7 @@
 // (same calls, device buffers). SelfComm is the one-process group used when
 // nothing is distributed. Every collective is deterministic for a fixed
 // layout (no atomics; MPI's reduction order is fixed per call shape).
-// Tested by tests/test_parallel.cpp under mpiexec -n 1/2/4.
+// Tested by tests/mpi_test_parallel.cpp under mpiexec -n 1/2/4 (ctest mpi_tests_np*).
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -5,8 +5,8 @@
 // Counts follow the parameter table of docs/MODEL.md. Letters: L layers,
 // d width, H heads, E experts, k top-k, f expert FFN width, p router width,
 // V vocabulary, S sequence length, B micro-batch size.
-// Tested by tests/test_dry_run.cpp (the paper's 0.91B configuration against a
-// hand-written count).
+// Tested by tests/test_dry_run.cpp (the paper's 24-layer "0.91B"
+// configuration, 1.069B parameters with these shapes: docs/MODEL.md).
 #pragma once
 #include <cstdint>
 #include <string>
