@@ -13,6 +13,9 @@
 #   job C  a missing config: status 2, not requeued.
 #   job D  slurm/pretrain_cpu.sh cancelled with scancel (SIGTERM): saves,
 #          exits 3 and is not requeued (scancel stops a job for good).
+# Before Slurm starts, both templates run outside Slurm with an RMOE_ROOT that
+# lacks slurm/job_control.sh (status 2 and one line naming it) and with the
+# real one and a bad RMOE_BIN (status 2 from the helper's own check).
 # Skips (exit 77) when Slurm cannot be installed or started here (not root, no
 # package mirror, daemons that do not come up). Always stops Slurm at the end.
 # Usage: slurm_e2e.sh BUILD_DIR SOURCE_DIR
@@ -106,6 +109,23 @@ newest_ckpt_step() {  # newest_ckpt_step DIR -> step of the newest ckpt_*.h5 (0 
   for f in "$1"/ckpt_*.h5; do [[ -f $f ]] && s=$((10#$(basename "$f" .h5 | tr -dc 0-9))); done
   echo "$s"
 }
+
+# ---------------------------------------------------------------- the templates find job_control.sh
+# Outside Slurm, so that it runs even where Slurm cannot be started.
+no_helper=$work/no-helper
+mkdir -p "$no_helper"
+for t in pretrain_cpu.sh pretrain_24l.sh; do
+  msg=$(cd "$work" && RMOE_ROOT=$no_helper bash "$src/slurm/$t" 2>&1)
+  st=$?
+  [[ $st == 2 ]] || fail "slurm/$t with RMOE_ROOT=$no_helper: status $st, expected 2 (output: $msg)"
+  [[ $msg != *$'\n'* && $msg == *"$no_helper/slurm/job_control.sh"*"set RMOE_ROOT to the repository root"* ]] ||
+    fail "slurm/$t with RMOE_ROOT=$no_helper: expected one line naming $no_helper/slurm/job_control.sh, got: $msg"
+  msg=$(cd "$work" && RMOE_ROOT=$src RMOE_BIN=$no_helper/rmoe_train bash "$src/slurm/$t" 2>&1)
+  st=$?
+  [[ $st == 2 && $msg == *"RMOE_BIN=$no_helper/rmoe_train is not an executable"* ]] ||
+    fail "slurm/$t with RMOE_ROOT=$src: status $st, expected 2 from the helper's RMOE_BIN check (output: $msg)"
+done
+echo "templates: without \$RMOE_ROOT/slurm/job_control.sh status 2 and a message naming it; with it the helper runs"
 
 [[ -x $build/rmoe_train ]] || fail "$build/rmoe_train is missing (build it first)"
 "$build/rmoe_train" --help | grep -q -- "--save " || skip "rmoe_train has no --save option yet (checkpointing not built)"
