@@ -48,8 +48,8 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
                         In<T> q, In<T> k, In<T> v) {
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3), ld = H * D;
   RMOE_CHECK(scratch.numel() >= S * S, "attention_backward: scratch needs " << S * S << " elements");
-  RMOE_CHECK(dout.numel() == q.numel() && (dq.empty() || dq.numel() == q.numel()) &&
-                 (dk.empty() || dk.numel() == q.numel()) && (dv.empty() || dv.numel() == q.numel()),
+  RMOE_CHECK(dout.numel() == q.numel() && (dq.is_null() || dq.numel() == q.numel()) &&
+                 (dk.is_null() || dk.numel() == q.numel()) && (dv.is_null() || dv.numel() == q.numel()),
              "attention_backward: dout " << dout.shape_str() << " for q " << q.shape_str());
   const T scale = T(1.0 / std::sqrt(double(D)));
   T* dP = scratch.data;  // [S,S], becomes dScores in place
@@ -58,8 +58,8 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
       const int64_t off = b * S * ld + h * D;
       const T* Pbh = P.data + (b * H + h) * S * S;
       // dv += P^T dout ; dP = dout v^T
-      if (!dv.empty()) gemm(true, false, S, D, S, T(1), Pbh, S, dout.data + off, ld, T(1), dv.data + off, ld);
-      if (dq.empty() && dk.empty()) continue;
+      if (!dv.is_null()) gemm(true, false, S, D, S, T(1), Pbh, S, dout.data + off, ld, T(1), dv.data + off, ld);
+      if (dq.is_null() && dk.is_null()) continue;
       gemm(false, true, S, S, D, T(1), dout.data + off, ld, v.data + off, ld, T(0), dP, S);
       // softmax backward: dS_ij = P_ij (dP_ij - sum_l P_il dP_il) * scale, masked.
 #pragma omp parallel for schedule(static)
@@ -72,8 +72,8 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
         std::fill(g + i + 1, g + S, T(0));
       }
       // dq += dS k ; dk += dS^T q
-      if (!dq.empty()) gemm(false, false, S, D, S, T(1), dP, S, k.data + off, ld, T(1), dq.data + off, ld);
-      if (!dk.empty()) gemm(true, false, S, D, S, T(1), dP, S, q.data + off, ld, T(1), dk.data + off, ld);
+      if (!dq.is_null()) gemm(false, false, S, D, S, T(1), dP, S, k.data + off, ld, T(1), dq.data + off, ld);
+      if (!dk.is_null()) gemm(true, false, S, D, S, T(1), dP, S, q.data + off, ld, T(1), dk.data + off, ld);
     }
 }
 

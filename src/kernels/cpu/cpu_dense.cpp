@@ -26,7 +26,7 @@ void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
              "linear_forward: x " << x.shape_str() << " W " << W.shape_str() << " y "
                                   << y.shape_str());
   gemm(false, true, N, out, in, T(1), x.data, in, W.data, in, T(0), y.data, out);
-  if (!b.empty()) {
+  if (!b.is_null()) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t o = 0; o < out; ++o) y.data[n * out + o] += b.data[o];
@@ -50,9 +50,9 @@ template <class T>
 void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x, In<T> W) {
   const int64_t N = x.rows(), in = x.cols(), out = W.size(0);
   RMOE_CHECK(dy.rows() == N && dy.cols() == out, "linear_backward: dy " << dy.shape_str());
-  if (!dx.empty()) gemm(false, false, N, in, out, T(1), dy.data, out, W.data, in, T(1), dx.data, in);
-  if (!dW.empty()) gemm(true, false, out, in, N, T(1), dy.data, out, x.data, in, T(1), dW.data, in);
-  if (!db.empty()) add_column_sums(db.data, dy.data, N, out);
+  if (!dx.is_null()) gemm(false, false, N, in, out, T(1), dy.data, out, W.data, in, T(1), dx.data, in);
+  if (!dW.is_null()) gemm(true, false, out, in, N, T(1), dy.data, out, x.data, in, T(1), dW.data, in);
+  if (!db.is_null()) add_column_sums(db.data, dy.data, N, out);
 }
 
 // ---- embedding ---------------------------------------------------------------
@@ -106,7 +106,7 @@ void rmsnorm_forward(Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps
 template <class T>
 void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd) {
   const int64_t N = x.rows(), d = x.cols();
-  if (!dx.empty()) {
+  if (!dx.is_null()) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       const T* xr = x.data + n * d;
@@ -119,7 +119,7 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
       for (int64_t c = 0; c < d; ++c) o[c] += r * w.data[c] * g[c] - coef * xr[c];
     }
   }
-  if (!dw.empty()) {
+  if (!dw.is_null()) {
 #pragma omp parallel for schedule(static)
     for (int64_t c0 = 0; c0 < d; c0 += 16) {
       const int64_t c1 = std::min(d, c0 + 16);
@@ -223,7 +223,7 @@ void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T>
                         dhnew.data[n * p + j], ir, iz, in, hr, hz, hn, dprev);
       di[j] += ir; di[p + j] += iz; di[2 * p + j] += in;
       dhh[j] += hr; dhh[p + j] += hz; dhh[2 * p + j] += hn;
-      if (!dh.empty()) dh.data[n * p + j] += dprev;
+      if (!dh.is_null()) dh.data[n * p + j] += dprev;
     }
   }
 }
@@ -244,7 +244,7 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
     for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v] - mx));
     const double lse = double(mx) + std::log(sum);
     losses.data[n] = T(lse - double(l[t]));
-    if (!dlogits.empty()) {
+    if (!dlogits.is_null()) {
       T* g = dlogits.data + n * V;
       const T inv = T(1.0 / sum), sc = T(dloss_scale);
       for (int64_t v = 0; v < V; ++v) g[v] += sc * std::exp(l[v] - mx) * inv;

@@ -61,8 +61,8 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
     const int32_t* id = idx.data + n * K;
     T dp[256];  // d loss / d prob for this row (E <= 256 checked by ModelConfig)
     T* dprob = E <= 256 ? dp : new T[E];
-    for (int64_t e = 0; e < E; ++e) dprob[e] = dprobs_extra.empty() ? T(0) : dprobs_extra.data[e];
-    if (!dgate.empty()) {
+    for (int64_t e = 0; e < E; ++e) dprob[e] = dprobs_extra.is_null() ? T(0) : dprobs_extra.data[e];
+    if (!dgate.is_null()) {
       // g_j = p_j / s, s = sum_i p_i:  d/dp_j = (dg_j - sum_i dg_i g_i) / s
       T s = 0, c = 0;
       for (int64_t j = 0; j < K; ++j) s += p[id[j]];
@@ -112,10 +112,10 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, 
       const int64_t s = slot_of.data[t * K + j];
       const T gt = gate.data[t * K + j];
       const T* y = ys.data + s * d;
-      T* dy = dys.empty() ? nullptr : dys.data + s * d;
-      if (!dys.empty())
+      T* dy = dys.is_null() ? nullptr : dys.data + s * d;
+      if (!dys.is_null())
         for (int64_t c = 0; c < d; ++c) dy[c] += gt * g[c];
-      if (!dgate.empty()) {
+      if (!dgate.is_null()) {
         T dot = 0;
         for (int64_t c = 0; c < d; ++c) dot += g[c] * y[c];
         dgate.data[t * K + j] += dot;
@@ -172,7 +172,7 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
     const T* x = xs.data + r0 * d;
     T* da = scratch_da.data + r0 * f;
     T* db = scratch_db.data + r0 * f;  // holds dh first, then db
-    if (!dW2.empty()) gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);
+    if (!dW2.is_null()) gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);
     gemm(false, false, n, f, d, T(1), dy, d, W2.data + e * d * f, f, T(0), db, f);  // dh = dy W2 (into db)
     const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
 #pragma omp parallel for schedule(static)
@@ -182,9 +182,9 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
       da[i] = ga;
       db[i] = gb;
     }
-    if (!dW1.empty()) gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // += da^T x
-    if (!dW3.empty()) gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // += db^T x
-    if (dxs.empty()) continue;
+    if (!dW1.is_null()) gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // += da^T x
+    if (!dW3.is_null()) gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // += db^T x
+    if (dxs.is_null()) continue;
     T* dx = dxs.data + r0 * d;
     gemm(false, false, n, d, f, T(1), da, f, W1.data + e * f * d, d, T(1), dx, d);  // dx += da W1
     gemm(false, false, n, d, f, T(1), db, f, W3.data + e * f * d, d, T(1), dx, d);  // dx += db W3

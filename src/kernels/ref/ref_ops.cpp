@@ -5,7 +5,7 @@
 // docs/MODEL.md and deliberately NOT sharing code with the fast backends (no
 // rmoe/kernels/pointwise.h). Every sum is accumulated in double, starting from
 // the existing value for backward outputs (they ACCUMULATE, +=), and stored in
-// T once. Forward outputs are overwritten. An empty gradient view is skipped.
+// T once. Forward outputs are overwritten. A null gradient view is skipped.
 // Clarity over speed; only attention and the GEMM-like ops loop enough to
 // matter, and they stay well under a second at test sizes.
 //
@@ -28,7 +28,7 @@ namespace {
 
 template <class U>
 void check_cpu(const Tensor<U>& t, const char* op, const char* name) {
-  RMOE_CHECK(!t.empty(), op << ": " << name << " is empty but required");
+  RMOE_CHECK(!t.is_null(), op << ": " << name << " is a null view but required");
   RMOE_CHECK(t.device == Device::cpu, op << ": " << name << " is not a cpu view");
 }
 
@@ -79,10 +79,10 @@ void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
   RMOE_CHECK(x.cols() == in, op << ": x is " << x.shape_str() << ", W is " << W.shape_str());
   const int64_t N = x.rows();
   check_rc(y, N, out, op, "y");
-  if (!b.empty()) check_n(b, out, op, "b");
+  if (!b.is_null()) check_n(b, out, op, "b");
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < out; ++o) {
-      double acc = b.empty() ? 0.0 : double(b.data[o]);
+      double acc = b.is_null() ? 0.0 : double(b.data[o]);
       for (int64_t i = 0; i < in; ++i)
         acc += double(x.data[n * in + i]) * double(W.data[o * in + i]);
       y.data[n * out + o] = T(acc);
@@ -99,7 +99,7 @@ void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x
   RMOE_CHECK(x.cols() == in, op << ": x is " << x.shape_str() << ", W is " << W.shape_str());
   const int64_t N = x.rows();
   check_rc(dy, N, out, op, "dy");
-  if (!dx.empty()) {  // dx[n,i] += sum_o dy[n,o] W[o,i]
+  if (!dx.is_null()) {  // dx[n,i] += sum_o dy[n,o] W[o,i]
     check_rc(dx, N, in, op, "dx");
     for (int64_t n = 0; n < N; ++n)
       for (int64_t i = 0; i < in; ++i) {
@@ -109,7 +109,7 @@ void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x
         dx.data[n * in + i] = T(acc);
       }
   }
-  if (!dW.empty()) {  // dW[o,i] += sum_n dy[n,o] x[n,i]
+  if (!dW.is_null()) {  // dW[o,i] += sum_n dy[n,o] x[n,i]
     check_shape(dW, {out, in}, op, "dW");
     for (int64_t o = 0; o < out; ++o)
       for (int64_t i = 0; i < in; ++i) {
@@ -119,7 +119,7 @@ void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy, In<T> x
         dW.data[o * in + i] = T(acc);
       }
   }
-  if (!db.empty()) {  // db[o] += sum_n dy[n,o]
+  if (!db.is_null()) {  // db[o] += sum_n dy[n,o]
     check_n(db, out, op, "db");
     for (int64_t o = 0; o < out; ++o) {
       double acc = double(db.data[o]);
@@ -149,7 +149,7 @@ void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
 template <class T>
 void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) {
   const char* op = "ref::embedding_backward";
-  if (dW.empty()) return;
+  if (dW.is_null()) return;
   check_cpu(dW, op, "dW");
   check_cpu(tokens, op, "tokens");
   const int64_t V = dW.rows(), d = dW.cols(), N = tokens.numel();
@@ -196,7 +196,7 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
   check_rc(dout, N, d, op, "dout");
   check_n(w, d, op, "w");
   check_n(rstd, N, op, "rstd");
-  if (!dx.empty()) {
+  if (!dx.is_null()) {
     check_rc(dx, N, d, op, "dx");
     for (int64_t n = 0; n < N; ++n) {
       const double r = double(rstd.data[n]);
@@ -210,7 +210,7 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
       }
     }
   }
-  if (!dw.empty()) {
+  if (!dw.is_null()) {
     check_n(dw, d, op, "dw");
     for (int64_t j = 0; j < d; ++j) {
       double acc = double(dw.data[j]);
@@ -318,16 +318,16 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*sc
   check_shape(v, {B, S, H, D}, op, "v");
   check_shape(dout, {B, S, H, D}, op, "dout");
   check_shape(P, {B, H, S, S}, op, "P");
-  if (!dq.empty()) check_shape(dq, {B, S, H, D}, op, "dq");
-  if (!dk.empty()) check_shape(dk, {B, S, H, D}, op, "dk");
-  if (!dv.empty()) check_shape(dv, {B, S, H, D}, op, "dv");
+  if (!dq.is_null()) check_shape(dq, {B, S, H, D}, op, "dq");
+  if (!dk.is_null()) check_shape(dk, {B, S, H, D}, op, "dk");
+  if (!dv.is_null()) check_shape(dv, {B, S, H, D}, op, "dv");
   const double scale = 1.0 / std::sqrt(double(D));
   auto at = [&](int64_t b, int64_t s, int64_t h) { return ((b * S + s) * H + h) * D; };
   std::vector<double> ds(S * S);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const T* Pbh = P.data + (b * H + h) * S * S;
-      if (!dv.empty())
+      if (!dv.is_null())
         for (int64_t j = 0; j < S; ++j)
           for (int64_t c = 0; c < D; ++c) {
             double acc = double(dv.data[at(b, j, h) + c]);
@@ -335,7 +335,7 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*sc
               acc += double(Pbh[i * S + j]) * double(dout.data[at(b, i, h) + c]);
             dv.data[at(b, j, h) + c] = T(acc);
           }
-      if (dq.empty() && dk.empty()) continue;
+      if (dq.is_null() && dk.is_null()) continue;
       for (int64_t i = 0; i < S; ++i) {
         double pdp = 0.0;  // sum_l P_il dP_il
         for (int64_t j = 0; j <= i; ++j) {
@@ -348,14 +348,14 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*sc
         for (int64_t j = 0; j <= i; ++j)
           ds[i * S + j] = double(Pbh[i * S + j]) * (ds[i * S + j] - pdp);
       }
-      if (!dq.empty())
+      if (!dq.is_null())
         for (int64_t i = 0; i < S; ++i)
           for (int64_t c = 0; c < D; ++c) {
             double acc = 0.0;
             for (int64_t j = 0; j <= i; ++j) acc += ds[i * S + j] * double(k.data[at(b, j, h) + c]);
             dq.data[at(b, i, h) + c] = T(double(dq.data[at(b, i, h) + c]) + acc * scale);
           }
-      if (!dk.empty())
+      if (!dk.is_null())
         for (int64_t j = 0; j < S; ++j)
           for (int64_t c = 0; c < D; ++c) {
             double acc = 0.0;
@@ -388,13 +388,13 @@ void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
   const int64_t N = a.rows(), f = a.cols();
   check_rc(b, N, f, op, "b");
   check_rc(dh, N, f, op, "dh");
-  if (!da.empty()) check_rc(da, N, f, op, "da");
-  if (!db.empty()) check_rc(db, N, f, op, "db");
+  if (!da.is_null()) check_rc(da, N, f, op, "da");
+  if (!db.is_null()) check_rc(db, N, f, op, "db");
   for (int64_t i = 0; i < N * f; ++i) {
     const double av = double(a.data[i]), bv = double(b.data[i]), g = double(dh.data[i]);
     const double s = sigmoid(av);
-    if (!da.empty()) da.data[i] = T(double(da.data[i]) + g * bv * (s + av * s * (1.0 - s)));
-    if (!db.empty()) db.data[i] = T(double(db.data[i]) + g * av * s);
+    if (!da.is_null()) da.data[i] = T(double(da.data[i]) + g * bv * (s + av * s * (1.0 - s)));
+    if (!db.is_null()) db.data[i] = T(double(db.data[i]) + g * av * s);
   }
 }
 
@@ -409,7 +409,7 @@ void tanh_forward(Tensor<T> y, In<T> x) {
 template <class T>
 void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
   const char* op = "ref::tanh_backward";
-  if (dx.empty()) return;
+  if (dx.is_null()) return;
   check_cpu(y, op, "y");
   check_rc(dy, y.rows(), y.cols(), op, "dy");
   check_rc(dx, y.rows(), y.cols(), op, "dx");
@@ -459,11 +459,11 @@ void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T>
   check_rc(dhnew, N, p, op, "dhnew");
   check_rc(gates, N, 3 * p, op, "gates");
   check_rc(gh, N, 3 * p, op, "gh");
-  if (!dgi.empty()) check_rc(dgi, N, 3 * p, op, "dgi");
-  if (!dgh.empty()) check_rc(dgh, N, 3 * p, op, "dgh");
-  if (!dh.empty()) check_rc(dh, N, p, op, "dh");
+  if (!dgi.is_null()) check_rc(dgi, N, 3 * p, op, "dgi");
+  if (!dgh.is_null()) check_rc(dgh, N, 3 * p, op, "dgh");
+  if (!dh.is_null()) check_rc(dh, N, p, op, "dh");
   auto add = [](Tensor<T>& t, int64_t i, double g) {
-    if (!t.empty()) t.data[i] = T(double(t.data[i]) + g);
+    if (!t.is_null()) t.data[i] = T(double(t.data[i]) + g);
   };
   for (int64_t n = 0; n < N; ++n)
     for (int64_t j = 0; j < p; ++j) {
@@ -536,22 +536,22 @@ template <class T>
 void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, double dlse_scale,
                           In<T> probs, Tensor<const int32_t> idx, In<T> lse) {
   const char* op = "ref::router_topk_backward";
-  if (dlogits.empty()) return;
+  if (dlogits.is_null()) return;
   check_cpu(probs, op, "probs");
   const int64_t N = probs.rows(), E = probs.cols();
   check_cpu(idx, op, "idx");
   const int64_t k = idx.cols();
   check_rc(idx, N, k, op, "idx");
   check_rc(dlogits, N, E, op, "dlogits");
-  if (!dgate.empty()) check_rc(dgate, N, k, op, "dgate");
-  if (!dprobs_extra.empty()) check_n(dprobs_extra, E, op, "dprobs_extra");
+  if (!dgate.is_null()) check_rc(dgate, N, k, op, "dgate");
+  if (!dprobs_extra.is_null()) check_n(dprobs_extra, E, op, "dprobs_extra");
   if (dlse_scale != 0.0) check_n(lse, N, op, "lse");
   std::vector<double> dp(E);
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs.data + n * E;
     for (int64_t e = 0; e < E; ++e)
-      dp[e] = dprobs_extra.empty() ? 0.0 : double(dprobs_extra.data[e]);
-    if (!dgate.empty()) {
+      dp[e] = dprobs_extra.is_null() ? 0.0 : double(dprobs_extra.data[e]);
+    if (!dgate.is_null()) {
       double S = 0.0;
       for (int64_t j = 0; j < k; ++j) {
         const int64_t e = idx.data[n * k + j];
@@ -655,10 +655,10 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
   check_rc(b, N, f, op, "b");
   check_rc(h, N, f, op, "h");
   check_offsets(offsets, E, N, op);
-  if (!dxs.empty()) check_rc(dxs, N, d, op, "dxs");
-  if (!dW1.empty()) check_shape(dW1, {E, f, d}, op, "dW1");
-  if (!dW3.empty()) check_shape(dW3, {E, f, d}, op, "dW3");
-  if (!dW2.empty()) check_shape(dW2, {E, d, f}, op, "dW2");
+  if (!dxs.is_null()) check_rc(dxs, N, d, op, "dxs");
+  if (!dW1.is_null()) check_shape(dW1, {E, f, d}, op, "dW1");
+  if (!dW3.is_null()) check_shape(dW3, {E, f, d}, op, "dW3");
+  if (!dW2.is_null()) check_shape(dW2, {E, d, f}, op, "dW2");
   std::vector<double> da(N * f), db(N * f);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t n0 = offsets.data[e], n1 = offsets.data[e + 1];
@@ -674,7 +674,7 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
         da[n * f + c] = dh * bv * (s + av * s * (1.0 - s));
         db[n * f + c] = dh * av * s;
       }
-    if (!dW2.empty())
+    if (!dW2.is_null())
       for (int64_t i = 0; i < d; ++i)
         for (int64_t c = 0; c < f; ++c) {
           T& g = dW2.data[e * d * f + i * f + c];
@@ -685,20 +685,20 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
         }
     for (int64_t c = 0; c < f; ++c)
       for (int64_t i = 0; i < d; ++i) {
-        if (!dW1.empty()) {
+        if (!dW1.is_null()) {
           T& g = dW1.data[e * f * d + c * d + i];
           double acc = double(g);
           for (int64_t n = n0; n < n1; ++n) acc += da[n * f + c] * double(xs.data[n * d + i]);
           g = T(acc);
         }
-        if (!dW3.empty()) {
+        if (!dW3.is_null()) {
           T& g = dW3.data[e * f * d + c * d + i];
           double acc = double(g);
           for (int64_t n = n0; n < n1; ++n) acc += db[n * f + c] * double(xs.data[n * d + i]);
           g = T(acc);
         }
       }
-    if (!dxs.empty())
+    if (!dxs.is_null())
       for (int64_t n = n0; n < n1; ++n)
         for (int64_t i = 0; i < d; ++i) {
           double acc = double(dxs.data[n * d + i]);
@@ -767,7 +767,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
   check_slot_of(slot_of, Tn, nslots, op);
   const int64_t k = slot_of.cols();
   check_rc(gate, Tn, k, op, "gate");
-  if (!dys.empty()) {
+  if (!dys.is_null()) {
     check_rc(dys, nslots, d, op, "dys");
     std::vector<double> acc(dys.data, dys.data + nslots * d);
     for (int64_t t = 0; t < Tn; ++t)
@@ -778,7 +778,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
       }
     for (int64_t i = 0; i < nslots * d; ++i) dys.data[i] = T(acc[i]);
   }
-  if (!dgate.empty()) {
+  if (!dgate.is_null()) {
     check_rc(dgate, Tn, k, op, "dgate");
     for (int64_t t = 0; t < Tn; ++t)
       for (int64_t j = 0; j < k; ++j) {
@@ -794,7 +794,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
 template <class T>
 void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of) {
   const char* op = "ref::moe_gather_backward";
-  if (dx.empty()) return;
+  if (dx.is_null()) return;
   check_cpu(dx, op, "dx");
   check_cpu(dxs, op, "dxs");
   const int64_t Tn = dx.rows(), d = dx.cols();
@@ -819,7 +819,7 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
   const int64_t N = logits.rows(), V = logits.cols();
   check_n(targets, N, op, "targets");
   check_n(losses, N, op, "losses");
-  if (!dlogits.empty()) check_rc(dlogits, N, V, op, "dlogits");
+  if (!dlogits.is_null()) check_rc(dlogits, N, V, op, "dlogits");
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits.data + n * V;
     const int64_t t = targets.data[n];
@@ -831,7 +831,7 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
     for (int64_t v = 0; v < V; ++v) sum += std::exp(double(l[v]) - mx);
     const double lz = mx + std::log(sum);
     losses.data[n] = T(lz - double(l[t]));
-    if (!dlogits.empty())
+    if (!dlogits.is_null())
       for (int64_t v = 0; v < V; ++v) {
         const double g = (std::exp(double(l[v]) - lz) - (v == t ? 1.0 : 0.0)) * dloss_scale;
         dlogits.data[n * V + v] = T(double(dlogits.data[n * V + v]) + g);

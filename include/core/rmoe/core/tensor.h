@@ -39,7 +39,9 @@ struct Tensor {
   int64_t size(int i) const { return shape[i < 0 ? ndim + i : i]; }
   int64_t cols() const { return ndim == 0 ? 0 : shape[ndim - 1]; }  // last dim
   int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }  // all others
-  bool empty() const { return data == nullptr; }
+  // A null view (no data pointer, e.g. Tensor{}): an absent argument, such as
+  // a gradient output that is not needed. Not the same as zero elements.
+  bool is_null() const { return data == nullptr; }
   std::string shape_str() const {
     std::string s = "[";
     for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

@@ -11,8 +11,8 @@
 //  - Backward functions ACCUMULATE (+=) into every gradient output, inputs and
 //    parameters alike, so a caller zeroes gradients once per step and a
 //    residual stream's gradient is simply added to. Any gradient output may be
-//    an empty view, meaning "not needed" (router_topk_backward: dgate and
-//    dprobs_extra may be empty = zero; lse may be empty when dlse_scale = 0).
+//    a null view (Tensor{}, is_null()), meaning "not needed" (router_topk_backward:
+//    dgate and dprobs_extra may be null = zero; lse may be null when dlse_scale = 0).
 //  - Everything is deterministic: no atomics, reductions in a fixed order.
 //
 // Three namespaces declare these same signatures:
@@ -99,7 +99,7 @@ using In = std::type_identity_t<Tensor<const T>>;
   template <class T>                                                                    \
   void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi,                 \
                    In<T> gh, In<T> h);                              \
-  /* dgi, dgh [N,3p] and dh[N,p] +=, given dhnew. dh may be empty (detach). */          \
+  /* dgi, dgh [N,3p] and dh[N,p] +=, given dhnew. dh may be null (detach).  */          \
   template <class T>                                                                    \
   void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew,  \
                     In<T> gates, In<T> gh, In<T> h);      \
