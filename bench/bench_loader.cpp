@@ -24,14 +24,12 @@
 #include "rmoe/data/loader.h"
 #include "rmoe/data/prepare.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/core/timer.h"
 
 using namespace rmoe;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // ~`bytes` of text: words from a 20k-word Zipf lexicon, sentences, paragraphs.
 void write_text(const std::string& path, int64_t bytes, uint64_t seed) {
@@ -140,7 +138,7 @@ int main(int argc, char** argv) {
       for (int64_t f = 0; f < G; f += mb) src.fill(s, f, mb, S, tok.data(), tgt.data());
       if (sleep_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s));
     }
-    return since(t0);
+    return seconds_since(t0);
   };
   for (int prefetch : {0, 2}) {
     LoaderOptions lo;

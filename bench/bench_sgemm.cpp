@@ -4,10 +4,11 @@
 #include <cblas.h>
 
 #include <array>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
+
+#include "rmoe/core/timer.h"
 
 extern "C" char* openblas_get_corename(void);
 extern "C" int openblas_get_num_threads(void);
@@ -23,12 +24,12 @@ int main(int argc, char** argv) {
     std::vector<float> A(size_t(M) * K, 0.5f), B(size_t(K) * N, 0.25f), C(size_t(M) * N);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
     int reps = 0;
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = rmoe::Clock::now();
     double s = 0;
     while (s < 1.0) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
       ++reps;
-      s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      s = rmoe::seconds_since(t0);
     }
     std::printf("sgemm %5d x %5d x %5d: %7.1f GFLOP/s\n", M, N, K, 2.0 * M * N * K * reps / s / 1e9);
   }

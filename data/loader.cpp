@@ -4,22 +4,18 @@
 
 #include <algorithm>
 #include <bit>
-#include <chrono>
 #include <set>
 #include <sstream>
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/core/timer.h"
 
 namespace rmoe {
 
 namespace {
 
 constexpr uint64_t kPermutationStream = 0x7065726d75746531ULL;  // "permute1"
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // tokens/targets rows from windows of S + 1 tokens.
 void split_windows(const int32_t* windows, int64_t n, int S, int32_t* tokens, int32_t* targets) {
@@ -139,7 +135,7 @@ void ShardBatchSource::check_request(const char* what, int64_t first, int64_t n,
 void ShardBatchSource::fill(int64_t step, int64_t first, int64_t n, int S, int32_t* tokens, int32_t* targets) const {
   check_request("fill", first, n, S);
   RMOE_CHECK(step >= 0, "fill: step " << step << " must be >= 0");
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   const Key k{step, first, n};
   std::vector<int32_t> windows;
   std::unique_lock<std::mutex> lk(mu_);

@@ -18,16 +18,13 @@
 #include <sstream>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/timer.h"
 
 namespace rmoe {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 struct InputFile {
   std::string path;  // what is opened ("" for standard input)
@@ -259,8 +256,7 @@ class Progress {
   void update(int64_t done, bool force = false) {
     if (!on_) return;
     const auto now = Clock::now();
-    const double since = std::chrono::duration<double>(now - last_).count();
-    if (!force && since < (tty_ ? 0.25 : 30.0)) return;
+    if (!force && seconds_since(last_) < (tty_ ? 0.25 : 30.0)) return;
     last_ = now;
     const double el = std::max(1e-9, seconds_since(t0_)), rate = done / el / 1e6;
     char line[160];

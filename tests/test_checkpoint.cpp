@@ -30,6 +30,7 @@
 #include "rmoe/core/error.h"
 #include "rmoe/core/h5.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/core/timer.h"
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
@@ -558,10 +559,10 @@ TEST(CheckpointCrash, KillingTheWriterAtAnyMomentLeavesLoadableCheckpoints) {
   cfg.num_heads = 4;
   const std::string dir = fresh_dir("crash");
   auto state_of = [&](int64_t step) { return make_state(cfg, 1000 + uint64_t(step)); };
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   OwnedState first = state_of(0);
   save_state(dir, first, 0, 3);
-  const double save_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  const double save_us = 1e6 * seconds_since(t0);
 
   std::mt19937 rng(2024);
   int64_t newest = 0;
@@ -711,26 +712,24 @@ TEST(CheckpointBench, MediumConfigSaveLoadSpeed) {
   for (std::vector<float>* buf : {&o.params.replicated(), &o.params.expert(), &o.m_rep, &o.v_rep, &o.m_exp, &o.v_exp})
     for (size_t i = 0; i < buf->size(); ++i) (*buf)[i] = float(i % 4093) * 1e-3f;
   OwnedState into = zero_state(cfg);
-  using clock = std::chrono::steady_clock;
-  auto seconds = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
   auto cpu_seconds = [](std::clock_t c) { return double(std::clock() - c) / CLOCKS_PER_SEC; };
   for (int rep = 0; rep < 3; ++rep) {
-    auto t = clock::now();
+    auto t = Clock::now();
     auto c = std::clock();
     const std::string path = save_state(dir, o, rep, 1);
-    const double save_s = seconds(t), save_cpu = cpu_seconds(c);
+    const double save_s = seconds_since(t), save_cpu = cpu_seconds(c);
     const double mb = double(fs::file_size(path)) / 1e6;
     TrainState s = into.view();
-    t = clock::now();
+    t = Clock::now();
     c = std::clock();
     load_checkpoint(path, s, one_process(16));
-    const double warm_s = seconds(t), warm_cpu = cpu_seconds(c);
+    const double warm_s = seconds_since(t), warm_cpu = cpu_seconds(c);
     const int fd = open(path.c_str(), O_RDONLY);  // evict the file from the page cache
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
-    t = clock::now();
+    t = Clock::now();
     load_checkpoint(path, s, one_process(16));
-    const double cold_s = seconds(t);
+    const double cold_s = seconds_since(t);
     EXPECT_TRUE(same_state(o, into));
     if (rep == 2) fs::remove(path);
     std::printf("medium checkpoint %.1f MB (%.1fM params + 2 moments): save %.2f s = %.0f MB/s (CPU %.2f s), "

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 #include "rmoe/core/h5.h"
 #include "rmoe/train/checkpoint.h"
 
@@ -36,12 +37,6 @@ const char* kUsage =
     "usage: rmoe_ckpt info FILE|DIR   header, configuration, tensors with shapes and norms\n"
     "       rmoe_ckpt diff A B        per-tensor max |a - b| of two checkpoints\n"
     "exit status: 0 ok (diff: identical), 1 bad file, 2 bad usage, 3 (diff) the checkpoints differ\n";
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string t = "[";
-  for (size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
-  return t + "]";
-}
 
 int64_t numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;

@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +41,7 @@
 #include "rmoe/parallel/comm.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/timer.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
@@ -159,7 +159,7 @@ int run(int argc, char** argv) {
   // Every rank runs the same number of forward passes (the MoE layers
   // exchange tokens collectively); a rank without a micro-batch left in the
   // last round runs one window and ignores it.
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   std::vector<int32_t> tokens(size_t(mb) * S), targets(size_t(mb) * S);
   double sums[2] = {0, 0};  // sum of per-token CE (nats), tokens
   const int64_t rounds = (micro_batches + P - 1) / P;
@@ -179,7 +179,7 @@ int run(int argc, char** argv) {
     }
   }
   groups->world->allreduce_sum(sums, 2);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   if (rank == 0) {
     const double loss = sums[1] > 0 ? sums[0] / sums[1] : 0;
     std::printf("evaluated %lld tokens in %.2f s (%.0f tokens/s)\n", (long long)sums[1], seconds,

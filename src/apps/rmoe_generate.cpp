@@ -30,7 +30,6 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +47,7 @@
 #include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/core/timer.h"
 #include "rmoe/model/model.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
@@ -194,7 +194,7 @@ int run(int argc, char** argv) {
   std::vector<int32_t> tokens(S), targets(S, 0), generated, order;
   std::vector<double> prob;
   const uint64_t stream = hash_name("rmoe_generate");
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   bool ended = false;
   for (int64_t i = 0; i < o.max_tokens; ++i) {
     const size_t n = std::min<size_t>(context.size(), size_t(S));
@@ -210,7 +210,7 @@ int run(int argc, char** argv) {
     context.push_back(next);
     generated.push_back(next);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
   const std::string text = o.prompt + tok.decode(generated.data(), int64_t(generated.size()), "\n");
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fputc('\n', stdout);

@@ -2,7 +2,6 @@
 // configuration, build the trainer, loop, log. Exit status: 0 done, 1 failure,
 // 2 bad usage (one line naming the option).
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +12,7 @@
 #include "app_main.h"
 #include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/timer.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/dry_run.h"
@@ -124,11 +124,10 @@ int run(int argc, char** argv) {
   int64_t last_saved = resumed_from.empty() ? -1 : first;
   auto save = [&](const char* why) {
     if (cfg.save.empty() || last_saved == trainer.step()) return;
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     const std::string path = save_checkpoint(cfg.save, trainer.state(), *groups, cfg.keep_checkpoints);
     last_saved = trainer.step();
-    std::printf("saved %s (%s, %.2f s)\n", path.c_str(), why,
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::printf("saved %s (%s, %.2f s)\n", path.c_str(), why, seconds_since(t0));
     std::fflush(stdout);
   };
   int exit_status = exit_status_done;

@@ -10,4 +10,6 @@ void throw_error(const char* file, int line, const std::string& msg) {
   throw Error(msg + " (" + f + ":" + std::to_string(line) + ")");
 }
 
+void usage_fail(const std::string& msg) { throw UsageError(msg); }
+
 }  // namespace rmoe

@@ -5,37 +5,28 @@
 // Tested by tests/test_config.cpp.
 #include "rmoe/model/config.h"
 
-#include <charconv>
 #include <cmath>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 
 namespace rmoe {
 
 namespace {
 
-// Shortest text that reads back to the same double.
-std::string fmt(double x) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, x);
-  return std::string(buf, r.ptr);
-}
-
-[[noreturn]] void fail(const std::string& msg) { throw UsageError(msg); }
-
 void require_at_least(const char* flag, int64_t value, int64_t min) {
   if (value < min)
-    fail(std::string(flag) + "=" + std::to_string(value) + " must be >= " + std::to_string(min));
+    usage_fail(std::string(flag) + "=" + std::to_string(value) + " must be >= " + std::to_string(min));
 }
 
 void require_nonneg(const char* flag, double value) {
   if (!std::isfinite(value) || value < 0)
-    fail(std::string(flag) + "=" + fmt(value) + " must be a finite number >= 0");
+    usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be a finite number >= 0");
 }
 
 void require_positive(const char* flag, double value) {
   if (!std::isfinite(value) || value <= 0)
-    fail(std::string(flag) + "=" + fmt(value) + " must be a finite number > 0");
+    usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be a finite number > 0");
 }
 
 }  // namespace
@@ -45,7 +36,7 @@ RouterType parse_router_type(const std::string& s) {
   if (s == "mlp") return RouterType::mlp;
   if (s == "gru") return RouterType::gru;
   if (s == "rnn") return RouterType::rnn;
-  fail("--moe-router-type=" + s + ": unknown router type; allowed: linear, mlp, gru, rnn");
+  usage_fail("--moe-router-type=" + s + ": unknown router type; allowed: linear, mlp, gru, rnn");
 }
 
 const char* router_type_name(RouterType r) {
@@ -63,23 +54,25 @@ void ModelConfig::validate() const {
   require_at_least("--hidden-size", hidden_size, 1);
   require_at_least("--num-attention-heads", num_heads, 1);
   if (hidden_size % num_heads != 0)
-    fail("--hidden-size=" + std::to_string(hidden_size) + " must be a multiple of --num-attention-heads=" +
-         std::to_string(num_heads));
+    usage_fail("--hidden-size=" + std::to_string(hidden_size) + " must be a multiple of --num-attention-heads=" +
+               std::to_string(num_heads));
   if (head_dim() % 2 != 0)
-    fail("--hidden-size=" + std::to_string(hidden_size) + " / --num-attention-heads=" + std::to_string(num_heads) +
-         " gives head dim " + std::to_string(head_dim()) + "; it must be even (RoPE rotates pairs)");
+    usage_fail("--hidden-size=" + std::to_string(hidden_size) + " / --num-attention-heads=" +
+               std::to_string(num_heads) + " gives head dim " + std::to_string(head_dim()) +
+               "; it must be even (RoPE rotates pairs)");
   require_at_least("--ffn-hidden-size", ffn_hidden_size, 1);
   require_at_least("--num-experts", num_experts, 1);
   require_at_least("--moe-router-topk", topk, 1);
   if (topk > num_experts)
-    fail("--moe-router-topk=" + std::to_string(topk) + " must be <= --num-experts=" + std::to_string(num_experts));
+    usage_fail("--moe-router-topk=" + std::to_string(topk) + " must be <= --num-experts=" +
+               std::to_string(num_experts));
   require_at_least("--router-dim", router_dim, 1);
   require_at_least("--vocab-size", vocab_size, 2);
   require_at_least("--seq-length", seq_length, 1);
   if (router_type != RouterType::linear && router_type != RouterType::mlp && router_type != RouterType::gru &&
       router_type != RouterType::rnn)
-    fail("--moe-router-type=" + std::to_string(static_cast<int>(router_type)) +
-         ": unknown router type; allowed: linear, mlp, gru, rnn");
+    usage_fail("--moe-router-type=" + std::to_string(static_cast<int>(router_type)) +
+               ": unknown router type; allowed: linear, mlp, gru, rnn");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);

@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 #include "rmoe/core/h5.h"
 
 namespace rmoe {
@@ -54,12 +55,6 @@ std::vector<Section> sections(const TrainState& s, bool with_moments) {
     out.push_back({"/optimizer/exp_avg_sq", s.v_rep, s.v_exp});
   }
   return out;
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string t = "[";
-  for (size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
-  return t + "]";
 }
 
 // The shape a tensor has in a file: expert tensors [E_local, ...] -> [E, ...].

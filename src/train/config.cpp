@@ -20,6 +20,7 @@
 #include "rmoe/data/dataset.h"    // dataset_vocab_size
 #include "rmoe/data/synthetic.h"  // is_synthetic_data_path
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 
 namespace rmoe {
 
@@ -27,21 +28,12 @@ namespace po = boost::program_options;
 
 namespace {
 
-[[noreturn]] void fail(const std::string& msg) { throw UsageError(msg); }
-
-// Shortest text that reads back to the same double.
-std::string fmt_double(double x) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, x);
-  return std::string(buf, r.ptr);
-}
-
 // ---- text <-> value, one overload per field type ---------------------------
 
 std::string to_text(int x) { return std::to_string(x); }
 std::string to_text(int64_t x) { return std::to_string(x); }
 std::string to_text(uint64_t x) { return std::to_string(x); }
-std::string to_text(double x) { return fmt_double(x); }
+std::string to_text(double x) { return shortest_text(x); }
 std::string to_text(bool x) { return x ? "true" : "false"; }
 std::string to_text(const std::string& x) { return x; }
 std::string to_text(RouterType x) { return router_type_name(x); }
@@ -51,9 +43,9 @@ template <class Int>
 void parse_integer(const std::string& flag, const std::string& v, Int& out, const char* what) {
   Int x{};
   auto r = std::from_chars(v.data(), v.data() + v.size(), x);
-  if (r.ec == std::errc::result_out_of_range) fail(flag + "=" + v + ": out of range for " + what);
+  if (r.ec == std::errc::result_out_of_range) usage_fail(flag + "=" + v + ": out of range for " + what);
   if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
-    fail(flag + "=" + v + ": expected " + what);
+    usage_fail(flag + "=" + v + ": expected " + what);
   out = x;
 }
 
@@ -70,7 +62,7 @@ void from_text(const std::string& flag, const std::string& v, double& out) {
   double x = 0;
   auto r = std::from_chars(v.data(), v.data() + v.size(), x);
   if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty() || !std::isfinite(x))
-    fail(flag + "=" + v + ": expected a finite number (e.g. 0.001 or 1e-3)");
+    usage_fail(flag + "=" + v + ": expected a finite number (e.g. 0.001 or 1e-3)");
   out = x;
 }
 void from_text(const std::string& flag, const std::string& v, bool& out) {
@@ -79,7 +71,7 @@ void from_text(const std::string& flag, const std::string& v, bool& out) {
   } else if (v == "false" || v == "0" || v == "no" || v == "off") {
     out = false;
   } else {
-    fail(flag + "=" + v + ": expected true or false");
+    usage_fail(flag + "=" + v + ": expected true or false");
   }
 }
 void from_text(const std::string&, const std::string& v, std::string& out) { out = v; }
@@ -92,7 +84,7 @@ void from_text(const std::string& flag, const std::string& v, Device& out) {
   } else if (v == "cuda") {
     out = Device::cuda;
   } else {
-    fail(flag + "=" + v + ": unknown device; allowed: cpu, cuda");
+    usage_fail(flag + "=" + v + ": unknown device; allowed: cpu, cuda");
   }
 }
 
@@ -241,11 +233,11 @@ po::options_description command_line_options() {
 // One line for any Boost parse error.
 [[noreturn]] void rethrow_boost(const po::error& e, const std::string& source) {
   if (auto* u = dynamic_cast<const po::unknown_option*>(&e)) {
-    if (source.empty()) fail(u->get_option_name() + ": unknown option; run with --help for the list");
-    fail(source + ": unknown key '" + u->get_option_name() +
-         "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)");
+    if (source.empty()) usage_fail(u->get_option_name() + ": unknown option; run with --help for the list");
+    usage_fail(source + ": unknown key '" + u->get_option_name() +
+               "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)");
   }
-  fail((source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options");
+  usage_fail((source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options");
 }
 
 std::string require_text(const char* flag, int64_t value, const char* rule) {
@@ -253,16 +245,19 @@ std::string require_text(const char* flag, int64_t value, const char* rule) {
 }
 
 void require_min(const char* flag, int64_t value, int64_t min) {
-  if (value < min) fail(require_text(flag, value, ("must be >= " + std::to_string(min)).c_str()));
+  if (value < min) usage_fail(require_text(flag, value, ("must be >= " + std::to_string(min)).c_str()));
 }
 
 void require_finite_min(const char* flag, double value, double min, bool strict) {
   bool bad = !std::isfinite(value) || (strict ? value <= min : value < min);
-  if (bad) fail(std::string(flag) + "=" + fmt_double(value) + " must be " + (strict ? "> " : ">= ") + fmt_double(min));
+  if (bad)
+    usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be " + (strict ? "> " : ">= ") +
+               shortest_text(min));
 }
 
 void require_unit_interval(const char* flag, double value) {
-  if (!(value >= 0.0 && value < 1.0)) fail(std::string(flag) + "=" + fmt_double(value) + " must be in [0, 1)");
+  if (!(value >= 0.0 && value < 1.0))
+    usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be in [0, 1)");
 }
 
 }  // namespace
@@ -272,11 +267,11 @@ void validate_train_config(const TrainConfig& c) {
   require_min("--micro-batch-size", c.micro_batch_size, 1);
   require_min("--global-batch-size", c.global_batch_size, 1);
   if (c.global_batch_size % c.micro_batch_size != 0)
-    fail("--global-batch-size=" + std::to_string(c.global_batch_size) + " must be a multiple of --micro-batch-size=" +
-         std::to_string(c.micro_batch_size));
+    usage_fail("--global-batch-size=" + std::to_string(c.global_batch_size) + " must be a multiple of --micro-batch-size=" +
+               std::to_string(c.micro_batch_size));
   require_finite_min("--lr", c.lr, 0.0, true);
   require_finite_min("--min-lr", c.min_lr, 0.0, false);
-  if (c.min_lr > c.lr) fail("--min-lr=" + fmt_double(c.min_lr) + " must be <= --lr=" + fmt_double(c.lr));
+  if (c.min_lr > c.lr) usage_fail("--min-lr=" + shortest_text(c.min_lr) + " must be <= --lr=" + shortest_text(c.lr));
   require_min("--lr-warmup-iters", c.lr_warmup_iters, 0);
   if (c.lr_decay_iters != -1) require_min("--lr-decay-iters", c.lr_decay_iters, 1);  // -1: = train-iters
   require_min("--train-iters", c.train_iters, 1);
@@ -288,23 +283,23 @@ void validate_train_config(const TrainConfig& c) {
   require_finite_min("--clip-grad", c.clip_grad, 0.0, false);
   require_min("--expert-parallel-size", c.expert_parallel_size, 0);
   if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)
-    fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +
-         std::to_string(c.model.num_experts));
-  if (c.data_path.empty()) fail("--data-path= must not be empty; give a dataset directory or synthetic:markov");
+    usage_fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +
+               std::to_string(c.model.num_experts));
+  if (c.data_path.empty()) usage_fail("--data-path= must not be empty; give a dataset directory or synthetic:markov");
   if (is_synthetic_data_path(c.data_path) && c.data_path != "synthetic:markov")
-    fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
+    usage_fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
   require_min("--save-interval", c.save_interval, 0);
   require_min("--keep-checkpoints", c.keep_checkpoints, 0);
   require_min("--dry-run-ranks", c.dry_run_ranks, 0);
   require_min("--eval-interval", c.eval_interval, 0);
   require_min("--eval-iters", c.eval_iters, 0);
   if (c.eval_interval > 0 && c.eval_iters < 1)
-    fail("--eval-iters=" + std::to_string(c.eval_iters) + " must be >= 1 when --eval-interval=" +
-         std::to_string(c.eval_interval) + " is set");
+    usage_fail("--eval-iters=" + std::to_string(c.eval_iters) + " must be >= 1 when --eval-interval=" +
+               std::to_string(c.eval_interval) + " is set");
   require_min("--log-interval", c.log_interval, 1);
 #ifndef RMOE_WITH_CUDA
   if (c.device == Device::cuda)
-    fail("--device=cuda: this build has no CUDA backend; rebuild with -DRMOE_CUDA=ON or use --device=cpu");
+    usage_fail("--device=cuda: this build has no CUDA backend; rebuild with -DRMOE_CUDA=ON or use --device=cpu");
 #endif
 }
 
@@ -317,8 +312,8 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
     const po::parsed_options parsed = po::command_line_parser(argc, argv).options(cmd_desc).style(style).run();
     for (const po::option& o : parsed.options)  // Boost keeps stray words as positional options
       if (o.position_key >= 0 || o.string_key.empty())
-        fail((o.original_tokens.empty() ? std::string("?") : o.original_tokens.front()) +
-             ": unexpected argument; every option is a flag (--name=value); run with --help for the list");
+        usage_fail((o.original_tokens.empty() ? std::string("?") : o.original_tokens.front()) +
+                   ": unexpected argument; every option is a flag (--name=value); run with --help for the list");
     po::store(parsed, vm);
   } catch (const po::error& e) {
     rethrow_boost(e, "");
@@ -335,7 +330,7 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
     const std::string path = vm["config"].as<std::string>();
     const std::string source = "--config=" + path;
     std::ifstream in(path);
-    if (!in) fail(source + ": cannot open the file; check the path");
+    if (!in) usage_fail(source + ": cannot open the file; check the path");
     try {
       // Stored after the command line: Boost keeps the first value stored, so
       // a flag on the command line overrides the file.
@@ -350,7 +345,7 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
   cfg.vocab_size_given = vm.count("vocab-size") > 0;
 
   if (vm.count("lr-decay-iters") && cfg.lr_decay_iters < 1)
-    fail("--lr-decay-iters=" + std::to_string(cfg.lr_decay_iters) + " must be >= 1");
+    usage_fail("--lr-decay-iters=" + std::to_string(cfg.lr_decay_iters) + " must be >= 1");
   validate_train_config(cfg);
   cfg.lr_decay_iters = cfg.resolved_lr_decay_iters();
   return cfg;
@@ -367,8 +362,9 @@ void resolve_vocab_size_from_data(TrainConfig& cfg) {
   if (is_synthetic_data_path(cfg.data_path)) return;
   const int v = dataset_vocab_size(cfg.data_path);
   if (cfg.vocab_size_given && v != cfg.model.vocab_size)
-    fail("--vocab-size=" + std::to_string(cfg.model.vocab_size) + " does not match the vocabulary " +
-         std::to_string(v) + " of dataset '" + cfg.data_path + "'; drop --vocab-size or give " + std::to_string(v));
+    usage_fail("--vocab-size=" + std::to_string(cfg.model.vocab_size) + " does not match the vocabulary " +
+               std::to_string(v) + " of dataset '" + cfg.data_path + "'; drop --vocab-size or give " +
+               std::to_string(v));
   cfg.model.vocab_size = v;
 }
 

@@ -6,6 +6,7 @@
 
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/timer.h"
 #include "rmoe/train/schedule.h"
 
 namespace rmoe {
@@ -19,10 +20,6 @@ std::shared_ptr<ProcessGroups> one_process(const TrainConfig& cfg) {
 std::shared_ptr<ExpertDispatcher<float>> dispatcher_for(const TrainConfig& cfg, ProcessGroups& g) {
   if (g.world->size() == 1) return nullptr;  // the model's own one-process dispatcher
   return std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts, *g.ep, *g.world);
-}
-
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
@@ -67,7 +64,7 @@ StepStats Trainer::train_step() {
   for (int a = 0; a < accum; ++a) {
     const auto td = std::chrono::steady_clock::now();
     source_->fill(step_, first_seq + int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
-    st.data_seconds += since(td);
+    st.data_seconds += seconds_since(td);
     ForwardResult r = model_.forward(tokens_.data(), targets_.data(), mb);
     RMOE_CHECK(std::isfinite(r.total), "loss is not finite (" << r.total << ") at step " << step_
                                            << "; lower --lr or check the data");
@@ -88,7 +85,7 @@ StepStats Trainer::train_step() {
   groups_->world->allreduce_sum(gr.data(), int64_t(gr.size()));
   groups_->edp->allreduce_sum(ge.data(), int64_t(ge.size()));
   groups_->world->allreduce_sum(&st.loss, 1);
-  st.allreduce_seconds = since(tr);
+  st.allreduce_seconds = seconds_since(tr);
   // Global norm: every parameter counted once — replicated ones are the same on
   // every rank, each expert lives once in every expert-parallel group.
   double expert_sq = sum_squares(ge.data(), int64_t(ge.size()));
@@ -125,7 +122,7 @@ StepStats Trainer::train_step() {
     }
   }
   ++step_;
-  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  st.seconds = seconds_since(t0);
   return st;
 }
 

@@ -18,6 +18,9 @@ struct UsageError : Error {
   using Error::Error;
 };
 
+// Throws UsageError(msg): for validation code that reads as a list of rules.
+[[noreturn]] void usage_fail(const std::string& msg);
+
 [[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
 
 }  // namespace rmoe
