@@ -170,6 +170,26 @@ TEST(TrainConfigErrors, BadCombinations) {
   expect_usage_error({"--eval-interval=10", "--eval-iters=0"}, {"--eval-iters=0", "--eval-interval=10"});
 }
 
+// The one batch-layout rule: at parse time per process, later per rank count.
+TEST(TrainConfigErrors, BatchLayout) {
+  TrainConfig c;
+  c.micro_batch_size = 2;
+  c.global_batch_size = 8;
+  EXPECT_NO_THROW(check_batch_layout(c));
+  EXPECT_NO_THROW(check_batch_layout(c, 2));
+  EXPECT_NO_THROW(check_batch_layout(c, 4));
+  try {
+    check_batch_layout(c, 3);
+    ADD_FAILURE() << "8 sequences in micro-batches of 2 do not split over 3 ranks";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "--global-batch-size=8 must be a multiple of ranks (3) x --micro-batch-size (2)");
+  }
+  c.global_batch_size = 9;
+  EXPECT_THROW(check_batch_layout(c), UsageError);
+  EXPECT_NO_THROW(check_device_supported(Device::cpu));
+  EXPECT_THROW(check_device_supported(Device::cuda), UsageError);  // until the CUDA backend is complete
+}
+
 TEST(TrainConfigErrors, NonPositiveSizes) {
   for (const char* flag : {"--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads",
                            "--seq-length", "--vocab-size", "--num-experts", "--moe-router-topk", "--router-dim",

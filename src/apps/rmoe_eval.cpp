@@ -113,8 +113,6 @@ int run(int argc, char** argv) {
                        path + " has vocabulary " + std::to_string(cfg.model.vocab_size) +
                        "; evaluate on data prepared with the tokenizer the model was trained on");
   }
-  if (cfg.device == Device::cuda)
-    throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
 
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));

@@ -53,8 +53,6 @@ int run(int argc, char** argv) {
     std::cout << cfg.help_text;
     return 0;
   }
-  if (cfg.device == Device::cuda)
-    throw UsageError("--device=cuda: this build has no CUDA backend yet; use --device cpu");
   resolve_vocab_size_from_data(cfg);  // --data-path DIR: the dataset's vocabulary unless --vocab-size is given
   const ModelStats stats = compute_model_stats(cfg);
   if (cfg.dry_run && cfg.dry_run_ranks > 0) {  // plan a layout without starting it

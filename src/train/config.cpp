@@ -266,9 +266,7 @@ void validate_train_config(const TrainConfig& c) {
   c.model.validate();
   require_min("--micro-batch-size", c.micro_batch_size, 1);
   require_min("--global-batch-size", c.global_batch_size, 1);
-  if (c.global_batch_size % c.micro_batch_size != 0)
-    usage_fail("--global-batch-size=" + std::to_string(c.global_batch_size) + " must be a multiple of --micro-batch-size=" +
-               std::to_string(c.micro_batch_size));
+  check_batch_layout(c);
   require_finite_min("--lr", c.lr, 0.0, true);
   require_finite_min("--min-lr", c.min_lr, 0.0, false);
   if (c.min_lr > c.lr) usage_fail("--min-lr=" + shortest_text(c.min_lr) + " must be <= --lr=" + shortest_text(c.lr));
@@ -297,9 +295,26 @@ void validate_train_config(const TrainConfig& c) {
     usage_fail("--eval-iters=" + std::to_string(c.eval_iters) + " must be >= 1 when --eval-interval=" +
                std::to_string(c.eval_interval) + " is set");
   require_min("--log-interval", c.log_interval, 1);
+  check_device_supported(c.device);
+}
+
+void check_batch_layout(const TrainConfig& c, int ranks) {
+  const std::string global = "--global-batch-size=" + std::to_string(c.global_batch_size);
+  if (ranks <= 0) {
+    if (c.global_batch_size % c.micro_batch_size != 0)
+      usage_fail(global + " must be a multiple of --micro-batch-size=" + std::to_string(c.micro_batch_size));
+  } else if (c.global_batch_size % (ranks * c.micro_batch_size) != 0) {
+    usage_fail(global + " must be a multiple of ranks (" + std::to_string(ranks) + ") x --micro-batch-size (" +
+               std::to_string(c.micro_batch_size) + ")");
+  }
+}
+
+void check_device_supported(Device device) {
+  if (device != Device::cuda) return;
 #ifndef RMOE_WITH_CUDA
-  if (c.device == Device::cuda)
-    usage_fail("--device=cuda: this build has no CUDA backend; rebuild with -DRMOE_CUDA=ON or use --device=cpu");
+  usage_fail("--device=cuda: this build has no CUDA backend; rebuild with -DRMOE_CUDA=ON or use --device=cpu");
+#else
+  usage_fail("--device=cuda: this build has no CUDA backend yet; use --device cpu");
 #endif
 }
 

@@ -3,8 +3,6 @@
 // Tested by tests/test_dry_run.cpp.
 #include "rmoe/train/dry_run.h"
 
-#include "rmoe/core/error.h"
-
 #include <cstdio>
 #include <sstream>
 
@@ -176,9 +174,7 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
 }
 
 std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, int EP) {
-  if (cfg.global_batch_size % (P * cfg.micro_batch_size) != 0)
-    throw UsageError("--global-batch-size=" + std::to_string(cfg.global_batch_size) + " must be a multiple of ranks (" +
-                     std::to_string(P) + ") x --micro-batch-size (" + std::to_string(cfg.micro_batch_size) + ")");
+  check_batch_layout(cfg, P);
   const int E = cfg.model.num_experts;
   const int64_t per_rank_params = s.total_params - s.expert_params + s.expert_params / EP;
   const int64_t weights = 16 * per_rank_params;  // fp32 value, gradient, two AdamW moments

@@ -30,11 +30,7 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
       source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length,
                                 cfg.global_batch_size)),
       model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_)) {
-  const int P = groups_->world->size();
-  if (cfg.global_batch_size % (P * cfg.micro_batch_size) != 0)
-    throw UsageError("--global-batch-size=" + std::to_string(cfg.global_batch_size) +
-                     " must be a multiple of ranks (" + std::to_string(P) + ") x --micro-batch-size (" +
-                     std::to_string(cfg.micro_batch_size) + ")");
+  check_batch_layout(cfg, groups_->world->size());
   RMOE_CHECK(source_->vocab_size() == cfg.model.vocab_size,
              "data source vocabulary " << source_->vocab_size() << " != --vocab-size " << cfg.model.vocab_size);
   model_.params().init(cfg.seed, cfg.model.init_std, groups_->first_local_expert);

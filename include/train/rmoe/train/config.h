@@ -91,6 +91,19 @@ TrainConfig parse_train_config(int argc, const char* const* argv);
 // Throws UsageError naming the first bad option (ModelConfig's checks first).
 void validate_train_config(const TrainConfig& cfg);
 
+// Throws UsageError unless the global batch splits into whole micro-batches:
+// with ranks = 0 (no layout yet, as when parsing) in one process, e.g.
+//   "--global-batch-size=10 must be a multiple of --micro-batch-size=4";
+// with ranks = P, P ranks each taking global / P sequences, e.g.
+//   "--global-batch-size=8 must be a multiple of ranks (3) x --micro-batch-size (2)".
+void check_batch_layout(const TrainConfig& cfg, int ranks = 0);
+
+// Throws UsageError when this build cannot run on `device`: the one place that
+// says so (validate_train_config calls it). --device=cuda is refused for now:
+// without a CUDA toolkit nothing of the backend is built, and with one only
+// its element-wise kernels are (README, Backends).
+void check_device_supported(Device device);
+
 // The resolved configuration as INI text, one `key = value` line per option
 // (every option except config and help), readable back through --config.
 std::string config_to_ini(const TrainConfig& cfg);
