@@ -1,9 +1,13 @@
 // test_cuda.cpp — the CUDA backend against the cpu backend (same inputs, same
 // pw:: formulas). Skips with a message where the build has no CUDA or the
-// machine has no GPU.
+// machine has no GPU. Cuda.EveryCudaOpHasACase (runs everywhere) fails for an
+// op of the table's cuda column without a CUDA_CASE here.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "rmoe/core/rng.h"
@@ -13,6 +17,34 @@
 #endif
 
 using namespace rmoe;
+
+namespace {
+// op -> the cases that check it; filled before any test runs.
+std::map<std::string, std::vector<std::string>>& cuda_coverage() {
+  static std::map<std::string, std::vector<std::string>> c;
+  return c;
+}
+bool record(const char* test, std::initializer_list<const char*> ops) {
+  for (const char* op : ops) cuda_coverage()[op].push_back(test);
+  return true;
+}
+}  // namespace
+
+// CUDA_CASE(Name, "op", ...) is TEST(Cuda, Name), recorded as checking those ops.
+#define CUDA_CASE(test, ...)                                                            \
+  [[maybe_unused]] static const bool cuda_##test##_recorded = record("Cuda." #test, {__VA_ARGS__}); \
+  TEST(Cuda, test)
+
+TEST(Cuda, EveryCudaOpHasACase) {
+  std::set<std::string> cuda_ops;
+#define RMOE_TEST_CUDA_ROW(kind, name, cuda, dev, params, args) RMOE_OP_IF_CUDA_##cuda(cuda_ops.insert(#name);)
+  RMOE_OPS(RMOE_TEST_CUDA_ROW)
+#undef RMOE_TEST_CUDA_ROW
+  for (const std::string& op : cuda_ops)
+    EXPECT_TRUE(cuda_coverage().count(op)) << op << " has cuda = yes in the op table but no CUDA_CASE here";
+  for (const auto& [op, tests] : cuda_coverage())
+    EXPECT_TRUE(cuda_ops.count(op)) << tests.front() << " checks " << op << ", which the cuda column does not list";
+}
 
 #ifdef RMOE_WITH_CUDA
 namespace {
@@ -47,7 +79,7 @@ double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 #endif
 
-TEST(Cuda, PointwiseOpsMatchCpu) {
+CUDA_CASE(PointwiseOpsMatchCpu, "swiglu_forward", "swiglu_backward", "gru_forward") {
 #ifndef RMOE_WITH_CUDA
   GTEST_SKIP() << "built without CUDA (-DRMOE_CUDA=OFF or no toolkit)";
 #else

@@ -24,12 +24,16 @@
 //                 (which the FD tests cannot: they only tie backward to forward),
 //                 and the token-id check of embedding.
 //  RefChecks.*    the oracle's own shape and index checks.
+//  OpTable.*      every op of the table (ops.h) has its cases: each case is
+//                 an OP_CASE naming the ops it checks and how.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <set>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -45,31 +49,22 @@ using namespace rmoe;
 
 namespace {
 
-// ---- the two backends as types ------------------------------------------------
+// ---- the two backends as types, one static function per op of the table -----
 
-// clang-format off
-#define RMOE_TEST_FN(ns, fn) \
-  template <class... A> static void fn(A&&... a) { ns::fn(std::forward<A>(a)...); }
-#define RMOE_TEST_BACKEND(Name, ns)                                                    \
-  struct Name {                                                                        \
-    static constexpr const char* name = #Name;                                         \
-    RMOE_TEST_FN(ns, linear_forward)      RMOE_TEST_FN(ns, linear_backward)            \
-    RMOE_TEST_FN(ns, embedding_forward)   RMOE_TEST_FN(ns, embedding_backward)         \
-    RMOE_TEST_FN(ns, rmsnorm_forward)     RMOE_TEST_FN(ns, rmsnorm_backward)           \
-    RMOE_TEST_FN(ns, rope_forward)        RMOE_TEST_FN(ns, rope_backward)              \
-    RMOE_TEST_FN(ns, attention_forward)   RMOE_TEST_FN(ns, attention_backward)         \
-    RMOE_TEST_FN(ns, swiglu_forward)      RMOE_TEST_FN(ns, swiglu_backward)            \
-    RMOE_TEST_FN(ns, tanh_forward)        RMOE_TEST_FN(ns, tanh_backward)              \
-    RMOE_TEST_FN(ns, gru_forward)         RMOE_TEST_FN(ns, gru_backward)               \
-    RMOE_TEST_FN(ns, router_topk_forward) RMOE_TEST_FN(ns, router_topk_backward)       \
-    RMOE_TEST_FN(ns, experts_forward)     RMOE_TEST_FN(ns, experts_backward)           \
-    RMOE_TEST_FN(ns, moe_gather)          RMOE_TEST_FN(ns, moe_combine)                \
-    RMOE_TEST_FN(ns, moe_combine_backward) RMOE_TEST_FN(ns, moe_gather_backward)       \
-    RMOE_TEST_FN(ns, cross_entropy)                                                    \
-  };
-// clang-format on
-RMOE_TEST_BACKEND(Ref, rmoe::ref)
-RMOE_TEST_BACKEND(Cpu, rmoe::cpu)
+#define RMOE_TEST_FN(kind, name, cuda, dev, params, args) \
+  RMOE_OP_TEMPLATE_##kind static void name params { RMOE_TEST_NS::name RMOE_OP_TARGS_##kind args; }
+struct Ref {
+  static constexpr const char* name = "Ref";
+#define RMOE_TEST_NS rmoe::ref
+  RMOE_OPS(RMOE_TEST_FN)
+#undef RMOE_TEST_NS
+};
+struct Cpu {
+  static constexpr const char* name = "Cpu";
+#define RMOE_TEST_NS rmoe::cpu
+  RMOE_OPS(RMOE_TEST_FN)
+#undef RMOE_TEST_NS
+};
 
 struct BackendName {
   template <class B>
@@ -78,6 +73,74 @@ struct BackendName {
   }
 };
 using Backends = ::testing::Types<Ref, Cpu>;
+
+// ---- what each case checks, and the table it must cover ------------------------
+//
+// OP_CASE(Suite, Name, "op: what ...", ...) is TEST(Suite, Name) that also
+// records, before any test runs, what it checks of which op:
+//   ref        the cpu backend equals the ref oracle (forward outputs, or the
+//              gradients of a backward)
+//   fd         the backward against finite differences of the forward
+// OP_TYPED_CASE is the same for a TYPED_TEST (run on both backends).
+// OpTable.EveryOpHasItsCases walks the op table and fails for every op that
+// lacks a case for one of these (fd: ops with a gradient output).
+
+struct TableOp {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> params;  // (type, name)
+};
+
+// Splits "(Grad<T> dx, In<T> dy, double eps)" into (type, name) pairs.
+std::vector<std::pair<std::string, std::string>> parse_params(std::string s) {
+  s = s.substr(1, s.size() - 2);
+  std::vector<std::pair<std::string, std::string>> out;
+  std::istringstream in(s);
+  for (std::string p; std::getline(in, p, ',');) {
+    p.erase(0, p.find_first_not_of(' '));
+    p.erase(p.find_last_not_of(' ') + 1);
+    const size_t sp = p.rfind(' ');
+    out.emplace_back(p.substr(0, sp), p.substr(sp + 1));
+  }
+  return out;
+}
+
+const std::vector<TableOp>& table_ops() {
+  static const std::vector<TableOp> ops = [] {
+    std::vector<TableOp> v;
+#define RMOE_TEST_TABLE_ROW(kind, name, cuda, dev, params, args) v.push_back({#name, parse_params(#params)});
+    RMOE_OPS(RMOE_TEST_TABLE_ROW)
+#undef RMOE_TEST_TABLE_ROW
+    return v;
+  }();
+  return ops;
+}
+
+// op -> what is checked -> the tests that check it.
+using Coverage = std::map<std::string, std::map<std::string, std::vector<std::string>>>;
+Coverage& coverage() {
+  static Coverage c;
+  return c;
+}
+
+// Each claim: "op: item item ...".
+bool record(const char* test, std::initializer_list<const char*> claims) {
+  for (const char* claim : claims) {
+    std::istringstream in(claim);
+    std::string op, item;
+    in >> op;
+    RMOE_CHECK(!op.empty() && op.back() == ':', test << ": claim '" << claim << "' is not \"op: what ...\"");
+    op.pop_back();
+    while (in >> item) coverage()[op][item].push_back(test);
+  }
+  return true;
+}
+
+#define OP_CASE(suite, test, ...)                                                            \
+  [[maybe_unused]] const bool suite##_##test##_recorded = record(#suite "." #test, {__VA_ARGS__}); \
+  TEST(suite, test)
+#define OP_TYPED_CASE(suite, test, ...)                                                      \
+  [[maybe_unused]] const bool suite##_##test##_recorded = record(#suite "." #test, {__VA_ARGS__}); \
+  TYPED_TEST(suite, test)
 
 // ---- guarded buffers ----------------------------------------------------------
 
@@ -317,7 +380,7 @@ using F = float;
 // 1. cpu vs ref, float
 // =============================================================================
 
-TEST(CpuVsRef, Linear) {
+OP_CASE(CpuVsRef, Linear, "linear_forward: ref", "linear_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, in, out;
@@ -349,7 +412,7 @@ TEST(CpuVsRef, Linear) {
     }
 }
 
-TEST(CpuVsRef, Embedding) {
+OP_CASE(CpuVsRef, Embedding, "embedding_forward: ref", "embedding_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, V, d;
@@ -371,7 +434,7 @@ TEST(CpuVsRef, Embedding) {
   }
 }
 
-TEST(CpuVsRef, RmsNorm) {
+OP_CASE(CpuVsRef, RmsNorm, "rmsnorm_forward: ref", "rmsnorm_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, d;
@@ -400,7 +463,7 @@ TEST(CpuVsRef, RmsNorm) {
     }
 }
 
-TEST(CpuVsRef, Rope) {
+OP_CASE(CpuVsRef, Rope, "rope_forward: ref", "rope_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t B, S_, H, D;
@@ -453,7 +516,7 @@ void attention_vs_ref(Rng& rng, AttnShape s, bool only_dv) {
   EXPECT_TRUE(close("dv", dv, kGemm));
 }
 
-TEST(CpuVsRef, Attention) {
+OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref") {
   Rng rng = test_rng();
   for (AttnShape s : {AttnShape{1, 1, 1, 2}, AttnShape{2, 5, 3, 4}, AttnShape{1, 64, 2, 16},
                       AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}})
@@ -465,7 +528,7 @@ TEST(CpuVsRef, AttentionEmptyGradViews) {
   attention_vs_ref(rng, AttnShape{2, 5, 3, 4}, true);
 }
 
-TEST(CpuVsRef, SwigluTanh) {
+OP_CASE(CpuVsRef, SwigluTanh, "swiglu_forward: ref", "swiglu_backward: ref", "tanh_forward: ref", "tanh_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, f;
@@ -495,7 +558,7 @@ TEST(CpuVsRef, SwigluTanh) {
   }
 }
 
-TEST(CpuVsRef, Gru) {
+OP_CASE(CpuVsRef, Gru, "gru_forward: ref", "gru_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, p;
@@ -525,7 +588,7 @@ TEST(CpuVsRef, Gru) {
     }
 }
 
-TEST(CpuVsRef, RouterTopk) {
+OP_CASE(CpuVsRef, RouterTopk, "router_topk_forward: ref", "router_topk_backward: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, E, k;
@@ -611,7 +674,7 @@ void experts_vs_ref(Rng& rng, const ExpertsCase& s, bool only_dxs) {
   EXPECT_TRUE(close("dW2", dW2, kGemm));
 }
 
-TEST(CpuVsRef, Experts) {
+OP_CASE(CpuVsRef, Experts, "experts_forward: ref", "experts_backward: ref") {
   Rng rng = test_rng();
   const std::vector<ExpertsCase> cases = {
       {4, 3, {1}},                            // one token, one expert
@@ -629,7 +692,7 @@ TEST(CpuVsRef, ExpertsEmptyGradViews) {
   experts_vs_ref(rng, ExpertsCase{16, 24, {5, 0, 8, 0}}, true);
 }
 
-TEST(CpuVsRef, GatherCombine) {
+OP_CASE(CpuVsRef, GatherCombine, "moe_gather: ref", "moe_combine: ref", "moe_combine_backward: ref", "moe_gather_backward: ref") {
   Rng rng = test_rng();
   struct S {
     const char* name;
@@ -695,7 +758,7 @@ TEST(CpuVsRef, CombineEmptyGradViews) {
   }
 }
 
-TEST(CpuVsRef, CrossEntropy) {
+OP_CASE(CpuVsRef, CrossEntropy, "cross_entropy: ref") {
   Rng rng = test_rng();
   struct S {
     int64_t N, V;
@@ -768,7 +831,7 @@ template <class L>
          << worst_fd;
 }
 
-TYPED_TEST(Fd, Linear) {
+OP_TYPED_CASE(Fd, Linear, "linear_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 3, in = 5, out = 4;
@@ -792,7 +855,7 @@ TYPED_TEST(Fd, Linear) {
   }
 }
 
-TYPED_TEST(Fd, Embedding) {
+OP_TYPED_CASE(Fd, Embedding, "embedding_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t V = 5, d = 3;
@@ -811,7 +874,7 @@ TYPED_TEST(Fd, Embedding) {
   EXPECT_TRUE(fd_check("W", W, added(dW, dW0), loss));
 }
 
-TYPED_TEST(Fd, RmsNorm) {
+OP_TYPED_CASE(Fd, RmsNorm, "rmsnorm_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 3, d = 6;
@@ -831,7 +894,7 @@ TYPED_TEST(Fd, RmsNorm) {
 
 // rope is linear and orthogonal, so its backward (the inverse rotation) must be
 // its exact adjoint and its inverse.
-TYPED_TEST(Fd, RopeAdjoint) {
+OP_TYPED_CASE(Fd, RopeAdjoint, "rope_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   for (double theta : {1e4, 100.0}) {
@@ -852,7 +915,7 @@ TYPED_TEST(Fd, RopeAdjoint) {
   }
 }
 
-TYPED_TEST(Fd, Attention) {
+OP_TYPED_CASE(Fd, Attention, "attention_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t Bn = 2, S = 5, H = 2, Dh = 4;
@@ -873,7 +936,7 @@ TYPED_TEST(Fd, Attention) {
   EXPECT_TRUE(fd_check("v", v, added(dv, dv0), loss));
 }
 
-TYPED_TEST(Fd, Swiglu) {
+OP_TYPED_CASE(Fd, Swiglu, "swiglu_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 3, f = 7;
@@ -890,7 +953,7 @@ TYPED_TEST(Fd, Swiglu) {
   EXPECT_TRUE(fd_check("b", b, added(db, db0), loss));
 }
 
-TYPED_TEST(Fd, Tanh) {
+OP_TYPED_CASE(Fd, Tanh, "tanh_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   auto x = rng.randn<D>({3, 7}), R = rng.randn<D>({3, 7});
@@ -906,7 +969,7 @@ TYPED_TEST(Fd, Tanh) {
   EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
 }
 
-TYPED_TEST(Fd, Gru) {
+OP_TYPED_CASE(Fd, Gru, "gru_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 3, p = 4;
@@ -928,7 +991,7 @@ TYPED_TEST(Fd, Gru) {
 
 // L = sum(gate * Rg) + sum_{n,e} probs[n,e] Re[e] + z * sum(lse^2), each term
 // on or off; logits far from ties so no perturbation changes the top-k.
-TYPED_TEST(Fd, RouterTopk) {
+OP_TYPED_CASE(Fd, RouterTopk, "router_topk_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 4, E = 6, k = 2;
@@ -962,7 +1025,7 @@ TYPED_TEST(Fd, RouterTopk) {
   }
 }
 
-TYPED_TEST(Fd, Experts) {
+OP_TYPED_CASE(Fd, Experts, "experts_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t d = 4, f = 3, E = 4;
@@ -989,7 +1052,7 @@ TYPED_TEST(Fd, Experts) {
   EXPECT_TRUE(fd_check("W2", W2, added(dW2, dW20), loss));
 }
 
-TYPED_TEST(Fd, GatherCombine) {
+OP_TYPED_CASE(Fd, GatherCombine, "moe_gather_backward: fd", "moe_combine_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t T = 5, k = 2, E = 4, d = 3, N = T * k;
@@ -1018,7 +1081,7 @@ TYPED_TEST(Fd, GatherCombine) {
   EXPECT_TRUE(fd_check("gate (combine)", gate, added(dgate, dgate0), combine_loss));
 }
 
-TYPED_TEST(Fd, CrossEntropy) {
+OP_TYPED_CASE(Fd, CrossEntropy, "cross_entropy: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
   const int64_t N = 4, V = 7;
@@ -1223,6 +1286,26 @@ TEST(RefChecks, RejectsBadShapesAndIndices) {
   Buf<int32_t> slot_token({2});
   slot_token[0] = 2;  // only tokens 0, 1 exist
   EXPECT_THROW(ref::moe_gather(xg.t(), logits.t(), slot_token.t()), rmoe::Error);
+}
+
+// =============================================================================
+// 4. the table is covered
+// =============================================================================
+
+TEST(OpTable, EveryOpHasItsCases) {
+  std::set<std::string> names;
+  for (const TableOp& op : table_ops()) {
+    names.insert(op.name);
+    std::vector<std::string> want{"ref"};
+    for (const auto& [type, param] : op.params)
+      if (type.rfind("Grad<", 0) == 0 && want.size() == 1) want.push_back("fd");
+    const auto& have = coverage()[op.name];
+    for (const std::string& w : want)
+      EXPECT_TRUE(have.count(w)) << op.name << " has no case checking '" << w
+                                 << "': add one to tests/test_ops.cpp (OP_CASE)";
+  }
+  for (const auto& [op, items] : coverage())
+    EXPECT_TRUE(names.count(op)) << "a case claims op '" << op << "', which is not in the table";
 }
 
 }  // namespace

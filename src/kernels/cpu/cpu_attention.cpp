@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../instantiate.h"
 #include "blas.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
@@ -77,16 +78,6 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
     }
 }
 
-// Instantiates every op for float and double: an emitted function that stores
-// their addresses makes the compiler emit them.
-template <class T>
-const void* const* instantiate_cpu_attention() {
-  static const void* const fns[] = {
-      (const void*)&attention_forward<T>,
-      (const void*)&attention_backward<T>};
-  return fns;
-}
-template const void* const* instantiate_cpu_attention<float>();
-template const void* const* instantiate_cpu_attention<double>();
+RMOE_INSTANTIATE_OPS(RMOE_OPS_ATTENTION)
 
 }  // namespace rmoe::cpu

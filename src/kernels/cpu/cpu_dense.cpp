@@ -11,6 +11,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../instantiate.h"
 #include "blas.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
@@ -253,29 +254,6 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
   }
 }
 
-// Instantiates every op for float and double: an emitted function that stores
-// their addresses makes the compiler emit them.
-template <class T>
-const void* const* instantiate_cpu_dense() {
-  static const void* const fns[] = {
-      (const void*)&linear_forward<T>,
-      (const void*)&linear_backward<T>,
-      (const void*)&embedding_forward<T>,
-      (const void*)&embedding_backward<T>,
-      (const void*)&rmsnorm_forward<T>,
-      (const void*)&rmsnorm_backward<T>,
-      (const void*)&rope_forward<T>,
-      (const void*)&rope_backward<T>,
-      (const void*)&swiglu_forward<T>,
-      (const void*)&swiglu_backward<T>,
-      (const void*)&tanh_forward<T>,
-      (const void*)&tanh_backward<T>,
-      (const void*)&gru_forward<T>,
-      (const void*)&gru_backward<T>,
-      (const void*)&cross_entropy<T>};
-  return fns;
-}
-template const void* const* instantiate_cpu_dense<float>();
-template const void* const* instantiate_cpu_dense<double>();
+RMOE_INSTANTIATE_OPS(RMOE_OPS_DENSE)
 
 }  // namespace rmoe::cpu

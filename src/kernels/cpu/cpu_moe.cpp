@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../instantiate.h"
 #include "blas.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
@@ -191,22 +192,6 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
   }
 }
 
-// Instantiates every op for float and double: an emitted function that stores
-// their addresses makes the compiler emit them.
-template <class T>
-const void* const* instantiate_cpu_moe() {
-  static const void* const fns[] = {
-      (const void*)&router_topk_forward<T>,
-      (const void*)&router_topk_backward<T>,
-      (const void*)&moe_gather<T>,
-      (const void*)&moe_combine<T>,
-      (const void*)&moe_combine_backward<T>,
-      (const void*)&moe_gather_backward<T>,
-      (const void*)&experts_forward<T>,
-      (const void*)&experts_backward<T>};
-  return fns;
-}
-template const void* const* instantiate_cpu_moe<float>();
-template const void* const* instantiate_cpu_moe<double>();
+RMOE_INSTANTIATE_OPS(RMOE_OPS_MOE)
 
 }  // namespace rmoe::cpu

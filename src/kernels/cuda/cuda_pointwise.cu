@@ -4,6 +4,7 @@
 // The rest of the CUDA backend (cuBLAS GEMMs, attention, MoE, NCCL) follows.
 #include <cuda_runtime.h>
 
+#include "../instantiate.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/kernels/pointwise.h"
@@ -66,12 +67,7 @@ void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h) {
   RMOE_CUDA_CHECK(cudaGetLastError());
 }
 
-template void swiglu_forward<float>(Tensor<float>, In<float>, In<float>);
-template void swiglu_forward<double>(Tensor<double>, In<double>, In<double>);
-template void swiglu_backward<float>(Tensor<float>, Tensor<float>, In<float>, In<float>, In<float>);
-template void swiglu_backward<double>(Tensor<double>, Tensor<double>, In<double>, In<double>, In<double>);
-template void gru_forward<float>(Tensor<float>, Tensor<float>, In<float>, In<float>, In<float>);
-template void gru_forward<double>(Tensor<double>, Tensor<double>, In<double>, In<double>, In<double>);
+RMOE_INSTANTIATE_CUDA_OPS(RMOE_OPS_DENSE)
 
 }  // namespace rmoe::cuda
 

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <vector>
 
+#include "../instantiate.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 
@@ -841,40 +842,6 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
 
 // ---- explicit instantiations ----------------------------------------------------
 
-#define RMOE_REF_INSTANTIATE(T)                                                                    \
-  template void linear_forward<T>(Tensor<T>, In<T>, In<T>, In<T>);                                 \
-  template void linear_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);          \
-  template void embedding_forward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                     \
-  template void embedding_backward<T>(Tensor<T>, Tensor<const int32_t>, In<T>);                    \
-  template void rmsnorm_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, double);                    \
-  template void rmsnorm_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);             \
-  template void rope_forward<T>(Tensor<T>, double);                                                \
-  template void rope_backward<T>(Tensor<T>, double);                                               \
-  template void attention_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                   \
-  template void attention_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>,    \
-                                      In<T>, In<T>, In<T>);                                        \
-  template void swiglu_forward<T>(Tensor<T>, In<T>, In<T>);                                        \
-  template void swiglu_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                     \
-  template void tanh_forward<T>(Tensor<T>, In<T>);                                                 \
-  template void tanh_backward<T>(Tensor<T>, In<T>, In<T>);                                         \
-  template void gru_forward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>);                         \
-  template void gru_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, In<T>, In<T>, In<T>, In<T>);      \
-  template void router_topk_forward<T>(Tensor<T>, Tensor<int32_t>, Tensor<T>, Tensor<T>, In<T>);   \
-  template void router_topk_backward<T>(Tensor<T>, In<T>, In<T>, double, In<T>,                    \
-                                        Tensor<const int32_t>, In<T>);                             \
-  template void experts_forward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, In<T>,              \
-                                   Tensor<const int64_t>, In<T>, In<T>, In<T>);                    \
-  template void experts_backward<T>(Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>, Tensor<T>,         \
-                                    Tensor<T>, In<T>, In<T>, Tensor<const int64_t>, In<T>, In<T>,  \
-                                    In<T>, In<T>, In<T>, In<T>);                                   \
-  template void moe_gather<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                            \
-  template void moe_combine<T>(Tensor<T>, In<T>, Tensor<const int32_t>, In<T>);                    \
-  template void moe_combine_backward<T>(Tensor<T>, Tensor<T>, In<T>, In<T>, Tensor<const int32_t>, \
-                                        In<T>);                                                    \
-  template void moe_gather_backward<T>(Tensor<T>, In<T>, Tensor<const int32_t>);                   \
-  template void cross_entropy<T>(Tensor<T>, Tensor<T>, In<T>, Tensor<const int32_t>, double);
-
-RMOE_REF_INSTANTIATE(float)
-RMOE_REF_INSTANTIATE(double)
+RMOE_INSTANTIATE_OPS(RMOE_OPS)
 
 }  // namespace rmoe::ref

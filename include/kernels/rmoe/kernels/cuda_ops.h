@@ -1,17 +1,19 @@
 // cuda_ops.h — the CUDA backend's entry points (declared without any CUDA
 // header, so host code can call them; defined in src/kernels/cuda/*.cu, built
-// only with RMOE_WITH_CUDA). ops_dispatch.cpp routes cuda views here.
+// only with RMOE_WITH_CUDA). The ops are those of the table (ops.h) whose cuda
+// column says yes, with the table's signatures and semantics;
+// ops_dispatch.cpp routes cuda views to them.
 #pragma once
 #include <cstddef>
 
 #include "rmoe/kernels/ops.h"
 
+#define RMOE_OP_DECLARE_CUDA(kind, name, cuda, dev, params, args) \
+  RMOE_OP_IF_CUDA_##cuda(RMOE_OP_DECLARE(kind, name, cuda, dev, params, args))
+
 namespace rmoe::cuda {
 
-// Element-wise ops implemented so far (same signatures and semantics as ops.h).
-template <class T> void swiglu_forward(Tensor<T> h, In<T> a, In<T> b);
-template <class T> void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b);
-template <class T> void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h);
+RMOE_OPS(RMOE_OP_DECLARE_CUDA)
 
 // Device memory and the device count (0 when no GPU or no driver).
 int device_count();

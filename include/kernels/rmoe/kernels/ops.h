@@ -1,5 +1,5 @@
 // ops.h — the one op interface of rmoe: forward and backward of every layer's
-// math, over tensor views.
+// math, over tensor views, declared once in the op table RMOE_OPS below.
 //
 // Legend: N rows (tokens or token slots), d width, f expert FFN width,
 // E experts, k top-k, V vocabulary, B sequences, S sequence length, H heads,
@@ -7,19 +7,61 @@
 //
 // Conventions, shared by every backend:
 //  - Row-major. Linear weights are [out, in] (y = x W^T + b), as in PyTorch.
-//  - Forward functions OVERWRITE their outputs.
-//  - Backward functions ACCUMULATE (+=) into every gradient output, inputs and
-//    parameters alike, so a caller zeroes gradients once per step and a
-//    residual stream's gradient is simply added to. Any gradient output may be
-//    a null view (Tensor{}, is_null()), meaning "not needed" (router_topk_backward:
-//    dgate and dprobs_extra may be null = zero; lse may be null when dlse_scale = 0).
+//  - Forward functions OVERWRITE their outputs (Tensor<T>).
+//  - Backward functions ACCUMULATE (+=) into every gradient output (Grad<T>),
+//    inputs and parameters alike, so a caller zeroes gradients once per step
+//    and a residual stream's gradient is simply added to. Any gradient output
+//    may be a null view (Tensor{}, is_null()), meaning "not needed": the op
+//    skips it. Some inputs may be null too, as their comment says
+//    (router_topk_backward: dgate and dprobs_extra null = zero; lse null when
+//    dlse_scale = 0).
+//  - Integer index inputs (token ids, targets, expert ids, slots, offsets) are
+//    checked: an index outside its range throws rmoe::Error naming the op, the
+//    index and the bound, before anything is written.
 //  - Everything is deterministic: no atomics, reductions in a fixed order.
 //
-// Three namespaces declare these same signatures:
-//   rmoe::ops  — dispatch on the views' device (cpu now; cuda when built)
-//   rmoe::cpu  — OpenBLAS + OpenMP fast path
-//   rmoe::ref  — plain loops, double accumulation; the oracle, used by tests
-// All are instantiated for T = float and T = double.
+// The same signatures are declared in:
+//   rmoe::ops  — dispatch on the views' device (ops_dispatch.cpp); model code
+//                calls only these
+//   rmoe::cpu  — OpenBLAS + OpenMP fast path (src/kernels/cpu)
+//   rmoe::ref  — plain loops, double accumulation; the oracle of the tests
+//                (src/kernels/ref)
+//   rmoe::cuda — the ops whose cuda column says yes (cuda_ops.h,
+//                src/kernels/cuda; built with RMOE_WITH_CUDA)
+//
+// ---- The op table ---------------------------------------------------------
+// One row per op:
+//   X(kind, name, cuda, (device view...), (parameters...), (arguments...))
+// kind    real:  template <class T>, instantiated for T = float and double;
+//         any:   the same, and also for T = int32_t and int64_t (copies);
+//         index: a plain function of integer views (no element type).
+// cuda    yes if the CUDA backend has the op (this column is its whole list),
+//         no otherwise (a cuda view then throws, naming the op).
+// device view  the view(s) whose device picks the backend (op_device below):
+//         a view the op always needs, never a gradient output that may be null.
+// parameters   the signature. Tensor<T> is an output the op overwrites,
+//         Grad<T> a gradient output it adds into (may be null), In<T> an
+//         input; Tensor<const int32_t> / Tensor<const int64_t> index inputs.
+// arguments    the parameter names again, in order (for the dispatch).
+// An op whose element type T appears only in its inputs is called with T
+// given: ops::sum<T>(out, x).
+//
+// From the table follow: the declarations in every namespace above, the
+// dispatch wrappers (ops_dispatch.cpp), each backend's explicit
+// instantiations (RMOE_INSTANTIATE_OPS, src/kernels/instantiate.h, at the end
+// of each backend file, per section), and the conformance test's list of ops
+// (tests/test_ops.cpp fails for an op without its cases).
+//
+// TO ADD AN OP:
+//   1. a row in the section of the cpu file that implements it (sections:
+//      RMOE_OPS_DENSE = cpu_dense.cpp, RMOE_OPS_ATTENTION = cpu_attention.cpp,
+//      RMOE_OPS_MOE = cpu_moe.cpp);
+//   2. the function in that cpu file, in src/kernels/ref/ref_ops.cpp (and in
+//      src/kernels/cuda/ if its cuda column says yes); nothing else to
+//      register: the instantiation lines already cover the section;
+//   3. its cases in tests/test_ops.cpp, registered with OP_CASE(...) naming
+//      the op and what they check (ref, fd, null:<grad>, index:<input>); the
+//      test OpTable.EveryOpHasItsCases lists what an op still lacks.
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -31,137 +73,144 @@ namespace rmoe {
 // a Tensor<T> converts implicitly to the const view.
 template <class T>
 using In = std::type_identity_t<Tensor<const T>>;
+// A gradient output: accumulated into (+=); a null view means "not needed".
+template <class T>
+using Grad = Tensor<T>;
+
+// The device that runs an op: that of its device view, or for an op given two
+// views (a copy between devices) the one that is not the host's.
+template <class U>
+Device op_device(const Tensor<U>& v) {
+  return v.device;
+}
+template <class U, class V>
+Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
+  return a.device != Device::cpu ? a.device : b.device;
+}
 }  // namespace rmoe
 
-#define RMOE_OPS_DECLARE                                                                \
-  /* y[N,out] = x[N,in] W[out,in]^T (+ b[out] if given). */                             \
-  template <class T>                                                                    \
-  void linear_forward(Tensor<T> y, In<T> x, In<T> W,                \
-                      In<T> b);                                               \
-  /* dx[N,in] += dy W; dW[out,in] += dy^T x; db[out] += sum_rows dy. */                \
-  template <class T>                                                                    \
-  void linear_backward(Tensor<T> dx, Tensor<T> dW, Tensor<T> db, In<T> dy,    \
-                       In<T> x, In<T> W);                           \
-                                                                                        \
-  /* out[N,d] = W[tokens[n], :]. Token ids must be < V (checked). */                    \
-  template <class T>                                                                    \
-  void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens,                   \
-                         In<T> W);                                            \
-  /* dW[V,d] += scatter of dout rows; rows accumulated in token order. */               \
-  template <class T>                                                                    \
-  void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens,                   \
-                          In<T> dout);                                        \
-                                                                                        \
-  /* out = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) saved for backward. */      \
-  template <class T>                                                                    \
-  void rmsnorm_forward(Tensor<T> out, Tensor<T> rstd, In<T> x,                \
-                       In<T> w, double eps);                                  \
-  template <class T>                                                                    \
-  void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout,               \
-                        In<T> x, In<T> w, In<T> rstd);    \
-                                                                                        \
-  /* Rotary embedding in place on x[B,S,H,D] (D even), positions 0..S-1, */             \
-  /* half-split pairing (i, i+D/2), freq_i = theta^(-2i/D). backward = inverse */      \
-  /* rotation applied to the gradient, in place (the one op that does not add). */     \
-  template <class T>                                                                    \
-  void rope_forward(Tensor<T> x, double theta);                                         \
-  template <class T>                                                                    \
-  void rope_backward(Tensor<T> dx, double theta);                                       \
-                                                                                        \
-  /* Causal softmax attention per (b,h): P = softmax(q k^T / sqrt(D)) masked to */     \
-  /* j <= i, out = P v. q,k,v,out are [B,S,H,D]; P[B,H,S,S] is saved (entries */       \
-  /* above the diagonal are written as 0). */                                           \
-  template <class T>                                                                    \
-  void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q,                 \
-                         In<T> k, In<T> v);                         \
-  /* scratch: [S,S] (heads are processed one after another). */                        \
-  template <class T>                                                                    \
-  void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scratch,  \
-                          In<T> dout, In<T> P, In<T> q,   \
-                          In<T> k, In<T> v);                        \
-                                                                                        \
-  /* h[N,f] = silu(a) * b. */                                                           \
-  template <class T>                                                                    \
-  void swiglu_forward(Tensor<T> h, In<T> a, In<T> b);               \
-  template <class T>                                                                    \
-  void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh,                  \
-                       In<T> a, In<T> b);                           \
-                                                                                        \
-  /* y = tanh(x) (the mlp router's and the rnn cell's nonlinearity). */                 \
-  template <class T>                                                                    \
-  void tanh_forward(Tensor<T> y, In<T> x);                                    \
-  /* dx += dy * (1 - y^2), from the saved output y. */                                  \
-  template <class T>                                                                    \
-  void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y);              \
-                                                                                        \
-  /* GRU pointwise: gi, gh [N,3p] (r,z,n thirds), h[N,p] -> hnew[N,p]; */               \
-  /* gates[N,3p] saves (r,z,n). */                                                      \
-  template <class T>                                                                    \
-  void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi,                 \
-                   In<T> gh, In<T> h);                              \
-  /* dgi, dgh [N,3p] and dh[N,p] +=, given dhnew. dh may be null (detach).  */          \
-  template <class T>                                                                    \
-  void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew,  \
-                    In<T> gates, In<T> gh, In<T> h);      \
-                                                                                        \
-  /* Router head: probs[N,E] = softmax(logits) (always computed in the view's */       \
-  /* type, fp32 or better); top-k by the stored probabilities, ties to the lower */   \
-  /* expert, */                                                                          \
-  /* slots ordered by descending probability: idx[N,k], gate[N,k] = */                 \
-  /* prob / sum of the k chosen probs; lse[N] = logsumexp(logits) (z-loss). */          \
-  template <class T>                                                                    \
-  void router_topk_forward(Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate,        \
-                           Tensor<T> lse, In<T> logits);                      \
-  /* dlogits[N,E] += gradient through softmax and renormalised top-k of: */            \
-  /*   dgate[N,k] (loss w.r.t. the renormalised gates), */                             \
-  /*   dprobs_extra[E] broadcast to every row (the aux loss: d/dprob[n,e]), */          \
-  /*   dlse scalar applied per row as dlse * 2 * lse[n] (z-loss). */                   \
-  template <class T>                                                                    \
-  void router_topk_backward(Tensor<T> dlogits, In<T> dgate,                   \
-                            In<T> dprobs_extra, double dlse_scale,            \
-                            In<T> probs, Tensor<const int32_t> idx,           \
-                            In<T> lse);                                       \
-                                                                                        \
-  /* Experts (SwiGLU), grouped over experts: rows of xs[N,d] are token slots */        \
-  /* sorted by expert; offsets[E+1] delimit each expert's rows (an expert may */       \
-  /* own zero rows). W1, W3 [E,f,d], W2 [E,d,f]. Saves a, b, h [N,f]. */                \
-  template <class T>                                                                    \
-  void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h,             \
-                       In<T> xs, Tensor<const int64_t> offsets,               \
-                       In<T> W1, In<T> W3, In<T> W2);     \
-  /* dxs[N,d] +=, dW1, dW3, dW2 +=. scratch: [N,f] x 2 (dh, then da/db). */            \
-  template <class T>                                                                    \
-  void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2,     \
-                        Tensor<T> scratch_da, Tensor<T> scratch_db,                     \
-                        In<T> dys, In<T> xs,                        \
-                        Tensor<const int64_t> offsets, In<T> a,               \
-                        In<T> b, In<T> h, In<T> W1,       \
-                        In<T> W3, In<T> W2);                        \
-                                                                                        \
-  /* Dispatch: xs[slot] = x[slot_token[slot]] for slot in [0, N). */                    \
-  template <class T>                                                                    \
-  void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token);   \
-  /* Combine: out[t] = sum_{j<k} gate[t,j] * ys[slot_of[t,j]], j in order. */           \
-  template <class T>                                                                    \
-  void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of,    \
-                   In<T> gate);                                               \
-  /* Backward of combine: dys[slot_of[t,j]] += gate[t,j] * dout[t]; */                  \
-  /* dgate[t,j] += <dout[t], ys[slot_of[t,j]]>. */                                      \
-  template <class T>                                                                    \
-  void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout,       \
-                            In<T> ys, Tensor<const int32_t> slot_of,          \
-                            In<T> gate);                                      \
-  /* Backward of gather: dx[t] += sum_{j<k} dxs[slot_of[t,j]], j in order. */           \
-  template <class T>                                                                    \
-  void moe_gather_backward(Tensor<T> dx, In<T> dxs,                           \
-                           Tensor<const int32_t> slot_of);                              \
-                                                                                        \
-  /* Cross-entropy over logits[N,V] with targets[N]: losses[N] = lse - logit[t]. */   \
-  /* If dlogits is given: dlogits += (softmax - onehot) * dloss_scale. */               \
-  template <class T>                                                                    \
-  void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits,       \
-                     Tensor<const int32_t> targets, double dloss_scale);
+// clang-format off
+// ---- cpu_dense.cpp: token-wise ops --------------------------------------------
+#define RMOE_OPS_DENSE(X)                                                                              \
+  /* y[N,out] = x[N,in] W[out,in]^T (+ b[out] if given). */                                            \
+  X(real, linear_forward, no, (y), (Tensor<T> y, In<T> x, In<T> W, In<T> b), (y, x, W, b))             \
+  /* dx[N,in] += dy W; dW[out,in] += dy^T x; db[out] += sum_rows dy. */                                \
+  X(real, linear_backward, no, (dy),                                                                   \
+    (Grad<T> dx, Grad<T> dW, Grad<T> db, In<T> dy, In<T> x, In<T> W), (dx, dW, db, dy, x, W))          \
+  /* out[N,d] = W[tokens[n], :]; token ids in [0, V). */                                               \
+  X(real, embedding_forward, no, (out), (Tensor<T> out, Tensor<const int32_t> tokens, In<T> W),        \
+    (out, tokens, W))                                                                                  \
+  /* dW[V,d] += scatter of dout rows, rows added in token order. */                                    \
+  X(real, embedding_backward, no, (dout), (Grad<T> dW, Tensor<const int32_t> tokens, In<T> dout),      \
+    (dW, tokens, dout))                                                                                \
+  /* out = x * rstd * w, rstd[N] = 1/sqrt(mean(x^2) + eps) saved for backward. */                      \
+  X(real, rmsnorm_forward, no, (out),                                                                  \
+    (Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps), (out, rstd, x, w, eps))             \
+  X(real, rmsnorm_backward, no, (dout),                                                                \
+    (Grad<T> dx, Grad<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd), (dx, dw, dout, x, w, rstd))    \
+  /* Rotary embedding in place on x[B,S,H,D] (D even), positions 0..S-1, half-split */                 \
+  /* pairing (i, i+D/2), freq_i = theta^(-2i/D). backward = the inverse rotation of */                 \
+  /* the gradient, in place (the one backward that does not add). */                                   \
+  X(real, rope_forward, no, (x), (Tensor<T> x, double theta), (x, theta))                              \
+  X(real, rope_backward, no, (dx), (Tensor<T> dx, double theta), (dx, theta))                          \
+  /* h[N,f] = silu(a) * b. */                                                                          \
+  X(real, swiglu_forward, yes, (h), (Tensor<T> h, In<T> a, In<T> b), (h, a, b))                        \
+  X(real, swiglu_backward, yes, (dh),                                                                  \
+    (Grad<T> da, Grad<T> db, In<T> dh, In<T> a, In<T> b), (da, db, dh, a, b))                          \
+  /* y = tanh(x) (the mlp router's and the rnn cell's nonlinearity). */                                \
+  X(real, tanh_forward, no, (y), (Tensor<T> y, In<T> x), (y, x))                                       \
+  /* dx += dy * (1 - y^2), from the saved output y. */                                                 \
+  X(real, tanh_backward, no, (dy), (Grad<T> dx, In<T> dy, In<T> y), (dx, dy, y))                       \
+  /* GRU pointwise: gi, gh [N,3p] (r,z,n thirds), h[N,p] -> hnew[N,p]; gates[N,3p] */                  \
+  /* saves (r,z,n). */                                                                                 \
+  X(real, gru_forward, yes, (hnew),                                                                    \
+    (Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h), (hnew, gates, gi, gh, h))          \
+  /* dgi, dgh [N,3p] and dh[N,p] +=, given dhnew (dh null: router_detach). */                          \
+  X(real, gru_backward, no, (dhnew),                                                                   \
+    (Grad<T> dgi, Grad<T> dgh, Grad<T> dh, In<T> dhnew, In<T> gates, In<T> gh, In<T> h),               \
+    (dgi, dgh, dh, dhnew, gates, gh, h))                                                               \
+  /* Cross-entropy over logits[N,V] with targets[N] in [0, V): losses[N] = lse - */                    \
+  /* logit[target]; dlogits (if given) += (softmax - onehot) * dloss_scale. */                         \
+  X(real, cross_entropy, no, (logits),                                                                 \
+    (Tensor<T> losses, Grad<T> dlogits, In<T> logits, Tensor<const int32_t> targets,                   \
+     double dloss_scale),                                                                              \
+    (losses, dlogits, logits, targets, dloss_scale))
 
-namespace rmoe::ops { RMOE_OPS_DECLARE }
-namespace rmoe::cpu { RMOE_OPS_DECLARE }
-namespace rmoe::ref { RMOE_OPS_DECLARE }
+// ---- cpu_attention.cpp ----------------------------------------------------------
+#define RMOE_OPS_ATTENTION(X)                                                                          \
+  /* Causal softmax attention per (b,h): P = softmax(q k^T / sqrt(D)) masked to j <= i, */             \
+  /* out = P v. q,k,v,out are [B,S,H,D]; P[B,H,S,S] is saved (0 above the diagonal). */                \
+  X(real, attention_forward, no, (out),                                                                \
+    (Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v), (out, P, q, k, v))                        \
+  /* scratch: [S,S] (heads are processed one after another). */                                        \
+  X(real, attention_backward, no, (dout),                                                              \
+    (Grad<T> dq, Grad<T> dk, Grad<T> dv, Tensor<T> scratch, In<T> dout, In<T> P, In<T> q,              \
+     In<T> k, In<T> v),                                                                                \
+    (dq, dk, dv, scratch, dout, P, q, k, v))
+
+// ---- cpu_moe.cpp: routing, dispatch and combine, experts --------------------------
+#define RMOE_OPS_MOE(X)                                                                                \
+  /* Router head: probs[N,E] = softmax(logits) (in the view's type, fp32 or better); */                \
+  /* top-k by the stored probabilities, ties to the lower expert, slots ordered by */                  \
+  /* descending probability: idx[N,k], gate[N,k] = prob / sum of the k chosen probs; */                \
+  /* lse[N] = logsumexp(logits) (z-loss). */                                                           \
+  X(real, router_topk_forward, no, (probs),                                                            \
+    (Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate, Tensor<T> lse, In<T> logits),               \
+    (probs, idx, gate, lse, logits))                                                                   \
+  /* dlogits[N,E] += gradient through softmax and renormalised top-k (idx in [0, E)) of: */            \
+  /*   dgate[N,k] (loss w.r.t. the renormalised gates), */                                             \
+  /*   dprobs_extra[E] broadcast to every row (the aux loss: d/dprob[n,e]), */                         \
+  /*   dlse scalar applied per row as dlse * 2 * lse[n] (z-loss). */                                   \
+  X(real, router_topk_backward, no, (probs),                                                           \
+    (Grad<T> dlogits, In<T> dgate, In<T> dprobs_extra, double dlse_scale, In<T> probs,                 \
+     Tensor<const int32_t> idx, In<T> lse),                                                            \
+    (dlogits, dgate, dprobs_extra, dlse_scale, probs, idx, lse))                                       \
+  /* Experts (SwiGLU), grouped over experts: rows of xs[N,d] are token slots sorted by */              \
+  /* expert; offsets[E+1] (0 = offsets[0] <= ... <= offsets[E] = N) delimit each */                    \
+  /* expert's rows (an expert may own none). W1, W3 [E,f,d], W2 [E,d,f]. Saves a, b, h */              \
+  /* [N,f]. */                                                                                         \
+  X(real, experts_forward, no, (ys),                                                                   \
+    (Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs,                                    \
+     Tensor<const int64_t> offsets, In<T> W1, In<T> W3, In<T> W2),                                     \
+    (ys, a, b, h, xs, offsets, W1, W3, W2))                                                            \
+  /* dxs[N,d] +=, dW1, dW3, dW2 +=. scratch: [N,f] x 2 (dh, then da/db). */                            \
+  X(real, experts_backward, no, (dys),                                                                 \
+    (Grad<T> dxs, Grad<T> dW1, Grad<T> dW3, Grad<T> dW2, Tensor<T> scratch_da,                         \
+     Tensor<T> scratch_db, In<T> dys, In<T> xs, Tensor<const int64_t> offsets, In<T> a,                \
+     In<T> b, In<T> h, In<T> W1, In<T> W3, In<T> W2),                                                  \
+    (dxs, dW1, dW3, dW2, scratch_da, scratch_db, dys, xs, offsets, a, b, h, W1, W3, W2))               \
+  /* Dispatch: xs[slot] = x[slot_token[slot]] for slot in [0, N), tokens in [0, rows of x). */         \
+  X(real, moe_gather, no, (xs), (Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token),             \
+    (xs, x, slot_token))                                                                               \
+  /* Combine: out[t] = sum_{j<k} gate[t,j] * ys[slot_of[t,j]], j in order. */                          \
+  X(real, moe_combine, no, (out),                                                                      \
+    (Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> gate), (out, ys, slot_of, gate))    \
+  /* Backward of combine: dys[slot_of[t,j]] += gate[t,j] * dout[t]; */                                 \
+  /* dgate[t,j] += <dout[t], ys[slot_of[t,j]]>. */                                                     \
+  X(real, moe_combine_backward, no, (dout),                                                            \
+    (Grad<T> dys, Grad<T> dgate, In<T> dout, In<T> ys, Tensor<const int32_t> slot_of,                  \
+     In<T> gate),                                                                                      \
+    (dys, dgate, dout, ys, slot_of, gate))                                                             \
+  /* Backward of gather: dx[t] += sum_{j<k} dxs[slot_of[t,j]], j in order. */                          \
+  X(real, moe_gather_backward, no, (dxs), (Grad<T> dx, In<T> dxs, Tensor<const int32_t> slot_of),      \
+    (dx, dxs, slot_of))
+
+// The whole table.
+#define RMOE_OPS(X) RMOE_OPS_DENSE(X) RMOE_OPS_ATTENTION(X) RMOE_OPS_MOE(X)
+// clang-format on
+
+// ---- what the table's columns turn into ------------------------------------------
+#define RMOE_OP_TEMPLATE_real template <class T>
+#define RMOE_OP_TEMPLATE_any template <class T>
+#define RMOE_OP_TEMPLATE_index
+#define RMOE_OP_TARGS_real <T>
+#define RMOE_OP_TARGS_any <T>
+#define RMOE_OP_TARGS_index
+#define RMOE_OP_IF_CUDA_yes(...) __VA_ARGS__
+#define RMOE_OP_IF_CUDA_no(...)
+
+#define RMOE_OP_DECLARE(kind, name, cuda, dev, params, args) RMOE_OP_TEMPLATE_##kind void name params;
+
+namespace rmoe::ops { RMOE_OPS(RMOE_OP_DECLARE) }
+namespace rmoe::cpu { RMOE_OPS(RMOE_OP_DECLARE) }
+namespace rmoe::ref { RMOE_OPS(RMOE_OP_DECLARE) }
