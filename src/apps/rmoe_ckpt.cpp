@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "app_main.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/format.h"
 #include "rmoe/core/h5.h"
@@ -186,25 +187,20 @@ int diff(const std::string& arg_a, const std::string& arg_b) {
   return kExitDiffer;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.size() == 1 && (args[0] == "--help" || args[0] == "-h")) {
     std::fputs(kUsage, stdout);
     return 0;
   }
   const bool ok = (args.size() == 2 && args[0] == "info") || (args.size() == 3 && args[0] == "diff");
-  if (!ok) {
-    std::fprintf(stderr, "rmoe_ckpt: %s\n%s",
-                 args.empty() ? "missing command" : ("bad arguments for '" + args[0] + "'").c_str(), kUsage);
-    return 2;
+  if (!ok) {  // the reason, then the usage (without its last newline: app_main adds one)
+    const std::string usage(kUsage, std::strlen(kUsage) - 1);
+    throw UsageError((args.empty() ? "missing command" : "bad arguments for '" + args[0] + "'") + "\n" + usage);
   }
-  try {
-    return args[0] == "info" ? info(args[1]) : diff(args[1], args[2]);
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "rmoe_ckpt: error: %s\n", e.what());
-    return 1;
-  }
+  return args[0] == "info" ? info(args[1]) : diff(args[1], args[2]);
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return rmoe::app_main("rmoe_ckpt", argc, argv, run); }

@@ -197,4 +197,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return rmoe::app_main("rmoe_eval", argc, argv, run); }
+int main(int argc, char** argv) { return rmoe::mpi_app_main("rmoe_eval", argc, argv, run); }

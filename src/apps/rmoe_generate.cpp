@@ -33,13 +33,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
 #include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "app_main.h"
+#include "app_options.h"
 #include "checkpoint_config.h"
 #include "rmoe/data/dataset.h"
 #include "rmoe/data/synthetic.h"
@@ -130,17 +130,7 @@ int run(int argc, char** argv) {
       ("no-stop-at-eod", "keep generating after an end-of-document token");
   // clang-format on
   po::variables_map vm;
-  try {
-    const int style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
-    po::store(po::command_line_parser(argc, argv).options(desc).style(style).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + "; run with --help for the options");
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (!parse_or_usage(argc, argv, desc, vm)) return 0;  // --help
   if (mpi_initialized() && mpi_world()->size() > 1)
     throw UsageError("runs in one process; start it without mpirun (or with -n 1)");
   if (!vm.count("prompt")) throw UsageError("--prompt is required (an empty --prompt= starts a new document)");
@@ -226,4 +216,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return rmoe::app_main("rmoe_generate", argc, argv, run); }
+int main(int argc, char** argv) { return rmoe::mpi_app_main("rmoe_generate", argc, argv, run); }

@@ -8,10 +8,11 @@
 
 #include <boost/program_options.hpp>
 #include <cstdio>
-#include <iostream>
 
-#include "rmoe/data/prepare.h"
+#include "app_main.h"
+#include "app_options.h"
 #include "rmoe/core/error.h"
+#include "rmoe/data/prepare.h"
 
 using namespace rmoe;
 namespace po = boost::program_options;
@@ -47,17 +48,7 @@ int run(int argc, char** argv) {
       ("quiet", "no progress output");
   // clang-format on
   po::variables_map vm;
-  try {
-    const int style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
-    po::store(po::command_line_parser(argc, argv).options(desc).style(style).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + "; run with --help for the options");
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (!parse_or_usage(argc, argv, desc, vm)) return 0;  // --help
   if (vm.count("val-tokens") && !vm["val-fraction"].defaulted())
     throw UsageError("give --val-fraction or --val-tokens, not both");
   if (vm.count("val-tokens") && o.val_tokens < 1)
@@ -76,14 +67,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "rmoe_prepare: %s\n", e.what());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rmoe_prepare: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return rmoe::app_main("rmoe_prepare", argc, argv, run); }

@@ -206,4 +206,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return rmoe::app_main("rmoe_train", argc, argv, run); }
+int main(int argc, char** argv) { return rmoe::mpi_app_main("rmoe_train", argc, argv, run); }
