@@ -55,7 +55,7 @@ std::unique_ptr<Comm> mpi_world();
 [[noreturn]] void mpi_abort_all(int status);
 std::string host_name();
 
-// DESIGN §3: P ranks, EP divides P and E. Expert e lives on EP-rank e/(E/EP)
+// docs/ARCHITECTURE.md §3: P ranks, EP divides P and E. Expert e lives on EP-rank e/(E/EP)
 // of every EP group. EP groups are consecutive ranks [g*EP, (g+1)*EP); the
 // expert-data-parallel group of a rank holds the ranks with the same EP-rank.
 struct ProcessGroups {
