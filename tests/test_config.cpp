@@ -312,6 +312,34 @@ TEST(TrainConfig, IniRoundTrip) {
   EXPECT_EQ(config_to_ini(parse({"--config=" + def_path})), config_to_ini(parse({})));
 }
 
+// A checkpoint's stored INI read as --config, overrides on top (rmoe_eval, rmoe_generate).
+TEST(TrainConfig, StoredIniWithOverrides) {
+  const TrainConfig saved = parse({"--num-layers=3", "--lr=4.2e-4", "--moe-router-type=mlp", "--seed=77"});
+  const std::string ini = config_to_ini(saved);
+  const TrainConfig same = parse_train_config_from_ini(ini, "ck.h5", {});
+  EXPECT_EQ(config_to_ini(same), ini);
+  const TrainConfig changed = parse_train_config_from_ini(ini, "ck.h5", {"--micro-batch-size=2", "--seed", "5"});
+  EXPECT_EQ(changed.micro_batch_size, 2);
+  EXPECT_EQ(changed.seed, 5u);
+  EXPECT_EQ(changed.model.num_layers, 3);
+  EXPECT_EQ(changed.model.router_type, RouterType::mlp);
+  EXPECT_TRUE(parse_train_config_from_ini(ini, "ck.h5", {"--help"}).help);
+  auto expect_message = [](const std::string& text, const std::vector<std::string>& overrides,
+                           const std::vector<std::string>& parts) {
+    try {
+      parse_train_config_from_ini(text, "ck.h5", overrides);
+      ADD_FAILURE() << "no error";
+    } catch (const UsageError& e) {
+      for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    }
+  };
+  expect_message("", {}, {"ck.h5: the checkpoint holds no configuration (attribute 'config')"});
+  expect_message(ini + "num-layerz = 2\n", {},
+                 {"ck.h5: its stored configuration is not readable by this build", "unknown key 'num-layerz'"});
+  expect_message(ini, {"--num-experts=1"}, {"--moe-router-topk=2 must be <= --num-experts=1"});  // validated merged
+  expect_message(ini, {"--config=other.ini"}, {"'--config' cannot be specified more than once"});
+}
+
 TEST(ModelConfig, RouterTypeNames) {
   for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::rnn})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);

@@ -3,12 +3,23 @@
 //
 //   po::variables_map vm;
 //   if (!parse_or_usage(argc, argv, desc, vm)) return 0;  // --help was printed
+//
+// For the apps that use a trained model (rmoe_eval, rmoe_generate): the
+// checkpoint --load names, and their own flags split off the rmoe_train ones
+// (which go to parse_train_config_from_ini, train/config.h):
+//   const std::string path = checkpoint_to_load(load);  // UsageError if none
+//   TrainConfig cfg = parse_train_config_from_ini(read_checkpoint_header(path).config_ini, path, overrides);
+// Tested through tests/cli/eval_generate.sh and tests/cli/quickstart.sh.
 #pragma once
 #include <boost/program_options.hpp>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "rmoe/core/error.h"
+#include "rmoe/train/checkpoint.h"
 
 namespace rmoe {
 
@@ -32,6 +43,57 @@ inline bool parse_or_usage(int argc, char** argv, const boost::program_options::
     return false;
   }
   return true;
+}
+
+// The checkpoint file --load=LOAD names: a file as is, a directory's newest
+// checkpoint. Throws UsageError (one line) when there is none.
+inline std::string checkpoint_to_load(const std::string& load) {
+  if (load.empty()) throw UsageError("--load is required: a checkpoint file or a --save directory of rmoe_train");
+  if (!std::filesystem::exists(load))
+    throw UsageError("--load=" + load + ": no such file or directory; give a checkpoint (ckpt_<step>.h5) or the --save directory of a training run");
+  const std::string path = resolve_load_path(load);
+  if (path.empty())
+    throw UsageError("--load=" + load + ": the directory holds no checkpoint (ckpt_<step>.h5); train with rmoe_train --save " + load + " first");
+  return path;
+}
+
+// Splits "--name=value" / "--name value" off argv for the options in `own`
+// (each taking one value); returns the remaining arguments (after argv[0]).
+// A flag of `own` given twice, or without a value, is a UsageError.
+inline std::vector<std::string> take_own_options(int argc, char** argv, const std::vector<std::string>& own,
+                                                 std::vector<std::pair<std::string, std::string>>& found) {
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    bool mine = false;
+    for (const std::string& name : own) {
+      const std::string flag = "--" + name;
+      if (a == flag || a.rfind(flag + "=", 0) == 0) {
+        std::string value;
+        if (a == flag) {
+          if (i + 1 >= argc) throw UsageError(flag + " needs a value");
+          value = argv[++i];
+        } else {
+          value = a.substr(flag.size() + 1);
+        }
+        for (const auto& f : found)
+          if (f.first == name) throw UsageError(flag + " is given twice");
+        found.emplace_back(name, value);
+        mine = true;
+        break;
+      }
+    }
+    if (!mine) rest.push_back(a);
+  }
+  return rest;
+}
+
+// True if `args` sets --name (either form).
+inline bool has_option(const std::vector<std::string>& args, const std::string& name) {
+  const std::string flag = "--" + name;
+  for (const auto& a : args)
+    if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
+  return false;
 }
 
 }  // namespace rmoe

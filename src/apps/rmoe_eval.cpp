@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "app_main.h"
-#include "checkpoint_config.h"
+#include "app_options.h"
 #include "rmoe/data/batch_source.h"
 #include "rmoe/data/dataset.h"
 #include "rmoe/data/loader.h"
@@ -88,14 +88,14 @@ int run(int argc, char** argv) {
     if (name == "eval-iters") eval_iters = parse_count("--eval-iters", value, 1);
     if (name == "micro-batch-size") micro_batch = parse_count("--micro-batch-size", value, 1);
   }
-  const std::string path = checkpoint_to_load("rmoe_eval", load);
+  const std::string path = checkpoint_to_load(load);
   const CheckpointHeader header = read_checkpoint_header(path);
 
   // The stored configuration, with this command line on top. The saved
   // expert-parallel size need not suit this rank count: choose it anew unless
   // given.
   if (!has_option(overrides, "expert-parallel-size")) overrides.push_back("--expert-parallel-size=0");
-  TrainConfig cfg = config_from_checkpoint_ini(header.config_ini, path, overrides);
+  TrainConfig cfg = parse_train_config_from_ini(header.config_ini, path, overrides);
   if (cfg.help) {
     if (mpi_world_rank() == 0) std::fputs(kUsage, stdout);
     return 0;

@@ -40,7 +40,6 @@
 
 #include "app_main.h"
 #include "app_options.h"
-#include "checkpoint_config.h"
 #include "rmoe/data/dataset.h"
 #include "rmoe/data/synthetic.h"
 #include "rmoe/data/tokenizer.h"
@@ -143,9 +142,9 @@ int run(int argc, char** argv) {
   if (!(o.top_p > 0 && o.top_p <= 1)) throw UsageError("--top-p=" + std::to_string(o.top_p) + " must be in (0, 1]");
   o.stop_at_eod = !vm.count("no-stop-at-eod");
 
-  const std::string path = checkpoint_to_load("rmoe_generate", o.load);
+  const std::string path = checkpoint_to_load(o.load);
   const CheckpointHeader header = read_checkpoint_header(path);
-  TrainConfig cfg = config_from_checkpoint_ini(header.config_ini, path, {"--expert-parallel-size=0"});
+  TrainConfig cfg = parse_train_config_from_ini(header.config_ini, path, {"--expert-parallel-size=0"});
   std::string data = !o.data_path.empty() ? o.data_path : o.tokenizer_from;
   const char* data_flag = !o.data_path.empty() ? "--data-path" : "--tokenizer-from";
   if (data.empty()) {

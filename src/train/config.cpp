@@ -230,14 +230,18 @@ po::options_description command_line_options() {
   return d;
 }
 
-// One line for any Boost parse error.
-[[noreturn]] void rethrow_boost(const po::error& e, const std::string& source) {
+// One line for any Boost parse error; `source` names the INI text ("" for the command line).
+std::string boost_error_text(const po::error& e, const std::string& source) {
   if (auto* u = dynamic_cast<const po::unknown_option*>(&e)) {
-    if (source.empty()) usage_fail(u->get_option_name() + ": unknown option; run with --help for the list");
-    usage_fail(source + ": unknown key '" + u->get_option_name() +
-               "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)");
+    if (source.empty()) return u->get_option_name() + ": unknown option; run with --help for the list";
+    return source + ": unknown key '" + u->get_option_name() +
+           "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)";
   }
-  usage_fail((source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options");
+  return (source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options";
+}
+
+[[noreturn]] void rethrow_boost(const po::error& e, const std::string& source) {
+  usage_fail(boost_error_text(e, source));
 }
 
 std::string require_text(const char* flag, int64_t value, const char* rule) {
@@ -318,7 +322,17 @@ void check_device_supported(Device device) {
 #endif
 }
 
-TrainConfig parse_train_config(int argc, const char* const* argv) {
+namespace {
+
+// A configuration stored elsewhere (a checkpoint's INI text), read where
+// --config would be.
+struct StoredIni {
+  const std::string& text;
+  const std::string& where;  // names it in messages
+};
+
+// parse_train_config, with `stored` (when not null) in place of a --config file.
+TrainConfig parse(int argc, const char* const* argv, const StoredIni* stored) {
   const po::options_description cmd_desc = command_line_options();
   po::variables_map vm;
   // No abbreviations ("--num" is not "--num-layers"), no short options.
@@ -341,7 +355,17 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
     return cfg;
   }
 
-  if (vm.count("config")) {
+  if (stored) {
+    if (vm.count("config"))  // the stored configuration takes the place of --config
+      usage_fail("option '--config' cannot be specified more than once; run with --help for the options");
+    std::istringstream in(stored->text);
+    try {
+      po::store(po::parse_config_file(in, file_options(), /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      usage_fail(stored->where + ": its stored configuration is not readable by this build (" +
+                 boost_error_text(e, "attribute 'config'") + ")");
+    }
+  } else if (vm.count("config")) {
     const std::string path = vm["config"].as<std::string>();
     const std::string source = "--config=" + path;
     std::ifstream in(path);
@@ -364,6 +388,19 @@ TrainConfig parse_train_config(int argc, const char* const* argv) {
   validate_train_config(cfg);
   cfg.lr_decay_iters = cfg.resolved_lr_decay_iters();
   return cfg;
+}
+
+}  // namespace
+
+TrainConfig parse_train_config(int argc, const char* const* argv) { return parse(argc, argv, nullptr); }
+
+TrainConfig parse_train_config_from_ini(const std::string& ini, const std::string& where,
+                                        const std::vector<std::string>& overrides) {
+  if (ini.empty()) usage_fail(where + ": the checkpoint holds no configuration (attribute 'config')");
+  std::vector<const char*> argv = {"rmoe"};
+  for (const std::string& a : overrides) argv.push_back(a.c_str());
+  const StoredIni stored{ini, where};
+  return parse(int(argv.size()), argv.data(), &stored);
 }
 
 std::string config_to_ini(const TrainConfig& cfg) {

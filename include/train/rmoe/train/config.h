@@ -88,6 +88,18 @@ struct TrainConfig {
 // (A char** argv converts implicitly.)
 TrainConfig parse_train_config(int argc, const char* const* argv);
 
+// The configuration a checkpoint stores (its config_to_ini text, root
+// attribute `config` of checkpoint.h) with `overrides` (flags as on
+// rmoe_train's command line) taking precedence: the INI is read where a
+// --config file would be, so every option means what it meant to rmoe_train
+// and an override is validated the same way. `where` (the checkpoint) names
+// the text in errors: UsageError "<where>: the checkpoint holds no
+// configuration ..." for empty text, "<where>: its stored configuration is not
+// readable by this build (...)" for a key this build does not know; a
+// --config among the overrides is refused. Used by rmoe_eval and rmoe_generate.
+TrainConfig parse_train_config_from_ini(const std::string& ini, const std::string& where,
+                                        const std::vector<std::string>& overrides);
+
 // Throws UsageError naming the first bad option (ModelConfig's checks first).
 void validate_train_config(const TrainConfig& cfg);
 
