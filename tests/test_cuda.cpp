@@ -99,6 +99,12 @@ CUDA_CASE(PointwiseOpsMatchCpu, "swiglu_forward", "swiglu_backward", "gru_forwar
   ops::swiglu_backward(DA.view(N, p), DB.view(N, p), DH.view(N, p), A.view(N, p), Bv.view(N, p));
   EXPECT_LT(max_rel(DA.get(), dac), 1e-6);
   EXPECT_LT(max_rel(DB.get(), dbc), 1e-6);
+  // A null gradient output is not needed (ops.h): da null, db still accumulates.
+  ops::swiglu_backward(Tensor<float>{}, Tensor<float>(dbc.data(), {N, p}), Tensor<float>(dh.data(), {N, p}),
+                       Tensor<float>(a.data(), {N, p}), Tensor<float>(b.data(), {N, p}));
+  ops::swiglu_backward(Tensor<float>(nullptr, {N, p}, Device::cuda), DB.view(N, p), DH.view(N, p), A.view(N, p),
+                       Bv.view(N, p));
+  EXPECT_LT(max_rel(DB.get(), dbc), 1e-6);
   // GRU cell.
   std::vector<float> hn(N * p), gates(N * 3 * p);
   DeviceBuffer GI(gi), GH(gh), HP(h), HN(hn), G(gates);

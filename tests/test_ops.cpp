@@ -1,4 +1,6 @@
-// test_ops.cpp — every op of rmoe/kernels/ops.h, checked three ways.
+// test_ops.cpp — every op of the table in rmoe/kernels/ops.h: against the ref
+// oracle, by finite differences, on hand-worked values, and for the contract
+// of ops.h (null gradient outputs, index checks).
 //
 //  CpuVsRef.*     rmoe::cpu against the rmoe::ref oracle in float, forward and
 //                 backward, on several shapes: odd sizes, a single token (N=1),
@@ -13,8 +15,12 @@
 //                 kElem = 1e-5 (pointwise), kReduce = 1e-5 (norm, softmax, lse),
 //                 kGemm = 1e-4 (linear, attention, experts). Backward inputs saved
 //                 by the forward (P, rstd, gates, a/b/h, probs) come from ref.
-//                 *EmptyGradViews pass some gradient outputs as empty views
-//                 ("not needed", ops.h) and check the others are still right.
+//  NullGrad.*     the contract of ops.h for every gradient output of every op:
+//                 that output null ("not needed") in turn, the others still
+//                 equal ref (cpu and ref both called with the same nulls).
+//  BadIndex/{Ref,Cpu}.* every index input of every op: an index at its bound
+//                 and a negative one throw rmoe::Error naming the op, the
+//                 index and the bound.
 //  Fd/{Ref,Cpu}.* each backward in double against central differences
 //                 (eps 1e-6) of L = sum(out * R) for a fixed random R;
 //                 gradients accumulate onto random values and the increment is
@@ -81,9 +87,12 @@ using Backends = ::testing::Types<Ref, Cpu>;
 //   ref        the cpu backend equals the ref oracle (forward outputs, or the
 //              gradients of a backward)
 //   fd         the backward against finite differences of the forward
+//   null:<g>   gradient output g null, the other outputs still right
+//   index:<i>  index input i at its bound and negative: rejected
 // OP_TYPED_CASE is the same for a TYPED_TEST (run on both backends).
 // OpTable.EveryOpHasItsCases walks the op table and fails for every op that
-// lacks a case for one of these (fd: ops with a gradient output).
+// lacks a case for one of these (fd and null: ops with a gradient output;
+// index: ops with an index input), and for a claim the op cannot have.
 
 struct TableOp {
   std::string name;
@@ -489,10 +498,8 @@ struct AttnShape {
   int64_t B, S_, H, D;
 };
 
-// only_dv: dq and dk are empty views ("not needed").
-void attention_vs_ref(Rng& rng, AttnShape s, bool only_dv) {
-  SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D
-                   << " only_dv=" << only_dv);
+void attention_vs_ref(Rng& rng, AttnShape s) {
+  SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D);
   const std::vector<int64_t> qs{s.B, s.S_, s.H, s.D};
   auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs);
   auto out = fwd_pair<F>(qs);
@@ -505,10 +512,9 @@ void attention_vs_ref(Rng& rng, AttnShape s, bool only_dv) {
   auto dout = rng.randn<F>(qs);
   auto dq = grad_pair<F>(rng, qs), dk = grad_pair<F>(rng, qs), dv = grad_pair<F>(rng, qs);
   Buf<F> scratch({s.S_, s.S_}, garbage<F>());
-  auto opt = [&](Buf<F>& g) { return only_dv ? Tensor<F>{} : g.t(); };
-  Cpu::attention_backward(opt(dq.c), opt(dk.c), dv.c.t(), scratch.t(), dout.t(), P.r.t(), q.t(),
+  Cpu::attention_backward(dq.c.t(), dk.c.t(), dv.c.t(), scratch.t(), dout.t(), P.r.t(), q.t(),
                           k.t(), v.t());
-  Ref::attention_backward(opt(dq.r), opt(dk.r), dv.r.t(), Tensor<F>{}, dout.t(), P.r.t(), q.t(),
+  Ref::attention_backward(dq.r.t(), dk.r.t(), dv.r.t(), Tensor<F>{}, dout.t(), P.r.t(), q.t(),
                           k.t(), v.t());
   EXPECT_TRUE(guards_intact("scratch", scratch));
   EXPECT_TRUE(close("dq", dq, kGemm));
@@ -520,12 +526,7 @@ OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref"
   Rng rng = test_rng();
   for (AttnShape s : {AttnShape{1, 1, 1, 2}, AttnShape{2, 5, 3, 4}, AttnShape{1, 64, 2, 16},
                       AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}})
-    attention_vs_ref(rng, s, false);
-}
-
-TEST(CpuVsRef, AttentionEmptyGradViews) {
-  Rng rng = test_rng();
-  attention_vs_ref(rng, AttnShape{2, 5, 3, 4}, true);
+    attention_vs_ref(rng, s);
 }
 
 OP_CASE(CpuVsRef, SwigluTanh, "swiglu_forward: ref", "swiglu_backward: ref", "tanh_forward: ref", "tanh_backward: ref") {
@@ -632,15 +633,13 @@ struct ExpertsCase {
   std::vector<int64_t> counts;
 };
 
-// only_dxs: dW1, dW3, dW2 are empty views ("not needed").
-void experts_vs_ref(Rng& rng, const ExpertsCase& s, bool only_dxs) {
+void experts_vs_ref(Rng& rng, const ExpertsCase& s) {
   const int64_t E = int64_t(s.counts.size());
   auto offsets = offsets_from_counts(s.counts);
   const int64_t N = offsets[E];
   SHAPE_TRACE(
       "N=" << N << " d=" << s.d << " f=" << s.f << " E=" << E << " offsets="
-           << ::testing::PrintToString(std::vector<int64_t>(offsets.data(), offsets.data() + E + 1))
-           << " only_dxs=" << only_dxs);
+           << ::testing::PrintToString(std::vector<int64_t>(offsets.data(), offsets.data() + E + 1)));
   auto xs = rng.randn<F>({N, s.d});
   auto W1 = rng.randn<F>({E, s.f, s.d}, 0.3), W3 = rng.randn<F>({E, s.f, s.d}, 0.3);
   auto W2 = rng.randn<F>({E, s.d, s.f}, 0.3);
@@ -660,10 +659,9 @@ void experts_vs_ref(Rng& rng, const ExpertsCase& s, bool only_dxs) {
   auto dW1 = grad_pair<F>(rng, {E, s.f, s.d}), dW3 = grad_pair<F>(rng, {E, s.f, s.d});
   auto dW2 = grad_pair<F>(rng, {E, s.d, s.f});
   Buf<F> sa({N, s.f}, garbage<F>()), sb({N, s.f}, garbage<F>());
-  auto opt = [&](Buf<F>& g) { return only_dxs ? Tensor<F>{} : g.t(); };
-  Cpu::experts_backward(dxs.c.t(), opt(dW1.c), opt(dW3.c), opt(dW2.c), sa.t(), sb.t(), dys.t(),
+  Cpu::experts_backward(dxs.c.t(), dW1.c.t(), dW3.c.t(), dW2.c.t(), sa.t(), sb.t(), dys.t(),
                         xs.t(), offsets.t(), a.r.t(), b.r.t(), h.r.t(), W1.t(), W3.t(), W2.t());
-  Ref::experts_backward(dxs.r.t(), opt(dW1.r), opt(dW3.r), opt(dW2.r), Tensor<F>{}, Tensor<F>{},
+  Ref::experts_backward(dxs.r.t(), dW1.r.t(), dW3.r.t(), dW2.r.t(), Tensor<F>{}, Tensor<F>{},
                         dys.t(), xs.t(), offsets.t(), a.r.t(), b.r.t(), h.r.t(), W1.t(), W3.t(),
                         W2.t());
   EXPECT_TRUE(guards_intact("scratch_da", sa));
@@ -684,12 +682,7 @@ OP_CASE(CpuVsRef, Experts, "experts_forward: ref", "experts_backward: ref") {
       {8, 12, {0, 0, 0, 13}},                 // everything on the last expert
       {33, 47, {3, 17, 0, 11, 2, 0, 0, 31}},  // odd sizes
   };
-  for (const ExpertsCase& s : cases) experts_vs_ref(rng, s, false);
-}
-
-TEST(CpuVsRef, ExpertsEmptyGradViews) {
-  Rng rng = test_rng();
-  experts_vs_ref(rng, ExpertsCase{16, 24, {5, 0, 8, 0}}, true);
+  for (const ExpertsCase& s : cases) experts_vs_ref(rng, s);
 }
 
 OP_CASE(CpuVsRef, GatherCombine, "moe_gather: ref", "moe_combine: ref", "moe_combine_backward: ref", "moe_gather_backward: ref") {
@@ -739,25 +732,6 @@ OP_CASE(CpuVsRef, GatherCombine, "moe_gather: ref", "moe_combine: ref", "moe_com
   }
 }
 
-TEST(CpuVsRef, CombineEmptyGradViews) {
-  Rng rng = test_rng();
-  Routing r = random_routing(rng, 9, 2, 6, {1, 2, 4});
-  const int64_t T = r.T, k = r.k, N = T * k, d = 7;
-  auto ys = rng.randn<F>({N, d}), gate = rng.randn<F>({T, k}), dout = rng.randn<F>({T, d});
-  for (int variant : {1, 2}) {  // dys only; dgate only
-    SHAPE_TRACE("variant " << variant);
-    auto dys = grad_pair<F>(rng, {N, d});
-    auto dgate = grad_pair<F>(rng, {T, k});
-    auto on = [&](Buf<F>& g, bool yes) { return yes ? g.t() : Tensor<F>{}; };
-    Cpu::moe_combine_backward(on(dys.c, variant != 2), on(dgate.c, variant != 1), dout.t(), ys.t(),
-                              r.slot_of.t(), gate.t());
-    Ref::moe_combine_backward(on(dys.r, variant != 2), on(dgate.r, variant != 1), dout.t(), ys.t(),
-                              r.slot_of.t(), gate.t());
-    EXPECT_TRUE(close("dys", dys, kElem));
-    EXPECT_TRUE(close("dgate", dgate, kReduce));
-  }
-}
-
 OP_CASE(CpuVsRef, CrossEntropy, "cross_entropy: ref") {
   Rng rng = test_rng();
   struct S {
@@ -778,6 +752,273 @@ OP_CASE(CpuVsRef, CrossEntropy, "cross_entropy: ref") {
       EXPECT_TRUE(close("losses", losses, kReduce));
       EXPECT_TRUE(close("dlogits", dlogits, kReduce));
     }
+}
+
+// =============================================================================
+// 1b. the contract of ops.h: null gradient outputs, out-of-range indices
+// =============================================================================
+
+// An output of one op call: a forward output (starts as NaN, must be written)
+// or a gradient output (starts random, is added into, may be null).
+struct Out {
+  std::string name;
+  std::vector<int64_t> dims;
+  bool grad;
+};
+
+// For each gradient output of `outs` in turn: call(Cpu{}, views) and
+// call(Ref{}, views) with that one output null; every other output of cpu
+// must still equal ref's.
+template <class Call>
+void null_grads_vs_ref(Rng& rng, const std::vector<Out>& outs, double thr, Call call) {
+  for (size_t null = 0; null < outs.size(); ++null) {
+    if (!outs[null].grad) continue;
+    SHAPE_TRACE(outs[null].name << " null");
+    std::vector<Pair<F>> bufs;
+    for (const Out& o : outs) bufs.push_back(o.grad ? grad_pair<F>(rng, o.dims) : fwd_pair<F>(o.dims));
+    auto views = [&](bool cpu) {
+      std::vector<Tensor<F>> v;
+      for (size_t i = 0; i < outs.size(); ++i)
+        v.push_back(i == null ? Tensor<F>{} : (cpu ? bufs[i].c : bufs[i].r).t());
+      return v;
+    };
+    call(Cpu{}, views(true));
+    call(Ref{}, views(false));
+    for (size_t i = 0; i < outs.size(); ++i)
+      if (i != null) {
+        EXPECT_TRUE(close(outs[i].name, bufs[i], thr));
+      }
+  }
+}
+
+OP_CASE(NullGrad, Linear, "linear_backward: null:dx null:dW null:db") {
+  Rng rng = test_rng();
+  const int64_t N = 7, in = 9, out = 5;
+  auto x = rng.randn<F>({N, in}), W = rng.randn<F>({out, in}), dy = rng.randn<F>({N, out});
+  null_grads_vs_ref(rng, {{"dx", {N, in}, true}, {"dW", {out, in}, true}, {"db", {out}, true}}, kGemm,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::linear_backward(o[0], o[1], o[2], dy.t(), x.t(), W.t());
+                    });
+}
+
+OP_CASE(NullGrad, Embedding, "embedding_backward: null:dW") {
+  Rng rng = test_rng();
+  auto tokens = rng.ints({6}, 4);
+  auto dout = rng.randn<F>({6, 3});
+  null_grads_vs_ref(rng, {{"dW", {4, 3}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::embedding_backward(o[0], tokens.t(), dout.t());
+  });
+}
+
+OP_CASE(NullGrad, RmsNorm, "rmsnorm_backward: null:dx null:dw") {
+  Rng rng = test_rng();
+  const int64_t N = 5, d = 11;
+  auto x = rng.randn<F>({N, d}), w = rng.randn<F>({d}, 0.2, 1.0), dout = rng.randn<F>({N, d});
+  Buf<F> out({N, d}), rstd({N});
+  Ref::rmsnorm_forward(out.t(), rstd.t(), x.t(), w.t(), 1e-5);
+  null_grads_vs_ref(rng, {{"dx", {N, d}, true}, {"dw", {d}, true}}, kReduce, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::rmsnorm_backward(o[0], o[1], dout.t(), x.t(), w.t(), rstd.t());
+  });
+}
+
+OP_CASE(NullGrad, Attention, "attention_backward: null:dq null:dk null:dv") {
+  Rng rng = test_rng();
+  const std::vector<int64_t> qs{2, 5, 3, 4};
+  auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs), dout = rng.randn<F>(qs);
+  Buf<F> out(qs), P({2, 3, 5, 5}), scratch({5, 5});
+  Ref::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
+  null_grads_vs_ref(rng, {{"dq", qs, true}, {"dk", qs, true}, {"dv", qs, true}}, kGemm,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::attention_backward(o[0], o[1], o[2], scratch.t(), dout.t(), P.t(), q.t(), k.t(),
+                                                      v.t());
+                    });
+  EXPECT_TRUE(guards_intact("scratch", scratch));
+}
+
+OP_CASE(NullGrad, SwigluTanh, "swiglu_backward: null:da null:db", "tanh_backward: null:dx") {
+  Rng rng = test_rng();
+  const int64_t N = 6, f = 13;
+  auto a = rng.randn<F>({N, f}, 3.0), b = rng.randn<F>({N, f}), dh = rng.randn<F>({N, f});
+  null_grads_vs_ref(rng, {{"da", {N, f}, true}, {"db", {N, f}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::swiglu_backward(o[0], o[1], dh.t(), a.t(), b.t());
+  });
+  Buf<F> y({N, f});
+  Ref::tanh_forward(y.t(), a.t());
+  null_grads_vs_ref(rng, {{"dx", {N, f}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::tanh_backward(o[0], dh.t(), y.t());
+  });
+}
+
+OP_CASE(NullGrad, Gru, "gru_backward: null:dgi null:dgh null:dh") {
+  Rng rng = test_rng();
+  const int64_t N = 5, p = 7;
+  auto gi = rng.randn<F>({N, 3 * p}, 1.5), gh = rng.randn<F>({N, 3 * p}, 1.5), h = rng.randn<F>({N, p});
+  auto dhnew = rng.randn<F>({N, p});
+  Buf<F> hnew({N, p}), gates({N, 3 * p});
+  Ref::gru_forward(hnew.t(), gates.t(), gi.t(), gh.t(), h.t());
+  null_grads_vs_ref(rng, {{"dgi", {N, 3 * p}, true}, {"dgh", {N, 3 * p}, true}, {"dh", {N, p}, true}}, kElem,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::gru_backward(o[0], o[1], o[2], dhnew.t(), gates.t(), gh.t(), h.t());
+                    });
+}
+
+OP_CASE(NullGrad, RouterTopk, "router_topk_backward: null:dlogits") {
+  Rng rng = test_rng();
+  const int64_t N = 5, E = 6, k = 2;
+  auto logits = separated_logits(rng, N, E, 0.6);
+  Buf<F> probs({N, E}), gate({N, k}), lse({N});
+  Buf<int32_t> idx({N, k});
+  Ref::router_topk_forward(probs.t(), idx.t(), gate.t(), lse.t(), logits.t());
+  auto dgate = rng.randn<F>({N, k}), extra = rng.randn<F>({E});
+  null_grads_vs_ref(rng, {{"dlogits", {N, E}, true}}, kReduce, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::router_topk_backward(o[0], dgate.t(), extra.t(), 0.3, probs.t(), idx.t(), lse.t());
+  });
+}
+
+OP_CASE(NullGrad, Experts, "experts_backward: null:dxs null:dW1 null:dW3 null:dW2") {
+  Rng rng = test_rng();
+  const int64_t d = 6, f = 5, E = 4;
+  auto offsets = offsets_from_counts({3, 0, 4, 2});
+  const int64_t N = offsets[E];
+  auto xs = rng.randn<F>({N, d}), dys = rng.randn<F>({N, d});
+  auto W1 = rng.randn<F>({E, f, d}, 0.3), W3 = rng.randn<F>({E, f, d}, 0.3), W2 = rng.randn<F>({E, d, f}, 0.3);
+  Buf<F> ys({N, d}), a({N, f}), b({N, f}), h({N, f}), sa({N, f}), sb({N, f});
+  Ref::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W1.t(), W3.t(), W2.t());
+  null_grads_vs_ref(rng,
+                    {{"dxs", {N, d}, true}, {"dW1", {E, f, d}, true}, {"dW3", {E, f, d}, true},
+                     {"dW2", {E, d, f}, true}},
+                    kGemm, [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::experts_backward(o[0], o[1], o[2], o[3], sa.t(), sb.t(), dys.t(), xs.t(),
+                                                    offsets.t(), a.t(), b.t(), h.t(), W1.t(), W3.t(), W2.t());
+                    });
+}
+
+OP_CASE(NullGrad, CombineGather, "moe_combine_backward: null:dys null:dgate", "moe_gather_backward: null:dx") {
+  Rng rng = test_rng();
+  Routing r = random_routing(rng, 9, 2, 6, {1, 2, 4});
+  const int64_t T = r.T, k = r.k, N = T * k, d = 7;
+  auto ys = rng.randn<F>({N, d}), gate = rng.randn<F>({T, k}), dout = rng.randn<F>({T, d});
+  null_grads_vs_ref(rng, {{"dys", {N, d}, true}, {"dgate", {T, k}, true}}, kReduce,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::moe_combine_backward(o[0], o[1], dout.t(), ys.t(), r.slot_of.t(), gate.t());
+                    });
+  null_grads_vs_ref(rng, {{"dx", {T, d}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::moe_gather_backward(o[0], ys.t(), r.slot_of.t());
+  });
+}
+
+OP_CASE(NullGrad, CrossEntropy, "cross_entropy: null:dlogits") {
+  Rng rng = test_rng();
+  const int64_t N = 6, V = 17;
+  auto logits = rng.randn<F>({N, V}, 3.0);
+  auto targets = rng.ints({N}, V);
+  null_grads_vs_ref(rng, {{"losses", {N}, false}, {"dlogits", {N, V}, true}}, kReduce,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::cross_entropy(o[0], o[1], logits.t(), targets.t(), 0.5);
+                    });
+}
+
+// call() must throw rmoe::Error whose message names the op, the bad index and
+// the bound.
+template <class Call>
+::testing::AssertionResult rejects(Call call, const std::string& op, int64_t bad, int64_t bound) {
+  try {
+    call();
+  } catch (const rmoe::Error& e) {
+    const std::string m = e.what();
+    for (const std::string& want : {op, std::to_string(bad), std::to_string(bound)})
+      if (m.find(want) == std::string::npos)
+        return ::testing::AssertionFailure() << "the error does not name '" << want << "': " << m;
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << op << " accepted the index " << bad << " (bound " << bound << ")";
+}
+
+template <class B>
+class BadIndex : public ::testing::Test {};
+TYPED_TEST_SUITE(BadIndex, Backends, BackendName);
+
+OP_TYPED_CASE(BadIndex, Embedding, "embedding_forward: index:tokens", "embedding_backward: index:tokens") {
+  using B = TypeParam;
+  const int64_t V = 5, d = 3, N = 4;
+  Buf<F> W({V, d}), out({N, d}), dW({V, d}), dout({N, d});
+  for (int32_t bad : {int32_t(V), -1}) {
+    Buf<int32_t> tokens({N});
+    tokens[2] = bad;
+    EXPECT_TRUE(rejects([&] { B::embedding_forward(out.t(), tokens.t(), W.t()); }, "embedding_forward", bad, V));
+    EXPECT_TRUE(rejects([&] { B::embedding_backward(dW.t(), tokens.t(), dout.t()); }, "embedding_backward", bad, V));
+  }
+}
+
+OP_TYPED_CASE(BadIndex, CrossEntropy, "cross_entropy: index:targets") {
+  using B = TypeParam;
+  const int64_t N = 3, V = 4;
+  Buf<F> logits({N, V}), losses({N}), dlogits({N, V});
+  for (int32_t bad : {int32_t(V), -1}) {
+    Buf<int32_t> targets({N});
+    targets[1] = bad;
+    EXPECT_TRUE(rejects([&] { B::cross_entropy(losses.t(), dlogits.t(), logits.t(), targets.t(), 1.0); },
+                        "cross_entropy", bad, V));
+    EXPECT_TRUE(rejects([&] { B::cross_entropy(losses.t(), Tensor<F>{}, logits.t(), targets.t(), 1.0); },
+                        "cross_entropy", bad, V));
+  }
+}
+
+OP_TYPED_CASE(BadIndex, RouterTopk, "router_topk_backward: index:idx") {
+  using B = TypeParam;
+  const int64_t N = 3, E = 4, k = 2;
+  Buf<F> probs({N, E}, 0.25f), lse({N}), dgate({N, k}), dlogits({N, E});
+  for (int32_t bad : {int32_t(E), -1}) {
+    Buf<int32_t> idx({N, k});
+    for (int64_t i = 0; i < N * k; ++i) idx[i] = int32_t(i % E);
+    idx[3] = bad;
+    EXPECT_TRUE(rejects([&] { B::router_topk_backward(dlogits.t(), dgate.t(), Tensor<F>{}, 0.1, probs.t(), idx.t(),
+                                                      lse.t()); },
+                        "router_topk_backward", bad, E));
+    // idx is checked even when no dgate needs it.
+    EXPECT_TRUE(rejects([&] { B::router_topk_backward(dlogits.t(), Tensor<F>{}, Tensor<F>{}, 0.1, probs.t(), idx.t(),
+                                                      lse.t()); },
+                        "router_topk_backward", bad, E));
+  }
+}
+
+// offsets must run 0 = offsets[0] <= ... <= offsets[E] = N: a last entry past
+// the rows, and a negative entry, are both rejected.
+OP_TYPED_CASE(BadIndex, Experts, "experts_forward: index:offsets", "experts_backward: index:offsets") {
+  using B = TypeParam;
+  const int64_t d = 2, f = 3, E = 3, N = 5;
+  Buf<F> xs({N, d}), ys({N, d}), a({N, f}), b({N, f}), h({N, f}), W13({E, f, d}), W2({E, d, f});
+  Buf<F> dxs({N, d}), dW13({E, f, d}), dW2({E, d, f}), sa({N, f}), sb({N, f});
+  for (int64_t bad : {N + 1, int64_t(-1)}) {
+    auto offsets = offsets_from_counts({2, 1, 2});
+    offsets[bad < 0 ? 1 : E] = bad;
+    EXPECT_TRUE(rejects([&] { B::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W13.t(), W13.t(),
+                                                 W2.t()); },
+                        "experts_forward", bad, N));
+    EXPECT_TRUE(rejects([&] { B::experts_backward(dxs.t(), dW13.t(), dW13.t(), dW2.t(), sa.t(), sb.t(), ys.t(), xs.t(),
+                                                  offsets.t(), a.t(), b.t(), h.t(), W13.t(), W13.t(), W2.t()); },
+                        "experts_backward", bad, N));
+  }
+}
+
+OP_TYPED_CASE(BadIndex, GatherCombine, "moe_gather: index:slot_token", "moe_combine: index:slot_of",
+              "moe_combine_backward: index:slot_of", "moe_gather_backward: index:slot_of") {
+  using B = TypeParam;
+  const int64_t T = 3, k = 2, N = T * k, d = 2;
+  Buf<F> x({T, d}), xs({N, d}), ys({N, d}), gate({T, k}), out({T, d}), dys({N, d}), dgate({T, k}), dx({T, d});
+  for (int64_t sign : {1, -1}) {
+    Routing r = make_routing(T, k, 2, {0, 1, 1, 0, 0, 1});
+    const int32_t bad_token = sign > 0 ? int32_t(T) : -1, bad_slot = sign > 0 ? int32_t(N) : -1;
+    r.slot_token[4] = bad_token;
+    r.slot_of[5] = bad_slot;
+    EXPECT_TRUE(rejects([&] { B::moe_gather(xs.t(), x.t(), r.slot_token.t()); }, "moe_gather", bad_token, T));
+    EXPECT_TRUE(rejects([&] { B::moe_combine(out.t(), ys.t(), r.slot_of.t(), gate.t()); }, "moe_combine", bad_slot,
+                        N));
+    EXPECT_TRUE(rejects([&] { B::moe_combine_backward(dys.t(), dgate.t(), out.t(), ys.t(), r.slot_of.t(), gate.t()); },
+                        "moe_combine_backward", bad_slot, N));
+    EXPECT_TRUE(rejects([&] { B::moe_gather_backward(dx.t(), ys.t(), r.slot_of.t()); }, "moe_gather_backward",
+                        bad_slot, N));
+  }
 }
 
 // =============================================================================
@@ -1296,13 +1537,18 @@ TEST(OpTable, EveryOpHasItsCases) {
   std::set<std::string> names;
   for (const TableOp& op : table_ops()) {
     names.insert(op.name);
-    std::vector<std::string> want{"ref"};
-    for (const auto& [type, param] : op.params)
-      if (type.rfind("Grad<", 0) == 0 && want.size() == 1) want.push_back("fd");
+    std::set<std::string> want{"ref"};
+    for (const auto& [type, param] : op.params) {
+      if (type.rfind("Grad<", 0) == 0) want.insert({"fd", "null:" + param});
+      if (type == "Tensor<const int32_t>" || type == "Tensor<const int64_t>") want.insert("index:" + param);
+    }
     const auto& have = coverage()[op.name];
     for (const std::string& w : want)
       EXPECT_TRUE(have.count(w)) << op.name << " has no case checking '" << w
                                  << "': add one to tests/test_ops.cpp (OP_CASE)";
+    for (const auto& [item, tests] : have)  // a claim must name a real output or input
+      EXPECT_TRUE(want.count(item) || item == "fd")
+          << tests.front() << " claims '" << item << "' of " << op.name << ", which is not a check of its own";
   }
   for (const auto& [op, items] : coverage())
     EXPECT_TRUE(names.count(op)) << "a case claims op '" << op << "', which is not in the table";

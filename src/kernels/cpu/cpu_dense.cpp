@@ -13,6 +13,7 @@
 
 #include "../instantiate.h"
 #include "blas.h"
+#include "checks.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/kernels/pointwise.h"
@@ -61,10 +62,7 @@ template <class T>
 void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
   const int64_t N = tokens.numel(), V = W.size(0), d = W.cols();
   RMOE_CHECK(out.rows() == N && out.cols() == d, "embedding_forward: out " << out.shape_str());
-  for (int64_t n = 0; n < N; ++n)
-    RMOE_CHECK(tokens.data[n] >= 0 && tokens.data[n] < V,
-               "token id " << tokens.data[n] << " at position " << n << " is outside the vocabulary [0, "
-                           << V << ")");
+  check_indices(tokens, V, "embedding_forward", "tokens", "the vocabulary");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n)
     std::copy_n(W.data + tokens.data[n] * d, d, out.data + n * d);
@@ -72,7 +70,11 @@ void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
 
 template <class T>
 void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) {
+  if (dW.is_null()) return;
   const int64_t N = tokens.numel(), d = dW.cols();
+  RMOE_CHECK(dout.rows() == N && dout.cols() == d,
+             "embedding_backward: dout " << dout.shape_str() << " for dW " << dW.shape_str());
+  check_indices(tokens, dW.size(0), "embedding_backward", "tokens", "the vocabulary");
   // Parallel over column blocks; each block walks tokens in order (repeats are
   // summed in a fixed order, no races).
 #pragma omp parallel for schedule(static)
@@ -176,8 +178,8 @@ void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
   for (int64_t i = 0; i < n; ++i) {
     T ga, gb;
     pw::swiglu_grad(a.data[i], b.data[i], dh.data[i], ga, gb);
-    da.data[i] += ga;
-    db.data[i] += gb;
+    if (!da.is_null()) da.data[i] += ga;  // a null gradient output is not needed
+    if (!db.is_null()) db.data[i] += gb;
   }
 }
 
@@ -189,6 +191,7 @@ void tanh_forward(Tensor<T> y, In<T> x) {
 }
 template <class T>
 void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
+  if (dx.is_null()) return;
   const int64_t n = y.numel();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) dx.data[i] += dy.data[i] * (T(1) - y.data[i] * y.data[i]);
@@ -216,15 +219,24 @@ void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T>
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const T* g3 = gates.data + n * 3 * p;
-    T* di = dgi.data + n * 3 * p;
-    T* dhh = dgh.data + n * 3 * p;
+    T* di = dgi.is_null() ? nullptr : dgi.data + n * 3 * p;  // null: not needed
+    T* dhh = dgh.is_null() ? nullptr : dgh.data + n * 3 * p;
+    T* dhp = dh.is_null() ? nullptr : dh.data + n * p;
     for (int64_t j = 0; j < p; ++j) {
       T ir, iz, in, hr, hz, hn, dprev;
       pw::gru_cell_grad(g3[j], g3[p + j], g3[2 * p + j], gh.data[n * 3 * p + 2 * p + j], h.data[n * p + j],
                         dhnew.data[n * p + j], ir, iz, in, hr, hz, hn, dprev);
-      di[j] += ir; di[p + j] += iz; di[2 * p + j] += in;
-      dhh[j] += hr; dhh[p + j] += hz; dhh[2 * p + j] += hn;
-      if (!dh.is_null()) dh.data[n * p + j] += dprev;
+      if (di) {
+        di[j] += ir;
+        di[p + j] += iz;
+        di[2 * p + j] += in;
+      }
+      if (dhh) {
+        dhh[j] += hr;
+        dhh[p + j] += hz;
+        dhh[2 * p + j] += hn;
+      }
+      if (dhp) dhp[j] += dprev;
     }
   }
 }
@@ -235,6 +247,7 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
                    double dloss_scale) {
   const int64_t N = logits.rows(), V = logits.cols();
   RMOE_CHECK(targets.numel() == N && losses.numel() == N, "cross_entropy: logits " << logits.shape_str());
+  check_indices(targets, V, "cross_entropy", "targets", "the vocabulary");
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits.data + n * V;

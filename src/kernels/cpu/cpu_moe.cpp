@@ -10,14 +10,27 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../instantiate.h"
 #include "blas.h"
+#include "checks.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/kernels/pointwise.h"
 
 namespace rmoe::cpu {
+
+namespace {
+// This thread's scratch of at least n elements: allocated on a thread's first
+// use and when a larger n comes, never in the loops of a step.
+template <class T>
+T* thread_scratch(int64_t n) {
+  static thread_local std::vector<T> buf;
+  if (int64_t(buf.size()) < n) buf.resize(size_t(n));
+  return buf.data();
+}
+}  // namespace
 
 // ---- router: softmax, top-k, renormalised gates ------------------------------
 template <class T>
@@ -55,27 +68,33 @@ void router_topk_forward(Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate, T
 template <class T>
 void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, double dlse_scale, In<T> probs,
                           Tensor<const int32_t> idx, In<T> lse) {
+  if (dlogits.is_null()) return;
   const int64_t N = probs.rows(), E = probs.cols(), K = idx.cols();
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) {
-    const T* p = probs.data + n * E;
-    const int32_t* id = idx.data + n * K;
-    T dp[256];  // d loss / d prob for this row (E <= 256 checked by ModelConfig)
-    T* dprob = E <= 256 ? dp : new T[E];
-    for (int64_t e = 0; e < E; ++e) dprob[e] = dprobs_extra.is_null() ? T(0) : dprobs_extra.data[e];
-    if (!dgate.is_null()) {
-      // g_j = p_j / s, s = sum_i p_i:  d/dp_j = (dg_j - sum_i dg_i g_i) / s
-      T s = 0, c = 0;
-      for (int64_t j = 0; j < K; ++j) s += p[id[j]];
-      for (int64_t j = 0; j < K; ++j) c += dgate.data[n * K + j] * (p[id[j]] / s);
-      for (int64_t j = 0; j < K; ++j) dprob[id[j]] += (dgate.data[n * K + j] - c) / s;
+  RMOE_CHECK(idx.rows() == N && dlogits.rows() == N && dlogits.cols() == E,
+             "router_topk_backward: probs " << probs.shape_str() << " idx " << idx.shape_str() << " dlogits "
+                                            << dlogits.shape_str());
+  check_indices(idx, E, "router_topk_backward", "idx", "the experts");
+#pragma omp parallel
+  {
+    T* dprob = thread_scratch<T>(E);  // d loss / d prob of the row at hand
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const T* p = probs.data + n * E;
+      const int32_t* id = idx.data + n * K;
+      for (int64_t e = 0; e < E; ++e) dprob[e] = dprobs_extra.is_null() ? T(0) : dprobs_extra.data[e];
+      if (!dgate.is_null()) {
+        // g_j = p_j / s, s = sum_i p_i:  d/dp_j = (dg_j - sum_i dg_i g_i) / s
+        T s = 0, c = 0;
+        for (int64_t j = 0; j < K; ++j) s += p[id[j]];
+        for (int64_t j = 0; j < K; ++j) c += dgate.data[n * K + j] * (p[id[j]] / s);
+        for (int64_t j = 0; j < K; ++j) dprob[id[j]] += (dgate.data[n * K + j] - c) / s;
+      }
+      T dot = 0;
+      for (int64_t e = 0; e < E; ++e) dot += p[e] * dprob[e];
+      const T dz = dlse_scale == 0 ? T(0) : T(dlse_scale) * T(2) * lse.data[n];  // d(lse^2) = 2 lse * softmax
+      T* g = dlogits.data + n * E;
+      for (int64_t e = 0; e < E; ++e) g[e] += p[e] * (dprob[e] - dot + dz);
     }
-    T dot = 0;
-    for (int64_t e = 0; e < E; ++e) dot += p[e] * dprob[e];
-    const T dz = dlse_scale == 0 ? T(0) : T(dlse_scale) * T(2) * lse.data[n];  // d(lse^2) = 2 lse * softmax
-    T* g = dlogits.data + n * E;
-    for (int64_t e = 0; e < E; ++e) g[e] += p[e] * (dprob[e] - dot + dz);
-    if (dprob != dp) delete[] dprob;
   }
 }
 
@@ -83,15 +102,21 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
 template <class T>
 void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
   const int64_t N = slot_token.numel(), d = x.cols();
+  RMOE_CHECK(xs.rows() == N && xs.cols() == d, "moe_gather: xs " << xs.shape_str() << " x " << x.shape_str());
+  check_indices(slot_token, x.rows(), "moe_gather", "slot_token", "the tokens of x");
 #pragma omp parallel for schedule(static)
   for (int64_t s = 0; s < N; ++s) std::copy_n(x.data + int64_t(slot_token.data[s]) * d, d, xs.data + s * d);
 }
 
 template <class T>
 void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> gate) {
-  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+  const int64_t n_tok = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+  RMOE_CHECK(out.rows() == n_tok && out.cols() == d && gate.numel() == n_tok * K,
+             "moe_combine: out " << out.shape_str() << " slot_of " << slot_of.shape_str() << " gate "
+                                 << gate.shape_str());
+  check_indices(slot_of, ys.rows(), "moe_combine", "slot_of", "the slots of ys");
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < Tn; ++t) {
+  for (int64_t t = 0; t < n_tok; ++t) {
     T* o = out.data + t * d;
     std::fill_n(o, d, T(0));
     for (int64_t j = 0; j < K; ++j) {
@@ -105,17 +130,21 @@ void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> g
 template <class T>
 void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, Tensor<const int32_t> slot_of,
                           In<T> gate) {
-  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+  const int64_t n_tok = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
+  RMOE_CHECK(dout.rows() == n_tok && dout.cols() == d && gate.numel() == n_tok * K,
+             "moe_combine_backward: dout " << dout.shape_str() << " slot_of " << slot_of.shape_str());
+  check_indices(slot_of, ys.rows(), "moe_combine_backward", "slot_of", "the slots of ys");
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < Tn; ++t) {
+  for (int64_t t = 0; t < n_tok; ++t) {
     const T* g = dout.data + t * d;
     for (int64_t j = 0; j < K; ++j) {
       const int64_t s = slot_of.data[t * K + j];
       const T gt = gate.data[t * K + j];
       const T* y = ys.data + s * d;
-      T* dy = dys.is_null() ? nullptr : dys.data + s * d;
-      if (!dys.is_null())
+      if (!dys.is_null()) {
+        T* dy = dys.data + s * d;
         for (int64_t c = 0; c < d; ++c) dy[c] += gt * g[c];
+      }
       if (!dgate.is_null()) {
         T dot = 0;
         for (int64_t c = 0; c < d; ++c) dot += g[c] * y[c];
@@ -127,9 +156,14 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, 
 
 template <class T>
 void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of) {
-  const int64_t Tn = slot_of.rows(), K = slot_of.cols(), d = dx.cols();
+  if (dx.is_null()) return;
+  const int64_t n_tok = slot_of.rows(), K = slot_of.cols(), d = dx.cols();
+  RMOE_CHECK(dx.rows() == n_tok && dxs.cols() == d,
+             "moe_gather_backward: dx " << dx.shape_str() << " dxs " << dxs.shape_str() << " slot_of "
+                                        << slot_of.shape_str());
+  check_indices(slot_of, dxs.rows(), "moe_gather_backward", "slot_of", "the slots of dxs");
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < Tn; ++t)
+  for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t j = 0; j < K; ++j) {
       const T* g = dxs.data + int64_t(slot_of.data[t * K + j]) * d;
       T* o = dx.data + t * d;
@@ -142,8 +176,9 @@ template <class T>
 void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs, Tensor<const int64_t> offsets,
                      In<T> W1, In<T> W3, In<T> W2) {
   const int64_t E = W1.size(0), f = W1.size(1), d = W1.size(2);
-  RMOE_CHECK(offsets.numel() == E + 1 && xs.cols() == d && W2.size(1) == d && W2.size(2) == f,
+  RMOE_CHECK(xs.cols() == d && W2.size(1) == d && W2.size(2) == f,
              "experts_forward: W1 " << W1.shape_str() << " W2 " << W2.shape_str() << " xs " << xs.shape_str());
+  check_offsets(offsets, E, xs.rows(), "experts_forward");
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
     if (n == 0) continue;
@@ -162,7 +197,8 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
                       Tensor<T> scratch_db, In<T> dys, In<T> xs, Tensor<const int64_t> offsets, In<T> a, In<T> b,
                       In<T> h, In<T> W1, In<T> W3, In<T> W2) {
   const int64_t E = W1.size(0), f = W1.size(1), d = W1.size(2);
-  RMOE_CHECK(offsets.numel() == E + 1 && dys.cols() == d && xs.cols() == d && scratch_da.numel() >= xs.rows() * f &&
+  check_offsets(offsets, E, xs.rows(), "experts_backward");
+  RMOE_CHECK(dys.cols() == d && xs.cols() == d && scratch_da.numel() >= xs.rows() * f &&
                  scratch_db.numel() >= xs.rows() * f,
              "experts_backward: W1 " << W1.shape_str() << " dys " << dys.shape_str() << " scratch "
                                      << scratch_da.shape_str());

@@ -29,7 +29,7 @@ namespace {
 
 template <class U>
 void check_cpu(const Tensor<U>& t, const char* op, const char* name) {
-  RMOE_CHECK(!t.is_null(), op << ": " << name << " is a null view but required");
+  RMOE_CHECK(!t.is_null() || t.numel() == 0, op << ": " << name << " is a null view but required");
   RMOE_CHECK(t.device == Device::cpu, op << ": " << name << " is not a cpu view");
 }
 
@@ -547,6 +547,9 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
   if (!dgate.is_null()) check_rc(dgate, N, k, op, "dgate");
   if (!dprobs_extra.is_null()) check_n(dprobs_extra, E, op, "dprobs_extra");
   if (dlse_scale != 0.0) check_n(lse, N, op, "lse");
+  for (int64_t i = 0; i < N * k; ++i)
+    RMOE_CHECK(idx.data[i] >= 0 && idx.data[i] < E,
+               op << ": idx " << idx.data[i] << " at " << i << " outside [0, " << E << ")");
   std::vector<double> dp(E);
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs.data + n * E;
@@ -554,11 +557,7 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
       dp[e] = dprobs_extra.is_null() ? 0.0 : double(dprobs_extra.data[e]);
     if (!dgate.is_null()) {
       double S = 0.0;
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t e = idx.data[n * k + j];
-        RMOE_CHECK(e >= 0 && e < E, op << ": idx " << e << " outside [0, " << E << ")");
-        S += double(p[e]);
-      }
+      for (int64_t j = 0; j < k; ++j) S += double(p[idx.data[n * k + j]]);
       double dot = 0.0;  // sum_l dgate_l gate_l
       for (int64_t j = 0; j < k; ++j)
         dot += double(dgate.data[n * k + j]) * double(p[idx.data[n * k + j]]) / S;
@@ -584,7 +583,9 @@ void check_offsets(Tensor<const int64_t> offsets, int64_t E, int64_t N, const ch
                                                               << ".." << offsets.data[E]
                                                               << ", want 0.." << N);
   for (int64_t e = 0; e < E; ++e)
-    RMOE_CHECK(offsets.data[e] <= offsets.data[e + 1], op << ": offsets decrease at expert " << e);
+    RMOE_CHECK(offsets.data[e] <= offsets.data[e + 1], op << ": offsets decrease at expert " << e << " ("
+                                                              << offsets.data[e] << " > " << offsets.data[e + 1]
+                                                              << "; rows [0, " << N << "))");
 }
 }  // namespace
 
@@ -717,21 +718,21 @@ void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
   const char* op = "ref::moe_gather";
   check_cpu(x, op, "x");
   check_cpu(slot_token, op, "slot_token");
-  const int64_t Tn = x.rows(), d = x.cols(), N = slot_token.numel();
+  const int64_t n_tok = x.rows(), d = x.cols(), N = slot_token.numel();
   check_rc(xs, N, d, op, "xs");
   for (int64_t s = 0; s < N; ++s) {
     const int64_t t = slot_token.data[s];
-    RMOE_CHECK(t >= 0 && t < Tn,
-               op << ": slot " << s << " -> token " << t << " outside [0, " << Tn << ")");
+    RMOE_CHECK(t >= 0 && t < n_tok,
+               op << ": slot " << s << " -> token " << t << " outside [0, " << n_tok << ")");
     for (int64_t i = 0; i < d; ++i) xs.data[s * d + i] = x.data[t * d + i];
   }
 }
 
 namespace {
-void check_slot_of(Tensor<const int32_t> slot_of, int64_t Tn, int64_t nslots, const char* op) {
+void check_slot_of(Tensor<const int32_t> slot_of, int64_t n_tok, int64_t nslots, const char* op) {
   check_cpu(slot_of, op, "slot_of");
-  RMOE_CHECK(slot_of.rows() == Tn,
-             op << ": slot_of is " << slot_of.shape_str() << ", want " << Tn << " rows");
+  RMOE_CHECK(slot_of.rows() == n_tok,
+             op << ": slot_of is " << slot_of.shape_str() << ", want " << n_tok << " rows");
   for (int64_t i = 0; i < slot_of.numel(); ++i)
     RMOE_CHECK(slot_of.data[i] >= 0 && slot_of.data[i] < nslots,
                op << ": slot " << slot_of.data[i] << " outside [0, " << nslots << ")");
@@ -743,12 +744,12 @@ void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> g
   const char* op = "ref::moe_combine";
   check_cpu(out, op, "out");
   check_cpu(ys, op, "ys");
-  const int64_t Tn = out.rows(), d = out.cols();
+  const int64_t n_tok = out.rows(), d = out.cols();
   check_rc(ys, ys.rows(), d, op, "ys");
-  check_slot_of(slot_of, Tn, ys.rows(), op);
+  check_slot_of(slot_of, n_tok, ys.rows(), op);
   const int64_t k = slot_of.cols();
-  check_rc(gate, Tn, k, op, "gate");
-  for (int64_t t = 0; t < Tn; ++t)
+  check_rc(gate, n_tok, k, op, "gate");
+  for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t i = 0; i < d; ++i) {
       double acc = 0.0;
       for (int64_t j = 0; j < k; ++j)
@@ -763,15 +764,15 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
   const char* op = "ref::moe_combine_backward";
   check_cpu(dout, op, "dout");
   check_cpu(ys, op, "ys");
-  const int64_t Tn = dout.rows(), d = dout.cols(), nslots = ys.rows();
+  const int64_t n_tok = dout.rows(), d = dout.cols(), nslots = ys.rows();
   check_rc(ys, nslots, d, op, "ys");
-  check_slot_of(slot_of, Tn, nslots, op);
+  check_slot_of(slot_of, n_tok, nslots, op);
   const int64_t k = slot_of.cols();
-  check_rc(gate, Tn, k, op, "gate");
+  check_rc(gate, n_tok, k, op, "gate");
   if (!dys.is_null()) {
     check_rc(dys, nslots, d, op, "dys");
     std::vector<double> acc(dys.data, dys.data + nslots * d);
-    for (int64_t t = 0; t < Tn; ++t)
+    for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t j = 0; j < k; ++j) {
         const int64_t s = slot_of.data[t * k + j];
         for (int64_t i = 0; i < d; ++i)
@@ -780,8 +781,8 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
     for (int64_t i = 0; i < nslots * d; ++i) dys.data[i] = T(acc[i]);
   }
   if (!dgate.is_null()) {
-    check_rc(dgate, Tn, k, op, "dgate");
-    for (int64_t t = 0; t < Tn; ++t)
+    check_rc(dgate, n_tok, k, op, "dgate");
+    for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t j = 0; j < k; ++j) {
         const int64_t s = slot_of.data[t * k + j];
         double acc = double(dgate.data[t * k + j]);
@@ -798,11 +799,11 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
   if (dx.is_null()) return;
   check_cpu(dx, op, "dx");
   check_cpu(dxs, op, "dxs");
-  const int64_t Tn = dx.rows(), d = dx.cols();
+  const int64_t n_tok = dx.rows(), d = dx.cols();
   check_rc(dxs, dxs.rows(), d, op, "dxs");
-  check_slot_of(slot_of, Tn, dxs.rows(), op);
+  check_slot_of(slot_of, n_tok, dxs.rows(), op);
   const int64_t k = slot_of.cols();
-  for (int64_t t = 0; t < Tn; ++t)
+  for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t i = 0; i < d; ++i) {
       double acc = double(dx.data[t * d + i]);
       for (int64_t j = 0; j < k; ++j) acc += double(dxs.data[slot_of.data[t * k + j] * d + i]);
