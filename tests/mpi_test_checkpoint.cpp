@@ -26,8 +26,10 @@
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/signals.h"
+#include "checkpoint_test_util.h"
 
 using namespace rmoe;
+using namespace rmoe::testutil;
 
 namespace {
 
@@ -35,53 +37,8 @@ namespace fs = std::filesystem;
 
 constexpr int kExperts = 4;
 
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 16;
-  c.num_heads = 2;
-  c.num_experts = kExperts;
-  c.topk = 2;
-  c.ffn_hidden_size = 8;
-  c.router_dim = 8;
-  c.vocab_size = 32;
-  c.seq_length = 16;
-  return c;
-}
-
-// Values of (seed, tensor name, global element index): a slice equals those rows of the whole.
-void fill(std::vector<float>& buf, const std::vector<ParamSpec>& specs, bool expert_buffer, uint64_t seed,
-          int first_expert) {
-  for (const ParamSpec& s : specs) {
-    if (s.expert != expert_buffer) continue;
-    const int64_t n = s.numel(), base = s.expert ? int64_t(first_expert) * (n / s.shape[0]) : 0;
-    for (int64_t i = 0; i < n; ++i)
-      buf[size_t(s.offset + i)] = float(random_normal(seed, hash_name(s.name), uint64_t(base + i)));
-  }
-}
-
-struct OwnedState {
-  ParamStore<float> params;
-  std::vector<float> m_rep, v_rep, m_exp, v_exp;
-  TrainState view() {
-    TrainState s;
-    s.params = &params;
-    s.m_rep = &m_rep;
-    s.v_rep = &v_rep;
-    s.m_exp = &m_exp;
-    s.v_exp = &v_exp;
-    return s;
-  }
-};
-
-OwnedState zero_state(int first, int local) {
-  OwnedState o{ParamStore<float>(model_param_specs(tiny_model(), first, local)), {}, {}, {}, {}};
-  o.m_rep.assign(o.params.replicated().size(), 0.f);
-  o.v_rep = o.m_rep;
-  o.m_exp.assign(o.params.expert().size(), 0.f);
-  o.v_exp = o.m_exp;
-  return o;
-}
+// The layout of experts [first, first + local) of tiny_model(), all zeros.
+OwnedState zero_state(int first, int local) { return testutil::zero_state(tiny_model(), first, local); }
 
 // Parameters from ParamStore::init (slice-consistent by construction), moments from fill.
 OwnedState make_state(uint64_t seed, int first, int local) {
@@ -93,39 +50,6 @@ OwnedState make_state(uint64_t seed, int first, int local) {
   fill(o.v_rep, specs, false, seed + 2, first);
   fill(o.v_exp, specs, true, seed + 2, first);
   return o;
-}
-
-// Elements that differ bitwise between two states of the same layout.
-int64_t mismatches(OwnedState& a, OwnedState& b) {
-  auto count = [](const std::vector<float>& x, const std::vector<float>& y) {
-    if (x.size() != y.size()) return int64_t(1) << 40;
-    int64_t n = 0;
-    for (size_t i = 0; i < x.size(); ++i) n += std::memcmp(&x[i], &y[i], sizeof(float)) != 0;
-    return n;
-  };
-  return count(a.params.replicated(), b.params.replicated()) + count(a.params.expert(), b.params.expert()) +
-         count(a.m_rep, b.m_rep) + count(a.v_rep, b.v_rep) + count(a.m_exp, b.m_exp) + count(a.v_exp, b.v_exp);
-}
-
-// One AdamW step with a gradient of (parameters, seed, step, tensor, global
-// index) only, so every layout computes the same update for the same rows.
-void toy_step(TrainState& s, int first_expert) {
-  ParamStore<float>& p = *s.params;
-  std::vector<float> grad;
-  const AdamWHyper h;
-  for (const ParamSpec& spec : p.specs()) {
-    const int64_t n = spec.numel(), base = spec.expert ? int64_t(first_expert) * (n / spec.shape[0]) : 0;
-    float* w = p.data_of(spec);
-    grad.resize(size_t(n));
-    for (int64_t i = 0; i < n; ++i)
-      grad[size_t(i)] =
-          float(0.5 * w[i] + random_normal(s.seed, hash_name(spec.name) + uint64_t(s.step), uint64_t(base + i)));
-    float* m = (spec.expert ? s.m_exp : s.m_rep)->data() + spec.offset;
-    float* v = (spec.expert ? s.v_exp : s.v_rep)->data() + spec.offset;
-    adamw_step(w, grad.data(), m, v, n, h, s.step + 1, 1e-3f, spec.decay ? 0.1f : 0.f);
-  }
-  ++s.step;
-  s.consumed_tokens += 4096;
 }
 
 struct Layout {

@@ -35,59 +35,17 @@
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/signals.h"
+#include "checkpoint_test_util.h"
 
 namespace rmoe {
 namespace {
 
 namespace fs = std::filesystem;
-
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.num_layers = 2;
-  c.hidden_size = 16;
-  c.num_heads = 2;
-  c.num_experts = 4;
-  c.topk = 2;
-  c.ffn_hidden_size = 8;
-  c.router_dim = 8;
-  c.vocab_size = 32;
-  c.seq_length = 16;
-  c.router_type = RouterType::gru;
-  return c;
-}
-
-// Every value of a buffer (layout `specs`) from (seed, tensor name, global
-// element index): a slice of experts holds the same values as those rows of
-// the whole, and no two tensors or buffers look alike.
-void fill(std::vector<float>& buf, const std::vector<ParamSpec>& specs, bool expert_buffer, uint64_t seed,
-          int first_expert) {
-  for (const ParamSpec& s : specs) {
-    if (s.expert != expert_buffer) continue;
-    const int64_t n = s.numel(), base = s.expert ? int64_t(first_expert) * (n / s.shape[0]) : 0;
-    for (int64_t i = 0; i < n; ++i)
-      buf[size_t(s.offset + i)] = float(random_normal(seed, hash_name(s.name), uint64_t(base + i)));
-  }
-}
-
-// A ParamStore with its moments; view() points a TrainState at them.
-struct OwnedState {
-  ParamStore<float> params;
-  std::vector<float> m_rep, v_rep, m_exp, v_exp;
-  int first_expert = 0;
-  TrainState view() {
-    TrainState s;
-    s.params = &params;
-    s.m_rep = &m_rep;
-    s.v_rep = &v_rep;
-    s.m_exp = &m_exp;
-    s.v_exp = &v_exp;
-    return s;
-  }
-};
+using namespace testutil;
 
 // The state of `seed` for experts [first, first + local) (local < 0: all).
 OwnedState make_state(const ModelConfig& cfg, uint64_t seed, int first = 0, int local = -1) {
-  OwnedState o{ParamStore<float>(model_param_specs(cfg, first, local)), {}, {}, {}, {}, first};
+  OwnedState o{ParamStore<float>(model_param_specs(cfg, first, local)), {}, {}, {}, {}};
   const auto& specs = o.params.specs();
   fill(o.params.replicated(), specs, false, seed, first);
   fill(o.params.expert(), specs, true, seed, first);
@@ -100,26 +58,6 @@ OwnedState make_state(const ModelConfig& cfg, uint64_t seed, int first = 0, int 
   fill(o.v_rep, specs, false, seed + 2, first);
   fill(o.v_exp, specs, true, seed + 2, first);
   return o;
-}
-
-// An empty state of the same layout (all zeros).
-OwnedState zero_state(const ModelConfig& cfg, int first = 0, int local = -1) {
-  OwnedState o{ParamStore<float>(model_param_specs(cfg, first, local)), {}, {}, {}, {}, first};
-  o.m_rep.assign(o.params.replicated().size(), 0.f);
-  o.v_rep = o.m_rep;
-  o.m_exp.assign(o.params.expert().size(), 0.f);
-  o.v_exp = o.m_exp;
-  return o;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-bool same_state(OwnedState& a, OwnedState& b) {
-  return same_bits(a.params.replicated(), b.params.replicated()) && same_bits(a.params.expert(), b.params.expert()) &&
-         same_bits(a.m_rep, b.m_rep) && same_bits(a.v_rep, b.v_rep) && same_bits(a.m_exp, b.m_exp) &&
-         same_bits(a.v_exp, b.v_exp);
 }
 
 ProcessGroups one_process(int num_experts) { return make_process_groups(make_self_comm(), 0, num_experts); }
@@ -307,28 +245,6 @@ TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
 }
 
 // ---- resume equals a straight run ------------------------------------------------
-
-// One AdamW step with a synthetic gradient that depends on the parameters and
-// on (seed, step, tensor, global element index), as a real gradient depends on
-// the state and on the batch of (seed, step).
-void toy_step(TrainState& s, int first_expert) {
-  ParamStore<float>& p = *s.params;
-  std::vector<float> grad;
-  const AdamWHyper h;
-  for (const ParamSpec& spec : p.specs()) {
-    const int64_t n = spec.numel(), base = spec.expert ? int64_t(first_expert) * (n / spec.shape[0]) : 0;
-    float* w = p.data_of(spec);
-    grad.resize(size_t(n));
-    for (int64_t i = 0; i < n; ++i)
-      grad[size_t(i)] =
-          float(0.5 * w[i] + random_normal(s.seed, hash_name(spec.name) + uint64_t(s.step), uint64_t(base + i)));
-    float* m = (spec.expert ? s.m_exp : s.m_rep)->data() + spec.offset;
-    float* v = (spec.expert ? s.v_exp : s.v_rep)->data() + spec.offset;
-    adamw_step(w, grad.data(), m, v, n, h, s.step + 1, 1e-3f, spec.decay ? 0.1f : 0.f);
-  }
-  ++s.step;
-  s.consumed_tokens += 4096;
-}
 
 TEST(Checkpoint, ResumeEqualsStraightRun) {
   const ModelConfig cfg = tiny_model();

@@ -13,33 +13,20 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/train/config.h"
+#include "test_util.h"
 
 namespace rmoe {
 namespace {
 
-TrainConfig parse(std::vector<std::string> args) {
-  args.insert(args.begin(), "rmoe_train");
-  std::vector<const char*> argv;
-  for (const std::string& a : args) argv.push_back(a.c_str());
-  return parse_train_config(static_cast<int>(argv.size()), argv.data());
-}
+using namespace testutil;
 
 // Parsing `args` must throw UsageError whose one-line message contains every
 // string of `parts`.
 void expect_usage_error(const std::vector<std::string>& args, std::initializer_list<std::string> parts) {
   std::string joined;
   for (const auto& a : args) joined += a + " ";
-  try {
-    parse(args);
-    ADD_FAILURE() << "no error for: " << joined;
-  } catch (const UsageError& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "args: " << joined << "\nmessage: " << msg << "\nmissing: " << p;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type for: " << joined << ": " << e.what();
-  }
+  const std::string msg = expect_error<UsageError>([&] { parse_args(args); }, parts, "args: " + joined);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
 }
 
 std::string write_temp_file(const std::string& name, const std::string& text) {
@@ -49,7 +36,7 @@ std::string write_temp_file(const std::string& name, const std::string& text) {
 }
 
 TEST(TrainConfig, DefaultsAreValidAndDecayIsResolved) {
-  TrainConfig c = parse({});
+  TrainConfig c = parse_args({});
   EXPECT_FALSE(c.help);
   EXPECT_EQ(c.model.router_type, RouterType::gru);
   EXPECT_EQ(c.model.router_dim, 128);
@@ -70,13 +57,13 @@ TEST(TrainConfig, DefaultsAreValidAndDecayIsResolved) {
   EXPECT_FALSE(c.model.router_detach);
   EXPECT_FALSE(c.model.tie_embeddings);
   EXPECT_EQ(c.lr_decay_iters, c.train_iters);  // default lr-decay-iters = train-iters
-  EXPECT_EQ(parse({"--train-iters=77"}).lr_decay_iters, 77);
-  EXPECT_EQ(parse({"--train-iters=77", "--lr-decay-iters=50"}).lr_decay_iters, 50);
+  EXPECT_EQ(parse_args({"--train-iters=77"}).lr_decay_iters, 77);
+  EXPECT_EQ(parse_args({"--train-iters=77", "--lr-decay-iters=50"}).lr_decay_iters, 50);
   EXPECT_NO_THROW(validate_train_config(TrainConfig{}));  // unresolved default is valid too
 }
 
 TEST(TrainConfig, EveryFlagSetsItsField) {
-  TrainConfig c = parse({"--num-layers=6", "--hidden-size", "96", "--ffn-hidden-size=80", "--num-attention-heads=3",
+  TrainConfig c = parse_args({"--num-layers=6", "--hidden-size", "96", "--ffn-hidden-size=80", "--num-attention-heads=3",
                          "--seq-length=64", "--vocab-size=300", "--micro-batch-size=2", "--global-batch-size=6",
                          "--lr=4.2e-4", "--min-lr=4.2e-5", "--lr-warmup-iters=7", "--lr-decay-iters=90",
                          "--train-iters=100", "--exit-interval=50", "--weight-decay=0.05", "--adam-beta1=0.8",
@@ -129,13 +116,13 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_EQ(c.device, Device::cpu);
   EXPECT_TRUE(c.dry_run);
   EXPECT_EQ(c.metrics_file, "m.jsonl");
-  EXPECT_FALSE(parse({"--router-detach=false"}).model.router_detach);
+  EXPECT_FALSE(parse_args({"--router-detach=false"}).model.router_detach);
   for (const char* t : {"linear", "mlp", "gru", "rnn"})
-    EXPECT_STREQ(router_type_name(parse({std::string("--moe-router-type=") + t}).model.router_type), t);
+    EXPECT_STREQ(router_type_name(parse_args({std::string("--moe-router-type=") + t}).model.router_type), t);
 }
 
 TEST(TrainConfig, HelpListsEveryFlagAndSkipsValidation) {
-  TrainConfig c = parse({"--help", "--num-layers=0"});
+  TrainConfig c = parse_args({"--help", "--num-layers=0"});
   EXPECT_TRUE(c.help);
   for (const std::string& name : train_option_names())
     EXPECT_NE(c.help_text.find("--" + name), std::string::npos) << name;
@@ -266,7 +253,7 @@ TEST(TrainConfig, CommandLineOverridesIniFile) {
                                            "router-detach = true\n"
                                            "moe-router-type = mlp\n"
                                            "data-path = /from/file\n");
-  TrainConfig c = parse({"--num-layers=6", "--config", path, "--router-detach=false", "--data-path=/from/cli"});
+  TrainConfig c = parse_args({"--num-layers=6", "--config", path, "--router-detach=false", "--data-path=/from/cli"});
   EXPECT_EQ(c.model.num_layers, 6);              // command line wins
   EXPECT_EQ(c.model.hidden_size, 64);            // from the file
   EXPECT_DOUBLE_EQ(c.lr, 0.5);                   // from the file
@@ -275,17 +262,17 @@ TEST(TrainConfig, CommandLineOverridesIniFile) {
   EXPECT_EQ(c.data_path, "/from/cli");
   EXPECT_EQ(c.model.num_heads, TrainConfig{}.model.num_heads);  // neither: default
   // The file alone.
-  TrainConfig f = parse({"--config=" + path});
+  TrainConfig f = parse_args({"--config=" + path});
   EXPECT_EQ(f.model.num_layers, 8);
   EXPECT_TRUE(f.model.router_detach);
   // A command-line value that makes the file's values valid is accepted:
   // validation runs on the merged result.
   const std::string topk = write_temp_file("topk.ini", "moe-router-topk = 6\n");
-  EXPECT_EQ(parse({"--config=" + topk, "--num-experts=6"}).model.topk, 6);
+  EXPECT_EQ(parse_args({"--config=" + topk, "--num-experts=6"}).model.topk, 6);
 }
 
 TEST(TrainConfig, IniRoundTrip) {
-  TrainConfig c = parse({"--num-layers=3", "--hidden-size=48", "--num-attention-heads=2", "--lr=4.2e-4",
+  TrainConfig c = parse_args({"--num-layers=3", "--hidden-size=48", "--num-attention-heads=2", "--lr=4.2e-4",
                          "--min-lr=4.2e-5", "--moe-router-type=linear", "--tie-embeddings", "--seed=18446744073709551615",
                          "--metrics-file=/tmp/m.jsonl", "--train-iters=33", "--init-method-std=0.013",
                          "--adam-eps=1e-7"});
@@ -296,7 +283,7 @@ TEST(TrainConfig, IniRoundTrip) {
   EXPECT_NE(ini.find("tie-embeddings = true\n"), std::string::npos) << ini;
   EXPECT_EQ(ini.find("help"), std::string::npos);
   const std::string path = write_temp_file("roundtrip.ini", ini);
-  TrainConfig back = parse({"--config=" + path});
+  TrainConfig back = parse_args({"--config=" + path});
   EXPECT_EQ(config_to_ini(back), ini);
   EXPECT_EQ(back.seed, c.seed);
   EXPECT_EQ(back.lr, c.lr);  // bit-exact: shortest round-trip formatting
@@ -308,13 +295,13 @@ TEST(TrainConfig, IniRoundTrip) {
   EXPECT_EQ(back.save, "");
   EXPECT_EQ(back.metrics_file, "/tmp/m.jsonl");
   // Defaults round-trip too.
-  const std::string def_path = write_temp_file("defaults.ini", config_to_ini(parse({})));
-  EXPECT_EQ(config_to_ini(parse({"--config=" + def_path})), config_to_ini(parse({})));
+  const std::string def_path = write_temp_file("defaults.ini", config_to_ini(parse_args({})));
+  EXPECT_EQ(config_to_ini(parse_args({"--config=" + def_path})), config_to_ini(parse_args({})));
 }
 
 // A checkpoint's stored INI read as --config, overrides on top (rmoe_eval, rmoe_generate).
 TEST(TrainConfig, StoredIniWithOverrides) {
-  const TrainConfig saved = parse({"--num-layers=3", "--lr=4.2e-4", "--moe-router-type=mlp", "--seed=77"});
+  const TrainConfig saved = parse_args({"--num-layers=3", "--lr=4.2e-4", "--moe-router-type=mlp", "--seed=77"});
   const std::string ini = config_to_ini(saved);
   const TrainConfig same = parse_train_config_from_ini(ini, "ck.h5", {});
   EXPECT_EQ(config_to_ini(same), ini);

@@ -29,11 +29,13 @@
 #include "rmoe/core/h5.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/train/config.h"
+#include "test_util.h"
 
 namespace rmoe {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace testutil;
 using namespace std::string_literals;
 
 // A fresh directory for the running test.
@@ -97,18 +99,6 @@ std::vector<std::string> decode_documents(const Tokenizer& tok, const std::vecto
     }
   EXPECT_EQ(start, ids.size()) << "the stream does not end with an end-of-document token";
   return docs;
-}
-
-// Runs `body`, expecting an rmoe::Error whose message contains every part.
-template <class F>
-void expect_error(F&& body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no error; expected one mentioning: " << parts.front();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
-  }
 }
 
 PrepareOptions byte_options(const std::vector<std::string>& inputs, const std::string& out) {
@@ -581,16 +571,14 @@ TEST(Loader, OpenBatchSourceAndVocabularyFromTheData) {
   expect_error([&] { open_batch_source(dir, 257, 1, 32, 4); }, {"--vocab-size=257", "256", dir});
   // The training configuration takes the dataset's vocabulary unless given.
   const std::string data_flag = "--data-path=" + dir;
-  const char* argv1[] = {"rmoe_train", data_flag.c_str()};
-  TrainConfig cfg = parse_train_config(2, argv1);
+  TrainConfig cfg = parse_args({data_flag});
   EXPECT_FALSE(cfg.vocab_size_given);
   resolve_vocab_size_from_data(cfg);
   EXPECT_EQ(cfg.model.vocab_size, 256);
-  const char* argv2[] = {"rmoe_train", data_flag.c_str(), "--vocab-size=300"};
-  TrainConfig given = parse_train_config(3, argv2);
+  TrainConfig given = parse_args({data_flag, "--vocab-size=300"});
   EXPECT_TRUE(given.vocab_size_given);
   expect_error([&] { resolve_vocab_size_from_data(given); }, {"--vocab-size=300", "256", dir});
-  TrainConfig synthetic = parse_train_config(1, argv1);
+  TrainConfig synthetic = parse_args({});
   resolve_vocab_size_from_data(synthetic);  // synthetic:markov: unchanged
   EXPECT_EQ(synthetic.model.vocab_size, TrainConfig{}.model.vocab_size);
 }

@@ -6,14 +6,14 @@
 #include <cmath>
 
 #include "rmoe/train/trainer.h"
+#include "test_util.h"
 
 using namespace rmoe;
 
 namespace {
 
 TrainConfig small_run(RouterType router) {
-  const char* argv[] = {"rmoe_train"};
-  TrainConfig c = parse_train_config(1, argv);
+  TrainConfig c = testutil::parse_args({});
   c.model.num_layers = 2;
   c.model.hidden_size = 32;
   c.model.num_heads = 2;
