@@ -29,12 +29,15 @@ std::unique_ptr<h5::File> open_meta(const std::string& dir) {
   if (!fs::exists(meta, ec))
     throw UsageError("--data-path=" + dir + ": is not an rmoe dataset (no " + kDatasetMetaFile +
                      "); create one with rmoe_prepare");
-  if (H5Fis_hdf5(meta.c_str()) <= 0) meta_error(meta, "is not an HDF5 file (or cannot be read)");
+  if (!h5::is_hdf5_file(meta)) meta_error(meta, "is not an HDF5 file (or cannot be read)");
   std::unique_ptr<h5::File> f;
-  try {
-    f = std::make_unique<h5::File>(meta, h5::File::readonly);
-  } catch (const Error&) {
-    meta_error(meta, "cannot be opened by HDF5 (" + h5::error_stack_text() + "): truncated or corrupt");
+  {
+    const h5::Lock lock;  // the failed open and its error stack are one step (h5.h)
+    try {
+      f = std::make_unique<h5::File>(meta, h5::File::readonly);
+    } catch (const Error&) {
+      meta_error(meta, "cannot be opened by HDF5 (" + h5::error_stack_text() + "): truncated or corrupt");
+    }
   }
   if (!f->has_attr("format")) meta_error(meta, "has no 'format' attribute: not an rmoe dataset");
   const std::string format = f->attr_string("format");

@@ -100,14 +100,17 @@ ShardReader::ShardReader(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) shard_error(path, "does not exist" + std::string(kRecreate));
   if (!fs::is_regular_file(path, ec)) shard_error(path, "is not a regular file");
-  if (H5Fis_hdf5(path.c_str()) <= 0)
+  if (!h5::is_hdf5_file(path))
     shard_error(path, "is not an HDF5 file (or cannot be read)" + std::string(kRecreate));
-  try {
-    file_ = std::make_unique<h5::File>(path, h5::File::readonly);
-  } catch (const Error&) {
-    const std::string why = h5::error_stack_text();
-    shard_error(path, "cannot be opened by HDF5 (" + (why.empty() ? std::string("unknown reason") : why) +
-                          "): the file is truncated or corrupt" + kRecreate);
+  {
+    const h5::Lock lock;  // the failed open and its error stack are one step (h5.h)
+    try {
+      file_ = std::make_unique<h5::File>(path, h5::File::readonly);
+    } catch (const Error&) {
+      const std::string why = h5::error_stack_text();
+      shard_error(path, "cannot be opened by HDF5 (" + (why.empty() ? std::string("unknown reason") : why) +
+                            "): the file is truncated or corrupt" + kRecreate);
+    }
   }
   const h5::File& f = *file_;
   try {

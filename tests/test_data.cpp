@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -559,6 +560,59 @@ TEST(Loader, ValidationIsReadInAFixedOrder) {
       EXPECT_TRUE(std::equal(want.begin(), want.begin() + S, b.tokens.begin() + j * S));
     }
   }
+}
+
+// Shared readers read from several threads while another thread writes HDF5
+// files: every read returns the stored tokens (core/h5 serialises the library,
+// shard.h), whether or not libhdf5 is thread-safe.
+TEST(Loader, ConcurrentShardReadsWhileWriting) {
+  const std::string dir = test_dir();
+  const RawDataset raw = make_mixed_dataset(dir);
+  const ShardDataset ds(dir);
+  std::vector<std::unique_ptr<ShardReader>> readers;
+  for (const ShardHeader& h : ds.split(Split::train).shards) readers.push_back(std::make_unique<ShardReader>(h.path));
+  std::atomic<int64_t> wrong{0}, reads{0};
+  std::atomic<bool> failed{false};
+  auto reader_thread = [&](uint64_t seed) {
+    try {
+      std::vector<int32_t> buf(64);
+      for (int i = 0; i < 400; ++i) {
+        const size_t s = random_bits(seed, 1, uint64_t(i)) % readers.size();
+        const auto& want = raw.train[s];
+        const int64_t n = 1 + int64_t(random_bits(seed, 2, uint64_t(i)) % 64);
+        const int64_t at = int64_t(random_bits(seed, 3, uint64_t(i)) % uint64_t(int64_t(want.size()) - n + 1));
+        readers[s]->read(at, n, buf.data());
+        wrong += !std::equal(buf.begin(), buf.begin() + n, want.begin() + at);
+        ++reads;
+      }
+    } catch (const std::exception& e) {
+      failed = true;
+      ADD_FAILURE() << e.what();
+    }
+  };
+  auto writer_thread = [&] {
+    try {
+      auto tok = make_byte_tokenizer();
+      for (int i = 0; i < 20; ++i) {
+        ShardWriter w(dir + "/extra_" + std::to_string(i) + ".h5", *tok, 64);
+        w.append(raw.val[0].data(), int64_t(raw.val[0].size()));
+        w.finish({0});
+        std::vector<int32_t> back(raw.val[0].size());
+        ShardReader(dir + "/extra_" + std::to_string(i) + ".h5").read(0, int64_t(back.size()), back.data());
+        wrong += back != raw.val[0];
+      }
+    } catch (const std::exception& e) {
+      failed = true;
+      ADD_FAILURE() << e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (uint64_t t = 0; t < 4; ++t) threads.emplace_back(reader_thread, 50 + t);
+  threads.emplace_back(writer_thread);
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(failed);
+  EXPECT_EQ(reads, 4 * 400);
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST(Loader, OpenBatchSourceAndVocabularyFromTheData) {

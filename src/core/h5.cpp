@@ -2,6 +2,7 @@
 #include "rmoe/core/h5.h"
 
 #include <filesystem>
+#include <mutex>
 
 #include "rmoe/core/error.h"
 
@@ -29,9 +30,24 @@ struct Handle {  // closes any HDF5 id with the right function
 #define RMOE_H5(call, what) \
   RMOE_CHECK((call) >= 0, "HDF5 " << what << " failed")
 
+std::recursive_mutex& library_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+
 }  // namespace
 
+Lock::Lock() { library_mutex().lock(); }
+Lock::~Lock() { library_mutex().unlock(); }
+
+bool is_hdf5_file(const std::string& path) {
+  const Lock lock;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  return H5Fis_hdf5(path.c_str()) > 0;
+}
+
 std::string error_stack_text() {
+  const Lock lock;
   std::string text;
   auto walk = [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
     if (e->desc && *e->desc) *static_cast<std::string*>(data) = e->desc;  // keeps the innermost
@@ -42,6 +58,7 @@ std::string error_stack_text() {
 }
 
 File::File(const std::string& path, Mode mode) : path_(path) {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // we report errors ourselves
   if (mode == readonly) {
     RMOE_CHECK(std::filesystem::exists(path), "'" << path << "' does not exist");
@@ -58,10 +75,12 @@ File::File(const std::string& path, Mode mode) : path_(path) {
 }
 
 File::~File() {
+  const Lock lock;
   if (id_ >= 0) H5Fclose(id_);
 }
 
 bool File::exists(const std::string& obj) const {
+  const Lock lock;
   // Check each prefix: H5Lexists fails on a missing intermediate group.
   size_t pos = 0;
   while (true) {
@@ -73,6 +92,7 @@ bool File::exists(const std::string& obj) const {
 }
 
 std::vector<int64_t> File::shape(const std::string& dataset) const {
+  const Lock lock;
   RMOE_CHECK(exists(dataset), "'" << path_ << "' has no dataset '" << dataset << "'");
   Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
   RMOE_CHECK(ds.id >= 0, "cannot open dataset '" << dataset << "' in '" << path_ << "'");
@@ -85,6 +105,7 @@ std::vector<int64_t> File::shape(const std::string& dataset) const {
 
 template <class T>
 std::vector<T> File::read(const std::string& dataset, std::vector<int64_t>* shape_out) const {
+  const Lock lock;
   const auto dims = shape(dataset);
   int64_t n = 1;
   for (int64_t d : dims) n *= d;
@@ -98,6 +119,7 @@ std::vector<T> File::read(const std::string& dataset, std::vector<int64_t>* shap
 
 template <class T>
 void File::write(const std::string& dataset, const T* data, const std::vector<int64_t>& shape) {
+  const Lock lock;
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   Handle sp{dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
             H5Sclose};
@@ -129,18 +151,21 @@ void write_attr(hid_t file, const std::string& path, const std::string& obj, con
 }  // namespace
 
 int64_t File::attr_int(const std::string& name, const std::string& obj) const {
+  const Lock lock;
   Handle a = open_attr(id_, path_, obj, name);
   int64_t v = 0;
   RMOE_CHECK(H5Aread(a.id, H5T_NATIVE_INT64, &v) >= 0, "attribute '" << name << "' of '" << path_ << "' is not an integer");
   return v;
 }
 double File::attr_double(const std::string& name, const std::string& obj) const {
+  const Lock lock;
   Handle a = open_attr(id_, path_, obj, name);
   double v = 0;
   RMOE_CHECK(H5Aread(a.id, H5T_NATIVE_DOUBLE, &v) >= 0, "attribute '" << name << "' of '" << path_ << "' is not a number");
   return v;
 }
 std::string File::attr_string(const std::string& name, const std::string& obj) const {
+  const Lock lock;
   Handle a = open_attr(id_, path_, obj, name);
   Handle ft{H5Aget_type(a.id), H5Tclose};
   RMOE_CHECK(H5Tget_class(ft.id) == H5T_STRING, "attribute '" << name << "' of '" << path_ << "' is not a string");
@@ -161,12 +186,15 @@ std::string File::attr_string(const std::string& name, const std::string& obj) c
   return out;
 }
 void File::set_attr(const std::string& name, int64_t v, const std::string& obj) {
+  const Lock lock;
   write_attr<int64_t>(id_, path_, obj, name, H5T_NATIVE_INT64, &v);
 }
 void File::set_attr(const std::string& name, double v, const std::string& obj) {
+  const Lock lock;
   write_attr<double>(id_, path_, obj, name, H5T_NATIVE_DOUBLE, &v);
 }
 void File::set_attr(const std::string& name, const std::string& v, const std::string& obj) {
+  const Lock lock;
   Handle t{H5Tcopy(H5T_C_S1), H5Tclose};
   H5Tset_size(t.id, H5T_VARIABLE);
   H5Tset_cset(t.id, H5T_CSET_UTF8);
@@ -188,11 +216,13 @@ RMOE_H5_INST(uint8_t)
 // ---- additions for data shards ------------------------------------------------
 
 bool File::has_attr(const std::string& name, const std::string& obj) const {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   return exists(obj) && H5Aexists_by_name(id_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;
 }
 
 std::vector<std::string> File::list(const std::string& group) const {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   RMOE_CHECK(exists(group), "'" << path_ << "' has no group '" << group << "'");
   std::vector<std::string> names;
@@ -207,6 +237,7 @@ std::vector<std::string> File::list(const std::string& group) const {
 }
 
 File::DatasetInfo File::info(const std::string& dataset) const {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   DatasetInfo out;
   out.shape = shape(dataset);
@@ -235,6 +266,7 @@ File::DatasetInfo File::info(const std::string& dataset) const {
 
 template <class T>
 void File::create_growable_1d(const std::string& dataset, int64_t chunk, bool fletcher32) {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   RMOE_CHECK(chunk >= 1, "chunk size " << chunk << " for '" << dataset << "' must be >= 1");
   const hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk_dims[1] = {hsize_t(chunk)};
@@ -250,6 +282,7 @@ void File::create_growable_1d(const std::string& dataset, int64_t chunk, bool fl
 
 template <class T>
 void File::append_1d(const std::string& dataset, const T* data, int64_t n) {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   if (n <= 0) return;
   Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
@@ -273,6 +306,7 @@ void File::append_1d(const std::string& dataset, const T* data, int64_t n) {
 
 template <class T>
 void File::read_1d(const std::string& dataset, int64_t offset, int64_t n, T* out) const {
+  const Lock lock;
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   if (n <= 0) return;
   Handle ds{H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
@@ -315,6 +349,7 @@ RMOE_H5_INST_1D(int64_t)
 namespace rmoe::h5 {
 
 void use_checksummed_chunk_indexes(File& f) {
+  const Lock lock;
   RMOE_CHECK(H5Fset_libver_bounds(f.id(), H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0,
              "cannot select the HDF5 1.10 format for '" << f.path() << "': " << error_stack_text());
 }
@@ -353,6 +388,7 @@ std::vector<hsize_t> leading_axis_chunks(const std::vector<int64_t>& shape, int6
 template <class T>
 void write_checksummed(File& f, const std::string& dataset, const T* data, const std::vector<int64_t>& shape,
                        int64_t chunk_bytes) {
+  const Lock lock;
   RMOE_CHECK(!shape.empty(), "write_checksummed('" << dataset << "'): scalars have no chunks; use an attribute");
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -375,6 +411,7 @@ void write_checksummed(File& f, const std::string& dataset, const T* data, const
 
 template <class T>
 void read_rows(const File& f, const std::string& dataset, int64_t first, int64_t count, T* out) {
+  const Lock lock;
   const std::vector<int64_t> dims = f.shape(dataset);
   RMOE_CHECK(!dims.empty(), "dataset '" << dataset << "' in '" << f.path() << "' is a scalar; it has no rows");
   RMOE_CHECK(first >= 0 && count >= 0 && first + count <= dims[0],
@@ -400,6 +437,7 @@ void read_rows(const File& f, const std::string& dataset, int64_t first, int64_t
 }
 
 std::vector<std::string> list_datasets(const File& f, const std::string& group) {
+  const Lock lock;
   std::vector<std::string> out;
   std::vector<std::string> pending = {group};
   while (!pending.empty()) {
@@ -419,15 +457,18 @@ std::vector<std::string> list_datasets(const File& f, const std::string& group) 
 }
 
 void flush(File& f) {
+  const Lock lock;
   RMOE_CHECK(H5Fflush(f.id(), H5F_SCOPE_GLOBAL) >= 0,
              "flushing '" << f.path() << "' failed (disk full?): " << error_stack_text());
 }
 
 void set_attr_uint64(File& f, const std::string& name, uint64_t v, const std::string& obj) {
+  const Lock lock;
   write_attr<uint64_t>(f.id(), f.path(), obj, name, H5T_NATIVE_UINT64, &v);
 }
 
 uint64_t attr_uint64(const File& f, const std::string& name, const std::string& obj) {
+  const Lock lock;
   Handle a = open_attr(f.id(), f.path(), obj, name);
   uint64_t v = 0;
   RMOE_CHECK(H5Aread(a.id, H5T_NATIVE_UINT64, &v) >= 0,
@@ -436,6 +477,7 @@ uint64_t attr_uint64(const File& f, const std::string& name, const std::string& 
 }
 
 void set_attr_fixed_string(File& f, const std::string& name, const std::string& v, const std::string& obj) {
+  const Lock lock;
   const std::string bytes = v.empty() ? std::string(1, '\0') : v;  // HDF5 strings have size >= 1
   Handle t{H5Tcopy(H5T_C_S1), H5Tclose};
   RMOE_H5(H5Tset_size(t.id, bytes.size()), "H5Tset_size for attribute '" << name << "'");

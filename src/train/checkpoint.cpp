@@ -169,6 +169,7 @@ std::unique_ptr<h5::File> open_checkpoint(const std::string& path) {
   if (fs::is_directory(path, ec))
     throw Error("checkpoint '" + path + "' is a directory; pass a checkpoint file (DIR/ckpt_<step>.h5) or let "
                 "--load DIR pick the newest");
+  const h5::Lock lock;  // the failed open and its error stack are one step (h5.h)
   try {
     return std::make_unique<h5::File>(path, h5::File::readonly);
   } catch (const Error& e) {

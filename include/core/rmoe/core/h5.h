@@ -2,6 +2,17 @@
 //
 // Every failing call throws rmoe::Error naming the call, the file and the
 // object path. Used by golden-file tests, data shards and checkpoints.
+//
+// Threads. Every function and method here holds one process-wide (recursive)
+// mutex while it is inside HDF5, so no two threads are ever in the library at
+// once, whether or not it was built thread-safe (H5is_library_threadsafe:
+// Debian 12's libhdf5 1.10.8 is, other builds are not). So Files may be used
+// from any thread, and concurrent use is serialised: the loader's prefetch
+// threads read shards while the training thread reads others or writes a
+// checkpoint. Code that calls the HDF5 C API itself while other threads may
+// be in HDF5, or whose several calls must be one step — a failed call and
+// error_stack_text(), since a library that is not thread-safe has one error
+// stack for all threads — holds an h5::Lock around them.
 #pragma once
 #include <hdf5.h>
 
@@ -10,6 +21,19 @@
 #include <vector>
 
 namespace rmoe::h5 {
+
+// Holds the process-wide HDF5 mutex (see the file comment) for its lifetime;
+// may be nested, also around calls of this wrapper.
+class Lock {
+ public:
+  Lock();
+  ~Lock();
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+};
+
+// True if `path` is a readable HDF5 file (H5Fis_hdf5).
+bool is_hdf5_file(const std::string& path);
 
 class File {
  public:

@@ -24,7 +24,9 @@
 // (S + 1) * 4 bytes plus at most max_open_shards open files, whatever the
 // dataset size. A read error in a thread (checksum, bad id) is rethrown by
 // the fill() that wanted that batch, naming the file. fill()/fill_validation()
-// must be called from one thread at a time.
+// must be called from one thread at a time. The threads share the open
+// ShardReaders; their HDF5 reads are serialised by core/h5's process-wide
+// lock (shard.h), which also covers a checkpoint written meanwhile.
 //
 // Tested by tests/test_data.cpp; measured by bench/bench_loader.cpp.
 #pragma once

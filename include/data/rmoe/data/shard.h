@@ -14,6 +14,12 @@
 //
 // Every problem found by ShardReader throws UsageError whose message starts
 // with "shard '<path>'" and says what is wrong and what to do.
+//
+// Threads: readers and writers may be used from several threads (the loader's
+// prefetch threads share readers). Their HDF5 calls go through core/h5, which
+// holds one process-wide lock inside HDF5 (h5.h), so concurrent reads of one
+// or many shards are serialised there whether or not libhdf5 was built
+// thread-safe; only the id checks and copies run in parallel.
 // Tested by tests/test_data.cpp (round trip, each kind of damage).
 #pragma once
 #include <cstdint>
@@ -84,7 +90,8 @@ class ShardReader {
   const ShardHeader& header() const { return header_; }
   // Tokens [offset, offset + n) into out (HDF5 verifies the checksums of the
   // chunks read); throws UsageError naming the file for a checksum failure,
-  // an id outside the vocabulary or a range past the end. Thread-safe.
+  // an id outside the vocabulary or a range past the end. May be called
+  // from several threads at once (see the file comment).
   void read(int64_t offset, int64_t n, int32_t* out) const;
   std::vector<int64_t> doc_offsets() const;  // empty when absent
 
