@@ -25,6 +25,8 @@
 #include "rmoe/data/loader.h"
 #include "rmoe/data/prepare.h"
 #include "rmoe/data/shard.h"
+#include "rmoe/data/staging.h"
+#include "rmoe/data/text_input.h"
 #include "rmoe/data/tokenizer.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/h5.h"
@@ -247,6 +249,127 @@ TEST(Tokenizer, PermutationIsABijectionAndDependsOnTheKey) {
   }
   EXPECT_LT(same, 20);  // different keys: (nearly) unrelated orders
   EXPECT_LT(fixed, 20);
+}
+
+// ---- the pieces of rmoe_prepare: text input, staging --------------------------------
+
+TEST(TextInput, Utf8PrefixStopsAtTheFirstInvalidByte) {
+  EXPECT_EQ(valid_utf8_prefix(""), 0u);
+  EXPECT_EQ(valid_utf8_prefix("plain ascii\n"), 12u);
+  const std::string mixed = "a\xC3\xA9" "b\xE6\xBC\xA2\xF0\x9F\x98\x80";  // a é b 漢 U+1F600
+  EXPECT_EQ(valid_utf8_prefix(mixed), mixed.size());
+  EXPECT_EQ(valid_utf8_prefix("\xF4\x8F\xBF\xBF"), 4u);  // U+10FFFF, the last code point
+  EXPECT_EQ(valid_utf8_prefix("ab\xC3"), 2u);              // cut by the end
+  EXPECT_EQ(valid_utf8_prefix("ab\xE6\xBC"), 2u);
+  EXPECT_EQ(valid_utf8_prefix("a\x80"), 1u);               // stray continuation byte
+  EXPECT_EQ(valid_utf8_prefix("a\xC3z"), 1u);              // lead byte without its continuation
+  EXPECT_EQ(valid_utf8_prefix("\xC0\xAF"), 0u);           // overlong '/'
+  EXPECT_EQ(valid_utf8_prefix("\xE0\x80\xAF"), 0u);       // overlong '/'
+  EXPECT_EQ(valid_utf8_prefix("\xF0\x82\x82\xAC"), 0u);   // overlong euro sign
+  EXPECT_EQ(valid_utf8_prefix("x\xED\xA0\x80"), 1u);      // surrogate U+D800
+  EXPECT_EQ(valid_utf8_prefix("\xF4\x90\x80\x80"), 0u);   // U+110000
+  EXPECT_EQ(valid_utf8_prefix("\xF8\x88\x80\x80\x80"), 0u);  // 5-byte form
+  EXPECT_EQ(valid_utf8_prefix("ok\xFF"), 2u);
+  EXPECT_TRUE(is_blank_line(""));
+  EXPECT_TRUE(is_blank_line(" \t\r\f\v\n"));
+  EXPECT_FALSE(is_blank_line("  x \n"));
+}
+
+TEST(TextInput, FilesDocumentsAndTheOffsetOfBadText) {
+  const std::string dir = test_dir();
+  fs::create_directories(dir + "/in/sub");
+  fs::create_directories(dir + "/in/.hidden");
+  write_file(dir + "/in/b.txt", "second\n");
+  write_file(dir + "/in/a.txt", "one\n  \n\ntwo\n");
+  write_file(dir + "/in/sub/c.txt", "");
+  write_file(dir + "/in/.dot.txt", "skipped");
+  write_file(dir + "/in/.hidden/d.txt", "skipped");
+  const std::vector<InputFile> files = resolve_inputs({dir + "/in"});
+  ASSERT_EQ(files.size(), 3u);  // sorted, dot names skipped
+  EXPECT_EQ(files[0].name, dir + "/in/a.txt");
+  EXPECT_EQ(files[1].name, dir + "/in/b.txt");
+  EXPECT_EQ(files[2].name, dir + "/in/sub/c.txt");
+  EXPECT_EQ(files[0].size, 12);
+  // Lines and document ends; a run of blank lines ends a document; an empty file is none.
+  std::vector<std::string> seen;
+  InputReader reader(files, /*lines=*/true, /*split_blank_lines=*/true, /*require_utf8=*/true, /*forbid_nul=*/false);
+  std::string_view line;
+  bool doc_end = false;
+  while (reader.next(&line, &doc_end)) seen.push_back(doc_end ? "<eod>" : std::string(line));
+  EXPECT_EQ(seen, (std::vector<std::string>{"one\n", "<eod>", "two\n", "<eod>", "second\n", "<eod>"}));
+  EXPECT_EQ(reader.bytes_read(), 12 + 7);
+  // Invalid UTF-8 and NUL name the file and the byte offset.
+  write_file(dir + "/bad.txt", "fine\nfin\xC3(\n");
+  const std::vector<InputFile> bad = resolve_inputs({dir + "/bad.txt"});
+  expect_error(
+      [&] {
+        InputReader r(bad, true, false, /*require_utf8=*/true, false);
+        while (r.next(&line, &doc_end)) {
+        }
+      },
+      {"input '" + dir + "/bad.txt'", "invalid UTF-8 at byte offset 8"});
+  write_file(dir + "/nul.txt", "ab"s + '\0' + "c");
+  const std::vector<InputFile> nul = resolve_inputs({dir + "/nul.txt"});
+  expect_error(
+      [&] {
+        InputReader r(nul, false, false, false, /*forbid_nul=*/true);
+        while (r.next(&line, &doc_end)) {
+        }
+      },
+      {"input '" + dir + "/nul.txt'", "NUL byte at byte offset 2"});
+  expect_error([&] { resolve_inputs({"-", "-"}); }, {"--input=- is given twice"});
+  expect_error([&] { resolve_inputs({dir + "/in/sub/none"}); }, {"does not exist"});
+}
+
+TEST(Staging, ReplacesTheOutputOnlyOnCommit) {
+  const std::string dir = test_dir();
+  const std::string out = dir + "/out";
+  const std::string tmp = out + ".tmp-" + std::to_string(getpid());
+  // New output: nothing at `out` until commit.
+  {
+    StagedDirectory s(out + "/", false);  // a trailing slash is the same directory
+    EXPECT_EQ(s.output(), out);
+    EXPECT_EQ(s.path(), tmp);
+    EXPECT_TRUE(fs::is_directory(tmp));
+    write_file(tmp + "/x", "new");
+    EXPECT_FALSE(fs::exists(out));
+    s.commit();
+  }
+  EXPECT_EQ(read_file(out + "/x"), "new");
+  EXPECT_FALSE(fs::exists(tmp));
+  // A dataset is replaced only with overwrite, and only when committed.
+  const std::string data = dir + "/data";
+  make_mixed_dataset(data);
+  const std::string before = read_file(data + "/dataset.h5");
+  expect_error([&] { StagedDirectory s(data, false); }, {"--output=" + data, "already holds a dataset", "--overwrite"});
+  EXPECT_FALSE(fs::exists(data + ".tmp-" + std::to_string(getpid())));
+  {
+    StagedDirectory s(data, true);
+    write_file(s.path() + "/partial", "half-written");
+  }  // an error before commit: the temporary directory goes, the dataset stays
+  EXPECT_FALSE(fs::exists(data + ".tmp-" + std::to_string(getpid())));
+  EXPECT_EQ(read_file(data + "/dataset.h5"), before);
+  EXPECT_FALSE(fs::exists(data + "/partial"));
+  {
+    StagedDirectory s(data, true);
+    write_file(s.path() + "/replacement", "complete");
+    s.commit();
+  }
+  EXPECT_EQ(read_file(data + "/replacement"), "complete");
+  EXPECT_FALSE(fs::exists(data + "/dataset.h5"));
+  for (const auto& e : fs::directory_iterator(dir))  // no .tmp-* or .old-* left behind
+    EXPECT_EQ(e.path().filename().string().find('-'), std::string::npos) << e.path();
+  // Never replaced: a file, a non-empty directory that is no dataset (even with overwrite).
+  write_file(dir + "/file", "f");
+  expect_error([&] { StagedDirectory s(dir + "/file", true); }, {"exists and is not a directory"});
+  expect_error([&] { StagedDirectory s(out, true); }, {"--output=" + out, "holds no rmoe dataset"});
+  EXPECT_EQ(read_file(out + "/x"), "new");
+  // An empty directory may be filled.
+  fs::create_directories(dir + "/empty");
+  StagedDirectory e(dir + "/empty", false);
+  e.commit();
+  EXPECT_TRUE(fs::is_directory(dir + "/empty"));
+  EXPECT_GT(directory_bytes(data), 0);
 }
 
 // ---- round trips ------------------------------------------------------------------

@@ -23,6 +23,11 @@
 // buffer and 8 bytes per document (document offsets); SentencePiece training
 // samples at most max_sentences sentences.
 //
+// Pieces, each tested alone: text_input.h (input files, UTF-8 checks, the
+// line reader), staging.h (the temporary directory and the replace);
+// data/prepare.cpp holds the steps (tokenizer, parallel encoding into staging
+// shards, split) and data/progress.h the progress bar.
+//
 // Tested by tests/test_data.cpp; measured by bench/bench_loader.cpp.
 #pragma once
 #include <cstdint>
