@@ -13,6 +13,10 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev
   libsentencepiece-dev sentencepiece
+  # The sanitizer + fuzz build of scripts/test.sh (build-asan, tests/fuzz):
+  # clang 14, its sanitizer and libFuzzer runtimes, its OpenMP runtime, and
+  # llvm-symbolizer for readable sanitizer reports.
+  clang libclang-rt-14-dev libomp-dev llvm
 )
 # The test suite needs nothing more: golden files are committed, so torch is
 # only needed to regenerate them (tests/torch_ref/README.md).
