@@ -2,9 +2,9 @@
 #include "rmoe/parallel/mpi_dispatcher.h"
 
 #include <chrono>
-#include <cstring>
 
 #include "rmoe/core/error.h"
+#include "rmoe/kernels/ops.h"
 
 namespace rmoe {
 
@@ -52,19 +52,20 @@ int64_t MpiExpertDispatcher<T>::plan(int l, const int64_t* offsets, int64_t N) {
 }
 
 template <class T>
-void MpiExpertDispatcher<T>::permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const {
+void MpiExpertDispatcher<T>::permute(const Plan& p, In<T> in, Tensor<T> out, bool to_expert_major) const {
   const int P = ep_.size(), El = this->num_local_;
   for (int b = 0; b < P * El; ++b) {
     const int64_t from = to_expert_major ? p.src_major[b] : p.exp_major[b];
     const int64_t to = to_expert_major ? p.exp_major[b] : p.src_major[b];
-    std::memcpy(out + to * d, in + from * d, sizeof(T) * size_t(p.recv_cnt[b] * d));
+    ops::copy(out.slice(to, p.recv_cnt[b]), in.slice(from, p.recv_cnt[b]));
   }
 }
 
 template <class T>
-void MpiExpertDispatcher<T>::to_experts(int l, const T* x, int64_t d, T* xe) {
+void MpiExpertDispatcher<T>::to_experts(int l, In<T> x, Tensor<T> xe) {
   const Plan& p = plans_[l];
   const int P = ep_.size();
+  const int64_t d = x.cols();
   elems_send_.resize(P);
   elems_recv_.resize(P);
   int64_t R = 0;
@@ -75,17 +76,18 @@ void MpiExpertDispatcher<T>::to_experts(int l, const T* x, int64_t d, T* xe) {
   }
   if (int64_t(buf_.size()) < R * d) buf_.resize(size_t(R * d));
   const auto t0 = std::chrono::steady_clock::now();
-  ep_.alltoallv(x, elems_send_.data(), buf_.data(), elems_recv_.data());
+  ep_.alltoallv(x.data, elems_send_.data(), buf_.data(), elems_recv_.data());
   this->comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (int r = 0; r < P; ++r)
     if (r != ep_.rank()) this->bytes_sent_ += elems_send_[r] * int64_t(sizeof(T));
-  permute(p, buf_.data(), xe, d, true);
+  permute(p, Tensor<const T>(buf_.data(), {R, d}), xe, true);
 }
 
 template <class T>
-void MpiExpertDispatcher<T>::from_experts(int l, const T* ye, int64_t d, T* y) {
+void MpiExpertDispatcher<T>::from_experts(int l, In<T> ye, Tensor<T> y) {
   const Plan& p = plans_[l];
   const int P = ep_.size();
+  const int64_t d = ye.cols();
   int64_t R = 0;
   for (int r = 0; r < P; ++r) {
     elems_send_[r] = p.recv_rows[r] * d;  // results go back where the rows came from
@@ -93,9 +95,9 @@ void MpiExpertDispatcher<T>::from_experts(int l, const T* ye, int64_t d, T* y) {
     R += p.recv_rows[r];
   }
   if (int64_t(buf_.size()) < R * d) buf_.resize(size_t(R * d));
-  permute(p, ye, buf_.data(), d, false);
+  permute(p, ye, Tensor<T>(buf_.data(), {R, d}), false);
   const auto t0 = std::chrono::steady_clock::now();
-  ep_.alltoallv(buf_.data(), elems_send_.data(), y, elems_recv_.data());
+  ep_.alltoallv(buf_.data(), elems_send_.data(), y.data, elems_recv_.data());
   this->comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (int r = 0; r < P; ++r)
     if (r != ep_.rank()) this->bytes_sent_ += elems_send_[r] * int64_t(sizeof(T));

@@ -64,7 +64,7 @@ TEST(Dispatcher, RoundTripMovesEveryRowOnceAndBack) {
     }
     const int64_t R = disp.plan(0, offsets.data(), N);
     std::vector<double> xe(std::max<int64_t>(R, 1) * d), back(std::max<int64_t>(N, 1) * d, -1.0);
-    disp.to_experts(0, x.data(), d, xe.data());
+    disp.to_experts(0, Tensor<const double>(x.data(), {N, d}), Tensor<double>(xe.data(), {R, d}));
     // Bytes sent count exactly the rows that left this rank.
     int64_t away = 0;
     for (int64_t s = 0; s < N; ++s)
@@ -88,7 +88,7 @@ TEST(Dispatcher, RoundTripMovesEveryRowOnceAndBack) {
         last_src = xe[i * d];
       }
     }
-    disp.from_experts(0, xe.data(), d, back.data());
+    disp.from_experts(0, Tensor<const double>(xe.data(), {R, d}), Tensor<double>(back.data(), {N, d}));
     for (int64_t i = 0; i < N * d; ++i) ASSERT_EQ(back[i], x[i]) << "E=" << E << " element " << i;
   }
 }

@@ -323,10 +323,12 @@ struct Routing {
   int64_t T = 0, k = 0, E = 0;
   Buf<int32_t> slot_of, slot_token;
   Buf<int64_t> offsets;
+  Buf<int32_t> idx;  // [T,k] the choices
 };
 
 Routing make_routing(int64_t T, int64_t k, int64_t E, const std::vector<int>& choice) {
-  Routing r{T, k, E, Buf<int32_t>({T, k}), Buf<int32_t>({T * k}), Buf<int64_t>({E + 1})};
+  Routing r{T, k, E, Buf<int32_t>({T, k}), Buf<int32_t>({T * k}), Buf<int64_t>({E + 1}), Buf<int32_t>({T, k})};
+  std::copy(choice.begin(), choice.end(), r.idx.data());
   std::vector<int64_t> order(T * k);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
@@ -754,6 +756,118 @@ OP_CASE(CpuVsRef, CrossEntropy, "cross_entropy: ref") {
     }
 }
 
+OP_CASE(CpuVsRef, Basic, "fill: ref", "copy: ref", "add: ref", "sum: ref", "sum_squares: ref") {
+  Rng rng = test_rng();
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(4096), int64_t(3 * 4096 + 17)}) {
+    SHAPE_TRACE("n=" << n);
+    auto y = fwd_pair<F>({n});
+    Cpu::fill(y.c.t(), -2.5);
+    Ref::fill(y.r.t(), -2.5);
+    EXPECT_TRUE(close("fill", y, kExact));
+
+    auto a = rng.randn<F>({n}), b = rng.randn<F>({n});
+    auto c = fwd_pair<F>({n});
+    Cpu::copy(c.c.t(), a.t());
+    Ref::copy(c.r.t(), a.t());
+    EXPECT_TRUE(close("copy", c, kExact));
+    auto sum = fwd_pair<F>({n});
+    Cpu::add(sum.c.t(), a.t(), b.t());
+    Ref::add(sum.r.t(), a.t(), b.t());
+    EXPECT_TRUE(close("add", sum, kElem));
+    Pair<F> inplace{a, a};  // y = a: in place
+    Cpu::add(inplace.c.t(), inplace.c.t(), b.t());
+    Ref::add(inplace.r.t(), inplace.r.t(), b.t());
+    EXPECT_TRUE(close("add in place", inplace, kElem));
+
+    auto s = fwd_pair<double>({1}), sq = fwd_pair<double>({1});
+    Cpu::sum<F>(s.c.t(), a.t());
+    Ref::sum<F>(s.r.t(), a.t());
+    EXPECT_TRUE(close("sum", s, kReduce));
+    Cpu::sum_squares<F>(sq.c.t(), a.t());
+    Ref::sum_squares<F>(sq.r.t(), a.t());
+    EXPECT_TRUE(close("sum_squares", sq, kReduce));
+  }
+  // copy has every element type; the rest run in double too.
+  Buf<int32_t> i32({5});
+  Buf<int64_t> i64({5});
+  for (int i = 0; i < 5; ++i) i32[i] = 7 * i - 3, i64[i] = (int64_t(1) << 40) + i;
+  auto c32 = fwd_pair<int32_t>({5});
+  auto c64 = fwd_pair<int64_t>({5});
+  Cpu::copy(c32.c.t(), i32.t());
+  Ref::copy(c32.r.t(), i32.t());
+  Cpu::copy(c64.c.t(), i64.t());
+  Ref::copy(c64.r.t(), i64.t());
+  EXPECT_TRUE(close("copy int32", c32, kExact));
+  EXPECT_TRUE(close("copy int64", c64, kExact));
+  EXPECT_EQ(c64.c[4], (int64_t(1) << 40) + 4);
+  auto ad = rng.randn<double>({9}), bd = rng.randn<double>({9});
+  auto yd = fwd_pair<double>({9});
+  Cpu::add(yd.c.t(), ad.t(), bd.t());
+  Ref::add(yd.r.t(), ad.t(), bd.t());
+  EXPECT_TRUE(close("add double", yd, 1e-15));
+}
+
+// The plan of random and skewed choices (experts without slots, all slots on
+// one expert, one token) equals ref's and the test's own stable sort
+// (make_routing: by expert, then token, then choice).
+OP_CASE(CpuVsRef, RoutingPlan, "moe_route_plan: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t T, k, E;
+    std::vector<int> allowed;
+  };
+  for (const S& s : {S{1, 1, 4, {2}}, S{1, 3, 4, {0, 1, 2, 3}}, S{9, 2, 6, {1, 2, 4}}, S{16, 1, 4, {3}},
+                     S{33, 4, 8, {0, 1, 2, 3, 4, 5, 6, 7}}, S{64, 2, 64, all_experts(64)}}) {
+    SHAPE_TRACE("T=" << s.T << " k=" << s.k << " E=" << s.E);
+    Routing want = random_routing(rng, s.T, s.k, s.E, s.allowed);
+    Buf<int32_t>& idx = want.idx;
+    auto offsets = fwd_pair<int64_t>({s.E + 1});
+    auto slot_token = fwd_pair<int32_t>({s.T * s.k});
+    auto slot_of = fwd_pair<int32_t>({s.T, s.k});
+    Cpu::moe_route_plan(offsets.c.t(), slot_token.c.t(), slot_of.c.t(), idx.t());
+    Ref::moe_route_plan(offsets.r.t(), slot_token.r.t(), slot_of.r.t(), idx.t());
+    EXPECT_TRUE(close("offsets", offsets, kExact));
+    EXPECT_TRUE(close("slot_token", slot_token, kExact));
+    EXPECT_TRUE(close("slot_of", slot_of, kExact));
+    EXPECT_EQ(offsets.c.mem, want.offsets.mem);
+    EXPECT_EQ(slot_token.c.mem, want.slot_token.mem);
+    EXPECT_EQ(slot_of.c.mem, want.slot_of.mem);
+  }
+}
+
+OP_CASE(CpuVsRef, RouterGatesStats, "router_gates: ref", "router_stats: ref", "load_balance_backward: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, E, k;
+  };
+  for (S s : {S{1, 2, 1}, S{5, 8, 2}, S{37, 16, 4}, S{64, 64, 8}}) {
+    SHAPE_TRACE("N=" << s.N << " E=" << s.E << " k=" << s.k);
+    auto logits = separated_logits(rng, s.N, s.E, 4.0 / double(s.E));
+    Buf<F> probs({s.N, s.E}), gate0({s.N, s.k}), lse({s.N});
+    Buf<int32_t> idx({s.N, s.k});
+    Ref::router_topk_forward(probs.t(), idx.t(), gate0.t(), lse.t(), logits.t());
+    for (int64_t i = 0; i < s.N * s.k; i += 3) idx[i] = int32_t(rng.below(s.E));  // a choice, not the top-k
+    auto gate = fwd_pair<F>({s.N, s.k});
+    Cpu::router_gates(gate.c.t(), probs.t(), idx.t());
+    Ref::router_gates(gate.r.t(), probs.t(), idx.t());
+    EXPECT_TRUE(close("gate", gate, kReduce));
+
+    auto stats = fwd_pair<double>({2 * s.E + 2});
+    Cpu::router_stats<F>(stats.c.t(), probs.t(), lse.t(), idx.t());
+    Ref::router_stats<F>(stats.r.t(), probs.t(), lse.t(), idx.t());
+    EXPECT_TRUE(close("stats", stats, 1e-12));
+    EXPECT_EQ(stats.c[2 * s.E + 1], double(s.N));
+    double slots = 0;
+    for (int64_t e = 0; e < s.E; ++e) slots += stats.c[e];
+    EXPECT_EQ(slots, double(s.N * s.k));
+
+    auto dprobs = grad_pair<F>(rng, {s.E});
+    Cpu::load_balance_backward(dprobs.c.t(), stats.r.t(), s.k, 0.37);
+    Ref::load_balance_backward(dprobs.r.t(), stats.r.t(), s.k, 0.37);
+    EXPECT_TRUE(close("dprobs", dprobs, kElem));
+  }
+}
+
 // =============================================================================
 // 1b. the contract of ops.h: null gradient outputs, out-of-range indices
 // =============================================================================
@@ -918,6 +1032,16 @@ OP_CASE(NullGrad, CrossEntropy, "cross_entropy: null:dlogits") {
                     });
 }
 
+OP_CASE(NullGrad, LoadBalance, "load_balance_backward: null:dprobs") {
+  Rng rng = test_rng();
+  Buf<double> stats({2 * 4 + 2});
+  for (int64_t i = 0; i < 4; ++i) stats[i] = double(i + 1), stats[4 + i] = 0.5 * double(i);
+  stats[9] = 5.0;
+  null_grads_vs_ref(rng, {{"dprobs", {4}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::load_balance_backward(o[0], stats.t(), 2, 0.1);
+  });
+}
+
 // call() must throw rmoe::Error whose message names the op, the bad index and
 // the bound.
 template <class Call>
@@ -1018,6 +1142,26 @@ OP_TYPED_CASE(BadIndex, GatherCombine, "moe_gather: index:slot_token", "moe_comb
                         "moe_combine_backward", bad_slot, N));
     EXPECT_TRUE(rejects([&] { B::moe_gather_backward(dx.t(), ys.t(), r.slot_of.t()); }, "moe_gather_backward",
                         bad_slot, N));
+  }
+}
+
+OP_TYPED_CASE(BadIndex, RouterIndices, "router_gates: index:idx", "router_stats: index:idx",
+              "moe_route_plan: index:idx") {
+  using B = TypeParam;
+  const int64_t N = 3, E = 4, k = 2;
+  Buf<F> probs({N, E}, 0.25f), lse({N}), gate({N, k});
+  Buf<double> stats({2 * E + 2});
+  Buf<int64_t> offsets({E + 1});
+  Buf<int32_t> slot_token({N * k}), slot_of({N, k});
+  for (int32_t bad : {int32_t(E), -1}) {
+    Buf<int32_t> idx({N, k});
+    for (int64_t i = 0; i < N * k; ++i) idx[i] = int32_t(i % E);
+    idx[5] = bad;
+    EXPECT_TRUE(rejects([&] { B::router_gates(gate.t(), probs.t(), idx.t()); }, "router_gates", bad, E));
+    EXPECT_TRUE(rejects([&] { B::template router_stats<F>(stats.t(), probs.t(), lse.t(), idx.t()); },
+                        "router_stats", bad, E));
+    EXPECT_TRUE(rejects([&] { B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t()); },
+                        "moe_route_plan", bad, E));
   }
 }
 
@@ -1344,6 +1488,59 @@ OP_TYPED_CASE(Fd, CrossEntropy, "cross_entropy: fd") {
   EXPECT_TRUE(fd_check("logits", logits, added(dl, dl0), loss));
 }
 
+// L = sum(gate * Rg) with gate = router_gates(softmax(logits), idx0) for a
+// fixed choice idx0 (not the top-k): router_topk_backward with that idx is its
+// gradient.
+OP_TYPED_CASE(Fd, RouterGates, "router_gates: fd", "router_topk_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 4, E = 5, k = 2;
+  auto logits = rng.randn<D>({N, E});
+  auto Rg = rng.randn<D>({N, k});
+  Buf<int32_t> idx0({N, k}), idx_scratch({N, k});
+  const int32_t choice[] = {0, 3, 4, 1, 2, 0, 1, 4};
+  std::copy(choice, choice + N * k, idx0.data());
+  Buf<D> probs({N, E}), gate({N, k}), lse({N});
+  auto loss = [&] {
+    B::router_topk_forward(probs.t(), idx_scratch.t(), gate.t(), lse.t(), logits.t());
+    B::router_gates(gate.t(), probs.t(), idx0.t());
+    return dot(gate, Rg);
+  };
+  loss();
+  auto dl0 = rng.randn<D>({N, E});
+  auto dl = dl0;
+  B::router_topk_backward(dl.t(), Rg.t(), Tensor<D>{}, 0.0, probs.t(), idx0.t(), lse.t());
+  EXPECT_TRUE(fd_check("logits", logits, added(dl, dl0), loss));
+}
+
+// L = scale * sum_e f_e * stats[E+e] / Tg, stats = router_stats(probs, ...):
+// load_balance_backward's dprobs[e] is dL/dprobs[n,e] for every row n.
+OP_TYPED_CASE(Fd, LoadBalance, "load_balance_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 5, E = 4, k = 2;
+  const double scale = 0.7;
+  auto probs = rng.randn<D>({N, E}, 0.2, 0.25), lse = rng.randn<D>({N});
+  Buf<int32_t> idx({N, k});
+  const int32_t choice[] = {0, 1, 1, 2, 3, 1, 0, 1, 2, 1};
+  std::copy(choice, choice + N * k, idx.data());
+  Buf<double> stats({2 * E + 2});
+  auto loss = [&] {
+    B::template router_stats<D>(stats.t(), probs.t(), lse.t(), idx.t());
+    double L = 0;
+    for (int64_t e = 0; e < E; ++e) L += scale * stats[e] / (double(N) * k) * stats[E + e] / double(N);
+    return L;
+  };
+  loss();
+  auto dp0 = rng.randn<D>({E});
+  auto dp = dp0;
+  B::load_balance_backward(dp.t(), stats.t(), k, scale);
+  std::vector<double> per_row(N * E);  // the same d/dprobs[n,e] for every row
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t e = 0; e < E; ++e) per_row[n * E + e] = dp[e] - dp0[e];
+  EXPECT_TRUE(fd_check("probs", probs, per_row, loss));
+}
+
 // =============================================================================
 // 3. hand-worked values (double, both backends)
 // =============================================================================
@@ -1481,6 +1678,23 @@ TYPED_TEST(Known, ExpertsGatherCombineCrossEntropy) {
   B::cross_entropy(loss.t(), dlogits.t(), logits.t(), target.t(), 2.0);
   EXPECT_TRUE(values("ce loss", loss, {std::log(4.0)}));
   EXPECT_TRUE(values("ce dlogits", dlogits, {0.5, 0.5, -1.5, 0.5}));
+}
+
+TYPED_TEST(Known, RoutingPlan) {
+  using B = TypeParam;
+  // idx [3 tokens, k=2], E = 4: expert 0 <- (2,1); 1 <- (0,1), (1,0); 2 <- (0,0), (2,0); 3 <- (1,1).
+  Buf<int32_t> idx({3, 2});
+  const int32_t ch[] = {2, 1, 1, 3, 2, 0};
+  std::copy(ch, ch + 6, idx.data());
+  Buf<int64_t> offsets({5});
+  Buf<int32_t> slot_token({6}), slot_of({3, 2});
+  B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t());
+  EXPECT_EQ(std::vector<int64_t>(offsets.data(), offsets.data() + 5), (std::vector<int64_t>{0, 1, 3, 5, 6}));
+  EXPECT_EQ(std::vector<int32_t>(slot_token.data(), slot_token.data() + 6), (std::vector<int32_t>{2, 0, 1, 0, 2, 1}));
+  EXPECT_EQ(std::vector<int32_t>(slot_of.data(), slot_of.data() + 6), (std::vector<int32_t>{3, 1, 2, 5, 4, 0}));
+  EXPECT_TRUE(guards_intact("offsets", offsets));
+  EXPECT_TRUE(guards_intact("slot_token", slot_token));
+  EXPECT_TRUE(guards_intact("slot_of", slot_of));
 }
 
 TYPED_TEST(Known, EmbeddingChecksTokenIds) {

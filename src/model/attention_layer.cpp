@@ -10,7 +10,7 @@ template <class T>
 void Model<T>::attention_forward(int l) {
   auto& L = layers_[l];
   auto& w = w_[l];
-  const int64_t Tn = T_, S = cfg_.seq_length, H = cfg_.num_heads, D = cfg_.head_dim(), d = cfg_.hidden_size;
+  const int64_t Tn = T_, S = cfg_.seq_length, H = cfg_.num_heads, D = cfg_.head_dim();
   ops::rmsnorm_forward(rows(L.a, Tn), rows(L.rstd1, Tn), rows(L.x_in, Tn), w.attn_norm, cfg_.rms_eps);
   ops::linear_forward(rows(L.q, Tn), rows(L.a, Tn), w.wq, {});
   ops::linear_forward(rows(L.k, Tn), rows(L.a, Tn), w.wk, {});
@@ -21,9 +21,7 @@ void Model<T>::attention_forward(int l) {
                          reshape(L.k, {B_, S, H, D}), reshape(L.v, {B_, S, H, D}));
   // x_mid = x_in + o Wo^T
   ops::linear_forward(rows(L.x_mid, Tn), rows(L.o, Tn), w.wo, {});
-  const int64_t n = Tn * d;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) L.x_mid.data[i] += L.x_in.data[i];
+  ops::add(rows(L.x_mid, Tn), rows(L.x_mid, Tn), rows(L.x_in, Tn));
 }
 
 template <class T>

@@ -3,25 +3,24 @@
 // tests/mpi_test_parallel.cpp (every layout gives the one-process result).
 #include "rmoe/model/expert_dispatcher.h"
 
-#include <algorithm>
-#include <cstring>
-
 #include "rmoe/core/error.h"
 
 namespace rmoe {
 
 namespace {
+// The first rows x cols elements of v as a [rows, cols] view. v never shrinks,
+// so it allocates only when a step needs more than any before.
 template <class T>
-T* grow(std::vector<T>& v, int64_t n) {  // capacity is kept: allocates only when a step needs more
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-  return v.data();
+Tensor<T> grown(std::vector<T>& v, int64_t rows, int64_t cols) {
+  if (int64_t(v.size()) < rows * cols) v.resize(size_t(rows * cols));
+  return Tensor<T>(v.data(), {rows, cols});
 }
 }  // namespace
 
 template <class T>
 ExpertDispatcher<T>::ExpertDispatcher(int num_layers, int num_experts, int first_local, int num_local)
     : num_experts_(num_experts), first_local_(first_local), num_local_(num_local), layers_(num_layers),
-      n_rows_(num_layers, 0) {
+      n_rows_(num_layers, 0), host_offsets_(size_t(num_experts) + 1, 0) {
   RMOE_CHECK(num_local >= 1 && first_local >= 0 && first_local + num_local <= num_experts,
              "expert slice [" << first_local << ", " << first_local + num_local << ") of " << num_experts);
 }
@@ -35,50 +34,45 @@ int64_t ExpertDispatcher<T>::plan(int l, const int64_t* offsets, int64_t N) {
 
 // One process: slot order already is expert order; the moves are copies.
 template <class T>
-void ExpertDispatcher<T>::to_experts(int l, const T* x, int64_t d, T* xe) {
-  std::memcpy(xe, x, sizeof(T) * size_t(n_rows_[l] * d));
+void ExpertDispatcher<T>::to_experts(int l, In<T> x, Tensor<T> xe) {
+  ops::copy(xe, x);
 }
 
 template <class T>
-void ExpertDispatcher<T>::from_experts(int l, const T* ye, int64_t d, T* y) {
-  std::memcpy(y, ye, sizeof(T) * size_t(n_rows_[l] * d));
+void ExpertDispatcher<T>::from_experts(int l, In<T> ye, Tensor<T> y) {
+  ops::copy(y, ye);
 }
 
 template <class T>
-void ExpertDispatcher<T>::forward(int l, In<T> xs, const int64_t* offsets, Tensor<T> ys, In<T> W1, In<T> W3,
+void ExpertDispatcher<T>::forward(int l, In<T> xs, Tensor<const int64_t> offsets, Tensor<T> ys, In<T> W1, In<T> W3,
                                   In<T> W2) {
   const int64_t N = xs.rows(), d = xs.cols(), f = W1.size(1);
   n_rows_[l] = N;
-  const int64_t R = plan(l, offsets, N);
+  // The one host copy of a MoE layer: its expert offsets [E+1]. The moves
+  // need the row counts on the host (all-to-all sizes, row ranges).
+  ops::copy(Tensor<int64_t>(host_offsets_.data(), {num_experts_ + 1}), offsets);
+  const int64_t R = plan(l, host_offsets_.data(), N);
   auto& st = state(l);
-  T* xe = grow(st.xe, R * d);
-  to_experts(l, xs.data, d, xe);
-  T* ye = grow(ye_, R * d);
-  ops::experts_forward(Tensor<T>(ye, {R, d}), Tensor<T>(grow(st.ea, R * f), {R, f}),
-                       Tensor<T>(grow(st.eb, R * f), {R, f}), Tensor<T>(grow(st.eh, R * f), {R, f}),
-                       Tensor<const T>(xe, {R, d}), Tensor<const int64_t>(st.eoff.data(), {num_local_ + 1}), W1, W3,
-                       W2);
-  from_experts(l, ye, d, ys.data);
+  Tensor<T> xe = grown(st.xe, R, d), ye = grown(ye_, R, d);
+  to_experts(l, xs, xe);
+  ops::experts_forward(ye, grown(st.ea, R, f), grown(st.eb, R, f), grown(st.eh, R, f), xe,
+                       Tensor<const int64_t>(st.eoff.data(), {num_local_ + 1}), W1, W3, W2);
+  from_experts(l, ye, ys);
 }
 
 template <class T>
 void ExpertDispatcher<T>::backward(int l, In<T> dys, Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2,
                                    In<T> W1, In<T> W3, In<T> W2) {
   auto& st = state(l);
-  const int64_t d = dys.cols(), f = W1.size(1), R = st.eoff.back() - st.eoff.front();
-  T* dye = grow(dye_, R * d);
-  to_experts(l, dys.data, d, dye);
-  T* dxe = grow(dxe_, R * d);
-  std::fill_n(dxe, R * d, T(0));
-  ops::experts_backward(Tensor<T>(dxe, {R, d}), dW1, dW3, dW2, Tensor<T>(grow(da_, R * f), {R, f}),
-                        Tensor<T>(grow(db_, R * f), {R, f}), Tensor<const T>(dye, {R, d}),
-                        Tensor<const T>(st.xe.data(), {R, d}),
-                        Tensor<const int64_t>(st.eoff.data(), {num_local_ + 1}), Tensor<const T>(st.ea.data(), {R, f}),
-                        Tensor<const T>(st.eb.data(), {R, f}), Tensor<const T>(st.eh.data(), {R, f}), W1, W3, W2);
-  const int64_t N = n_rows_[l];
-  T* back = grow(back_, N * d);
-  from_experts(l, dxe, d, back);
-  for (int64_t i = 0; i < N * d; ++i) dxs.data[i] += back[i];
+  const int64_t N = n_rows_[l], d = dys.cols(), f = W1.size(1), R = st.eoff.back() - st.eoff.front();
+  Tensor<T> dye = grown(dye_, R, d), dxe = grown(dxe_, R, d), back = grown(back_, N, d);
+  to_experts(l, dys, dye);
+  ops::fill(dxe, 0.0);
+  ops::experts_backward(dxe, dW1, dW3, dW2, grown(da_, R, f), grown(db_, R, f), dye, grown(st.xe, R, d),
+                        Tensor<const int64_t>(st.eoff.data(), {num_local_ + 1}), grown(st.ea, R, f),
+                        grown(st.eb, R, f), grown(st.eh, R, f), W1, W3, W2);
+  from_experts(l, dxe, back);
+  ops::add(dxs, dxs, back);  // dxs += the rows' gradients, back in slot order
 }
 
 template class ExpertDispatcher<float>;

@@ -29,16 +29,7 @@ Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDis
   carve(counting);
   arena_ = Arena<T>(counting.used());
   carve(arena_);
-  const int64_t Tmax = int64_t(max_batch) * cfg.seq_length, K = cfg.topk;
-  for (auto& L : layers_) {
-    L.idx.assign(Tmax * K, 0);
-    L.slot_token.assign(Tmax * K, 0);
-    L.slot_of.assign(Tmax * K, 0);
-    L.offsets.assign(cfg.num_experts + 1, 0);
-    L.f_e.assign(cfg.num_experts, 0.0);
-  }
-  tokens_.assign(Tmax, 0);
-  targets_.assign(Tmax, 0);
+  carve_indices();
   zero(h0_);
 }
 
@@ -148,49 +139,84 @@ void Model<T>::carve(Arena<T>& a) {
 }
 
 template <class T>
+void Model<T>::carve_indices() {
+  const int64_t Tm = int64_t(max_batch_) * cfg_.seq_length, K = cfg_.topk, E = cfg_.num_experts,
+                NL = cfg_.num_layers;
+  index_mem_.assign(size_t((3 * NL + 1) * Tm * K + 2 * Tm), 0);
+  offset_mem_.assign(size_t(NL * (E + 1)), 0);
+  scalar_mem_.assign(size_t(NL * (2 * E + 2) + 1), 0.0);
+  host_scalars_ = scalar_mem_;
+  int32_t* next = index_mem_.data();
+  auto take = [&](std::initializer_list<int64_t> dims) {
+    Tensor<int32_t> t(next, dims);
+    next += t.numel();
+    return t;
+  };
+  for (int64_t l = 0; l < NL; ++l) {
+    auto& L = layers_[l];
+    L.idx = take({Tm, K});
+    L.slot_token = take({Tm * K});
+    L.slot_of = take({Tm, K});
+    L.offsets = Tensor<int64_t>(offset_mem_.data() + l * (E + 1), {E + 1});
+  }
+  idx_frozen_ = take({Tm, K});
+  tokens_ = take({Tm});
+  targets_ = take({Tm});
+  scalars_ = Tensor<double>(scalar_mem_.data(), {int64_t(scalar_mem_.size())});
+  stats_ = Tensor<double>(scalars_.data, {NL, 2 * E + 2});
+  ce_sum_ = Tensor<double>(scalars_.data + NL * (2 * E + 2), {1});
+}
+
+template <class T>
+Tensor<int32_t> Model<T>::topk_idx(int l) const {
+  return rows(layers_[l].idx, T_);
+}
+
+template <class T>
 ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, int B) {
   RMOE_CHECK(B >= 1 && B <= max_batch_, "micro-batch of " << B << " sequences; this model holds at most "
                                                            << max_batch_);
   B_ = B;
   T_ = B * cfg_.seq_length;
-  std::copy_n(tokens, T_, tokens_.data());
-  std::copy_n(targets, T_, targets_.data());
-  ops::embedding_forward(rows(layers_[0].x_in, T_), Tensor<const int32_t>(tokens_.data(), {T_}), gw_.wte);
-  ForwardResult r;
-  r.expert_counts.assign(size_t(cfg_.num_layers) * cfg_.num_experts, 0);
-  double lb_sum = 0, z_sum = 0;
+  const int64_t Tn = T_;
+  ops::copy(rows(tokens_, Tn), Tensor<const int32_t>(tokens, {Tn}));
+  ops::copy(rows(targets_, Tn), Tensor<const int32_t>(targets, {Tn}));
+  ops::embedding_forward(rows(layers_[0].x_in, Tn), rows(tokens_, Tn), gw_.wte);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     attention_forward(l);
-    moe_forward(l);
+    moe_forward(l);  // also this layer's router statistics, stats_[l]
     auto& L = layers_[l];
     // x_out = x_mid + moe_out, written into the next layer's input (or x_final).
     Tensor<T> x_out = l + 1 < cfg_.num_layers ? layers_[l + 1].x_in : x_final_;
-    const int64_t n = int64_t(T_) * cfg_.hidden_size;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) x_out.data[i] = L.x_mid.data[i] + L.moe_out.data[i];
-    // Aux-loss statistics of this layer over every data-parallel rank (DESIGN
-    // §1): slot counts, probability sums, sum of lse^2, token count.
-    const int E = cfg_.num_experts;
-    std::vector<double>& st = stats_;
-    st.assign(2 * E + 2, 0.0);
-    for (int e = 0; e < E; ++e) st[e] = double(L.offsets[e + 1] - L.offsets[e]);
-    for (int64_t t = 0; t < T_; ++t) {
-      for (int e = 0; e < E; ++e) st[E + e] += L.probs.data[t * E + e];
-      st[2 * E] += double(L.lse.data[t]) * L.lse.data[t];
-    }
-    st[2 * E + 1] = double(T_);
-    dispatcher_->allreduce_stats(st.data(), int64_t(st.size()));
-    T_global_ = int64_t(st[2 * E + 1]);
+    ops::add(rows(x_out, Tn), rows(L.x_mid, Tn), rows(L.moe_out, Tn));
+  }
+  head_forward();
+  // Aux-loss statistics of every layer over every data-parallel rank (DESIGN
+  // §1): slot counts, probability sums, sum of lse^2, token count; one
+  // collective for all layers.
+  dispatcher_->allreduce_stats(stats_.data, stats_.numel());
+  // The host reads of a forward, here and nowhere else: the statistics and the
+  // CE sum, in one copy, for the loss terms, the expert counts and the global
+  // token count that scales the backward.
+  ops::copy(Tensor<double>(host_scalars_.data(), {scalars_.numel()}), scalars_);
+  const int E = cfg_.num_experts;
+  const double* all = host_scalars_.data();
+  T_global_ = int64_t(all[2 * E + 1]);
+  ForwardResult r;
+  r.expert_counts.assign(size_t(cfg_.num_layers) * E, 0);
+  double lb_sum = 0, z_sum = 0;
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const double* st = all + size_t(l) * (2 * E + 2);
     double lb = 0;
     for (int e = 0; e < E; ++e) {
       r.expert_counts[size_t(l) * E + e] = int64_t(st[e]);
-      L.f_e[e] = st[e] / (double(T_global_) * cfg_.topk);
-      lb += L.f_e[e] * st[E + e] / double(T_global_);
+      const double f_e = st[e] / (double(T_global_) * cfg_.topk);  // fraction of slots on e
+      lb += f_e * st[E + e] / double(T_global_);
     }
     lb_sum += E * lb;
     z_sum += st[2 * E] / double(T_global_);
   }
-  r.ce = head_forward();
+  r.ce = all[size_t(cfg_.num_layers) * (2 * E + 2)] / Tn;
   r.lb = lb_sum / cfg_.num_layers;
   r.z = z_sum / cfg_.num_layers;
   r.total = r.ce + cfg_.aux_loss_coeff * r.lb + cfg_.z_loss_coeff * r.z;
@@ -206,7 +232,7 @@ void Model<T>::backward(double loss_scale) {
     moe_backward(l, loss_scale);   // dx: d/dx_out -> d/dx_mid
     attention_backward(l);         // dx: d/dx_mid -> d/dx_in
   }
-  ops::embedding_backward(gg_.wte, Tensor<const int32_t>(tokens_.data(), {T_}), rows(s_.dx, T_));
+  ops::embedding_backward(gg_.wte, rows(tokens_, T_), rows(s_.dx, T_));
 }
 
 template class Model<float>;

@@ -1,8 +1,7 @@
 // model_util.h — small view helpers shared by the model's layer files.
 #pragma once
-#include <algorithm>
-
 #include "rmoe/core/tensor.h"
+#include "rmoe/kernels/ops.h"
 
 namespace rmoe {
 
@@ -19,7 +18,7 @@ Tensor<T> reshape(const Tensor<T>& t, std::initializer_list<int64_t> dims) {
 }
 template <class T>
 void zero(Tensor<T> t) {
-  std::fill_n(t.data, t.numel(), T(0));
+  ops::fill(t, 0.0);
 }
 
 }  // namespace rmoe

@@ -6,6 +6,7 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/kernels/ops.h"
 
 namespace rmoe {
 
@@ -88,8 +89,8 @@ Tensor<T> ParamStore<T>::get(const std::string& name) {
 
 template <class T>
 void ParamStore<T>::zero() {
-  std::fill(replicated_.begin(), replicated_.end(), T(0));
-  std::fill(expert_.begin(), expert_.end(), T(0));
+  ops::fill(Tensor<T>(replicated_.data(), {int64_t(replicated_.size())}), 0.0);
+  ops::fill(Tensor<T>(expert_.data(), {int64_t(expert_.size())}), 0.0);
 }
 
 template <class T>

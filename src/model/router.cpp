@@ -32,8 +32,7 @@ void Model<T>::router_forward(int l) {
       Tensor<T> gi = rows(L.gi, Tn), gh = rows(L.gh, Tn);
       ops::linear_forward(gi, up, gw_.w_ih, gw_.b_ih);
       ops::linear_forward(gh, h_prev, gw_.w_hh, gw_.b_hh);
-      const int64_t n = gi.numel();
-      for (int64_t i = 0; i < n; ++i) gi.data[i] += gh.data[i];  // pre-activation
+      ops::add(gi, gi, gh);  // pre-activation
       ops::tanh_forward(h, gi);
       break;
     }

@@ -1,5 +1,7 @@
-// cpu_moe.cpp — the MoE ops on the cpu backend: router softmax/top-k, token
-// dispatch (gather) and combine, and the grouped SwiGLU experts.
+// cpu_moe.cpp — the MoE ops on the cpu backend: router softmax/top-k, gates
+// over a fixed choice, routing statistics and the load-balance gradient, the
+// routing plan, token dispatch (gather) and combine, and the grouped SwiGLU
+// experts.
 //
 // Experts: one GEMM per expert over exactly the rows routed to it (no padding);
 // an expert with zero rows costs nothing. Gather/combine are parallel over
@@ -96,6 +98,77 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
       for (int64_t e = 0; e < E; ++e) g[e] += p[e] * (dprob[e] - dot + dz);
     }
   }
+}
+
+// Gates renormalised over a given top-k (the frozen-routing path).
+template <class T>
+void router_gates(Tensor<T> gate, In<T> probs, Tensor<const int32_t> idx) {
+  const int64_t N = probs.rows(), E = probs.cols(), K = idx.cols();
+  RMOE_CHECK(idx.rows() == N && gate.rows() == N && gate.cols() == K,
+             "router_gates: probs " << probs.shape_str() << " idx " << idx.shape_str() << " gate "
+                                    << gate.shape_str());
+  check_indices(idx, E, "router_gates", "idx", "the experts");
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = probs.data + n * E;
+    const int32_t* id = idx.data + n * K;
+    T s = 0;
+    for (int64_t j = 0; j < K; ++j) s += p[id[j]];
+    for (int64_t j = 0; j < K; ++j) gate.data[n * K + j] = p[id[j]] / s;
+  }
+}
+
+// One thread, tokens in order (the sums must not depend on the thread count).
+template <class T>
+void router_stats(Tensor<double> stats, In<T> probs, In<T> lse, Tensor<const int32_t> idx) {
+  const int64_t N = probs.rows(), E = probs.cols();
+  RMOE_CHECK(stats.numel() == 2 * E + 2 && lse.numel() == N && idx.rows() == N,
+             "router_stats: stats " << stats.shape_str() << " probs " << probs.shape_str() << " lse "
+                                    << lse.shape_str() << " idx " << idx.shape_str());
+  check_indices(idx, E, "router_stats", "idx", "the experts");
+  double* st = stats.data;
+  std::fill_n(st, 2 * E + 2, 0.0);
+  for (int64_t s = 0; s < idx.numel(); ++s) st[idx.data[s]] += 1.0;
+  for (int64_t t = 0; t < N; ++t) {
+    for (int64_t e = 0; e < E; ++e) st[E + e] += probs.data[t * E + e];
+    st[2 * E] += double(lse.data[t]) * lse.data[t];
+  }
+  st[2 * E + 1] = double(N);
+}
+
+template <class T>
+void load_balance_backward(Tensor<T> dprobs, Tensor<const double> stats, int64_t topk, double scale) {
+  if (dprobs.is_null()) return;
+  const int64_t E = dprobs.numel();
+  RMOE_CHECK(stats.numel() == 2 * E + 2,
+             "load_balance_backward: stats " << stats.shape_str() << " for dprobs " << dprobs.shape_str());
+  const double tokens = stats.data[2 * E + 1];
+  for (int64_t e = 0; e < E; ++e) {
+    const double f = stats.data[e] / (tokens * double(topk));  // fraction of slots on e
+    dprobs.data[e] += T(scale * f / tokens);
+  }
+}
+
+// A stable counting sort of the slots by expert; one pass, one thread.
+void moe_route_plan(Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,
+                    Tensor<const int32_t> idx) {
+  const int64_t n_tok = idx.rows(), K = idx.cols(), n_slots = n_tok * K, E = offsets.numel() - 1;
+  RMOE_CHECK(E >= 1 && slot_token.numel() == n_slots && slot_of.numel() == n_slots,
+             "moe_route_plan: idx " << idx.shape_str() << " offsets " << offsets.shape_str() << " slot_token "
+                                    << slot_token.shape_str() << " slot_of " << slot_of.shape_str());
+  check_indices(idx, E, "moe_route_plan", "idx", "the experts");
+  int64_t* off = offsets.data;
+  std::fill_n(off, E + 1, int64_t(0));
+  for (int64_t s = 0; s < n_slots; ++s) off[idx.data[s] + 1]++;
+  for (int64_t e = 0; e < E; ++e) off[e + 1] += off[e];
+  int64_t* cursor = thread_scratch<int64_t>(E);  // next free slot of each expert
+  std::copy_n(off, E, cursor);
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t slot = cursor[idx.data[t * K + j]]++;
+      slot_token.data[slot] = int32_t(t);
+      slot_of.data[t * K + j] = int32_t(slot);
+    }
 }
 
 // ---- dispatch and combine --------------------------------------------------------

@@ -64,9 +64,61 @@ void check_shape(const Tensor<U>& t, std::initializer_list<int64_t> want, const 
   RMOE_CHECK(ok, op << ": " << name << " is " << t.shape_str() << ", want [" << ws.str() << "]");
 }
 
+// Every expert id of idx in [0, E).
+void check_experts(Tensor<const int32_t> idx, int64_t E, const char* op) {
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    RMOE_CHECK(idx.data[i] >= 0 && idx.data[i] < E,
+               op << ": idx " << idx.data[i] << " at " << i << " outside [0, " << E << ")");
+}
+
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 }  // namespace
+
+// ---- fill, copy, add, sums ----------------------------------------------------
+
+template <class T>
+void fill(Tensor<T> y, double value) {
+  check_cpu(y, "ref::fill", "y");
+  for (int64_t i = 0; i < y.numel(); ++i) y.data[i] = T(value);
+}
+
+template <class T>
+void copy(Tensor<T> dst, In<T> src) {
+  const char* op = "ref::copy";
+  check_cpu(src, op, "src");
+  check_n(dst, src.numel(), op, "dst");
+  for (int64_t i = 0; i < src.numel(); ++i) dst.data[i] = src.data[i];
+}
+
+template <class T>
+void add(Tensor<T> y, In<T> a, In<T> b) {
+  const char* op = "ref::add";
+  check_cpu(y, op, "y");
+  check_n(a, y.numel(), op, "a");
+  check_n(b, y.numel(), op, "b");
+  for (int64_t i = 0; i < y.numel(); ++i) y.data[i] = T(double(a.data[i]) + double(b.data[i]));
+}
+
+template <class T>
+void sum(Tensor<double> out, In<T> x) {
+  const char* op = "ref::sum";
+  check_cpu(x, op, "x");
+  check_n(out, 1, op, "out");
+  double s = 0.0;
+  for (int64_t i = 0; i < x.numel(); ++i) s += double(x.data[i]);
+  out.data[0] = s;
+}
+
+template <class T>
+void sum_squares(Tensor<double> out, In<T> x) {
+  const char* op = "ref::sum_squares";
+  check_cpu(x, op, "x");
+  check_n(out, 1, op, "out");
+  double s = 0.0;
+  for (int64_t i = 0; i < x.numel(); ++i) s += double(x.data[i]) * double(x.data[i]);
+  out.data[0] = s;
+}
 
 // ---- linear -------------------------------------------------------------------
 
@@ -547,9 +599,7 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
   if (!dgate.is_null()) check_rc(dgate, N, k, op, "dgate");
   if (!dprobs_extra.is_null()) check_n(dprobs_extra, E, op, "dprobs_extra");
   if (dlse_scale != 0.0) check_n(lse, N, op, "lse");
-  for (int64_t i = 0; i < N * k; ++i)
-    RMOE_CHECK(idx.data[i] >= 0 && idx.data[i] < E,
-               op << ": idx " << idx.data[i] << " at " << i << " outside [0, " << E << ")");
+  check_experts(idx, E, op);
   std::vector<double> dp(E);
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs.data + n * E;
@@ -572,6 +622,87 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
       dlogits.data[n * E + e] = T(double(dlogits.data[n * E + e]) + g);
     }
   }
+}
+
+// gate[n,j] = probs[n, idx[n,j]] / sum_l probs[n, idx[n,l]].
+template <class T>
+void router_gates(Tensor<T> gate, In<T> probs, Tensor<const int32_t> idx) {
+  const char* op = "ref::router_gates";
+  check_cpu(probs, op, "probs");
+  check_cpu(idx, op, "idx");
+  const int64_t N = probs.rows(), E = probs.cols(), k = idx.cols();
+  check_rc(idx, N, k, op, "idx");
+  check_rc(gate, N, k, op, "gate");
+  check_experts(idx, E, op);
+  for (int64_t n = 0; n < N; ++n) {
+    double S = 0.0;
+    for (int64_t j = 0; j < k; ++j) S += double(probs.data[n * E + idx.data[n * k + j]]);
+    for (int64_t j = 0; j < k; ++j) gate.data[n * k + j] = T(double(probs.data[n * E + idx.data[n * k + j]]) / S);
+  }
+}
+
+// stats = [count_e | sum_n probs[n,e] | sum_n lse[n]^2 | N].
+template <class T>
+void router_stats(Tensor<double> stats, In<T> probs, In<T> lse, Tensor<const int32_t> idx) {
+  const char* op = "ref::router_stats";
+  check_cpu(probs, op, "probs");
+  check_cpu(idx, op, "idx");
+  const int64_t N = probs.rows(), E = probs.cols();
+  check_n(stats, 2 * E + 2, op, "stats");
+  check_n(lse, N, op, "lse");
+  RMOE_CHECK(idx.rows() == N, op << ": idx is " << idx.shape_str() << ", want " << N << " rows");
+  check_experts(idx, E, op);
+  for (int64_t e = 0; e < E; ++e) {
+    double count = 0.0, psum = 0.0;
+    for (int64_t i = 0; i < idx.numel(); ++i) count += idx.data[i] == e ? 1.0 : 0.0;
+    for (int64_t n = 0; n < N; ++n) psum += double(probs.data[n * E + e]);
+    stats.data[e] = count;
+    stats.data[E + e] = psum;
+  }
+  double z = 0.0;
+  for (int64_t n = 0; n < N; ++n) z += double(lse.data[n]) * double(lse.data[n]);
+  stats.data[2 * E] = z;
+  stats.data[2 * E + 1] = double(N);
+}
+
+// d/dprobs[n,e] of scale * sum_e f_e * (sum_n probs[n,e]) / Tg = scale * f_e / Tg.
+template <class T>
+void load_balance_backward(Tensor<T> dprobs, Tensor<const double> stats, int64_t topk, double scale) {
+  const char* op = "ref::load_balance_backward";
+  if (dprobs.is_null()) return;
+  check_cpu(dprobs, op, "dprobs");
+  const int64_t E = dprobs.numel();
+  check_n(stats, 2 * E + 2, op, "stats");
+  const double Tg = stats.data[2 * E + 1];
+  for (int64_t e = 0; e < E; ++e) {
+    const double f = stats.data[e] / (Tg * double(topk));
+    dprobs.data[e] = T(double(dprobs.data[e]) + scale * f / Tg);
+  }
+}
+
+// Expert by expert, the slots (t, j) choosing it in token order.
+void moe_route_plan(Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,
+                    Tensor<const int32_t> idx) {
+  const char* op = "ref::moe_route_plan";
+  check_cpu(idx, op, "idx");
+  check_cpu(offsets, op, "offsets");
+  const int64_t n_tok = idx.rows(), k = idx.cols(), E = offsets.numel() - 1;
+  RMOE_CHECK(E >= 1, op << ": offsets is " << offsets.shape_str() << ", want E + 1 >= 2 elements");
+  check_n(slot_token, n_tok * k, op, "slot_token");
+  check_n(slot_of, n_tok * k, op, "slot_of");
+  check_experts(idx, E, op);
+  int64_t slot = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    offsets.data[e] = slot;
+    for (int64_t t = 0; t < n_tok; ++t)
+      for (int64_t j = 0; j < k; ++j)
+        if (idx.data[t * k + j] == e) {
+          slot_token.data[slot] = int32_t(t);
+          slot_of.data[t * k + j] = int32_t(slot);
+          ++slot;
+        }
+  }
+  offsets.data[E] = slot;
 }
 
 // ---- experts (SwiGLU FFN per expert over its sorted rows) ---------------------

@@ -42,6 +42,14 @@ struct Tensor {
   // A null view (no data pointer, e.g. Tensor{}): an absent argument, such as
   // a gradient output that is not needed. Not the same as zero elements.
   bool is_null() const { return data == nullptr; }
+  // Entries [first, first + n) of the first dimension: a view of the same data
+  // (the other dimensions unchanged).
+  Tensor slice(int64_t first, int64_t n) const {
+    Tensor t = *this;
+    if (data) t.data = data + first * (shape[0] == 0 ? 0 : numel() / shape[0]);
+    t.shape[0] = n;
+    return t;
+  }
   std::string shape_str() const {
     std::string s = "[";
     for (int i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

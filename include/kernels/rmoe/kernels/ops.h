@@ -54,8 +54,8 @@
 //
 // TO ADD AN OP:
 //   1. a row in the section of the cpu file that implements it (sections:
-//      RMOE_OPS_DENSE = cpu_dense.cpp, RMOE_OPS_ATTENTION = cpu_attention.cpp,
-//      RMOE_OPS_MOE = cpu_moe.cpp);
+//      RMOE_OPS_BASIC = cpu_basic.cpp, RMOE_OPS_DENSE = cpu_dense.cpp,
+//      RMOE_OPS_ATTENTION = cpu_attention.cpp, RMOE_OPS_MOE = cpu_moe.cpp);
 //   2. the function in that cpu file, in src/kernels/ref/ref_ops.cpp (and in
 //      src/kernels/cuda/ if its cuda column says yes); nothing else to
 //      register: the instantiation lines already cover the section;
@@ -90,6 +90,21 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
 }  // namespace rmoe
 
 // clang-format off
+// ---- cpu_basic.cpp: memory and reductions, any shape ------------------------------------
+#define RMOE_OPS_BASIC(X)                                                                              \
+  /* y = value, every element. */                                                                      \
+  X(real, fill, no, (y), (Tensor<T> y, double value), (y, value))                                      \
+  /* dst = src, the same number of elements, not overlapping; between devices too */                   \
+  /* (run by the backend of the device that is not the host's). */                                     \
+  X(any, copy, no, (dst, src), (Tensor<T> dst, In<T> src), (dst, src))                                 \
+  /* y = a + b elementwise; y may be a or b (in place). */                                             \
+  X(real, add, no, (y), (Tensor<T> y, In<T> a, In<T> b), (y, a, b))                                    \
+  /* out[0] = sum_i x[i], accumulated in double in index order. */                                     \
+  X(real, sum, no, (x), (Tensor<double> out, In<T> x), (out, x))                                       \
+  /* out[0] = sum_i x[i]^2 in double over fixed blocks of 4096 elements, the block */                  \
+  /* sums added in order: the same for any thread count. */                                            \
+  X(real, sum_squares, no, (x), (Tensor<double> out, In<T> x), (out, x))
+
 // ---- cpu_dense.cpp: token-wise ops --------------------------------------------
 #define RMOE_OPS_DENSE(X)                                                                              \
   /* y[N,out] = x[N,in] W[out,in]^T (+ b[out] if given). */                                            \
@@ -150,6 +165,31 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
 
 // ---- cpu_moe.cpp: routing, dispatch and combine, experts --------------------------
 #define RMOE_OPS_MOE(X)                                                                                \
+  /* Gates over a given choice: gate[n,j] = probs[n, idx[n,j]] / sum_j probs[n, idx[n,j]] */           \
+  /* (router_topk_forward's gates, for a top-k held fixed). idx in [0, E). */                          \
+  X(real, router_gates, no, (gate), (Tensor<T> gate, In<T> probs, Tensor<const int32_t> idx),          \
+    (gate, probs, idx))                                                                                \
+  /* One layer's routing statistics for the aux losses (summed over ranks, they are the */             \
+  /* global ones): stats[2E+2] = [slots routed to each expert e (E) | sum_n probs[n,e] */              \
+  /* (E) | sum_n lse[n]^2 | N (tokens)], in double. idx[N,k] in [0, E). */                             \
+  X(real, router_stats, no, (probs),                                                                   \
+    (Tensor<double> stats, In<T> probs, In<T> lse, Tensor<const int32_t> idx),                         \
+    (stats, probs, lse, idx))                                                                          \
+  /* Gradient of the load-balance term scale * sum_e f_e P_e w.r.t. probs[n,e] of any */               \
+  /* token n, from router_stats summed over ranks (tokens Tg = stats[2E+1], f_e = */                   \
+  /* stats[e] / (Tg topk) held constant, P_e = sum_n probs[n,e] / Tg): */                              \
+  /* dprobs[E] += scale * f_e / Tg (router_topk_backward broadcasts it to every row). */               \
+  X(real, load_balance_backward, no, (stats),                                                          \
+    (Grad<T> dprobs, Tensor<const double> stats, int64_t topk, double scale),                          \
+    (dprobs, stats, topk, scale))                                                                      \
+  /* The routing plan: token slots (t, j) of idx[N,k] (in [0, E)) sorted by expert, */                 \
+  /* tokens in order within an expert (a stable counting sort): offsets[E+1] delimit */                \
+  /* each expert's slots, slot_token[N*k] is each slot's token, slot_of[N,k] each */                   \
+  /* (t, j)'s slot. */                                                                                 \
+  X(index, moe_route_plan, no, (idx),                                                                  \
+    (Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,                     \
+     Tensor<const int32_t> idx),                                                                       \
+    (offsets, slot_token, slot_of, idx))                                                               \
   /* Router head: probs[N,E] = softmax(logits) (in the view's type, fp32 or better); */                \
   /* top-k by the stored probabilities, ties to the lower expert, slots ordered by */                  \
   /* descending probability: idx[N,k], gate[N,k] = prob / sum of the k chosen probs; */                \
@@ -196,7 +236,7 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
     (dx, dxs, slot_of))
 
 // The whole table.
-#define RMOE_OPS(X) RMOE_OPS_DENSE(X) RMOE_OPS_ATTENTION(X) RMOE_OPS_MOE(X)
+#define RMOE_OPS(X) RMOE_OPS_BASIC(X) RMOE_OPS_DENSE(X) RMOE_OPS_ATTENTION(X) RMOE_OPS_MOE(X)
 // clang-format on
 
 // ---- what the table's columns turn into ------------------------------------------

@@ -9,6 +9,11 @@
 // in reverse). Activations live in one arena sized at construction for
 // max_batch sequences; a step allocates nothing. Backward ACCUMULATES into the
 // gradient store (zero it once per optimizer step).
+// The model computes only through ops (rmoe/kernels/ops.h) on views: it never
+// reads or writes an activation, index or statistic itself, so the views may
+// live on any device. What reaches the host: per MoE layer its expert offsets
+// (ExpertDispatcher::forward), and per forward the statistics and the CE sum
+// (the end of forward()).
 // Tested by tests/test_model.cpp (finite differences in double, determinism)
 // and tests/test_golden.cpp (against the PyTorch reference).
 #pragma once
@@ -55,7 +60,7 @@ class Model {
   // Logits of the last forward: [B*S, V].
   Tensor<T> logits() const { return logits_; }
   // Top-k expert choice of layer l in the last forward: [T, k].
-  Tensor<int32_t> topk_idx(int l) { return Tensor<int32_t>(layers_[l].idx.data(), {T_, cfg_.topk}); }
+  Tensor<int32_t> topk_idx(int l) const;
   // Hold routing fixed: when set, forward reuses the last top-k choice instead
   // of recomputing it (finite-difference tests need a piecewise-smooth loss).
   void set_freeze_routing(bool on) { freeze_routing_ = on; }
@@ -77,10 +82,8 @@ class Model {
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
-    std::vector<int32_t> idx, slot_token, slot_of;  // [T,k], [Tk], [T,k]
-    std::vector<int64_t> offsets;              // [E+1]
-    std::vector<double> f_e;                   // [E] fraction of slots per expert (aux loss)
-    std::vector<int64_t> cursor;               // [E] dispatch scratch
+    Tensor<int32_t> idx, slot_token, slot_of;  // routing: [T,k], [Tk], [T,k]
+    Tensor<int64_t> offsets;                   // [E+1] each expert's slots
   };
   struct Scratch {  // backward buffers, shared by all layers
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att [S,S]
@@ -91,6 +94,7 @@ class Model {
   };
 
   void carve(Arena<T>& a);  // lays out activations and scratch (twice: count, then real)
+  void carve_indices();     // lays out the integer and statistics views
   void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw);
 
   // Per-layer pieces (one file each).
@@ -100,7 +104,7 @@ class Model {
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
-  double head_forward();                     // final norm, logits, CE; returns mean CE
+  void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
 
   ModelConfig cfg_;
@@ -114,8 +118,15 @@ class Model {
   std::vector<LayerActs> layers_;
   Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
   Scratch s_;
-  std::vector<int32_t> tokens_, targets_;
-  std::vector<double> stats_;  // per-layer aux statistics, all-reduced
+  Tensor<int32_t> tokens_, targets_, idx_frozen_;  // [T] x2; [T,k] top-k scratch of frozen routing
+  // Per forward: router_stats of every layer [L, 2E+2] (summed over ranks)
+  // and the sum of this rank's CE [1], the two parts of scalars_, which
+  // forward() copies to the host once.
+  Tensor<double> scalars_, stats_, ce_sum_;
+  // Backing of the non-T views above (host memory for now).
+  std::vector<int32_t> index_mem_;
+  std::vector<int64_t> offset_mem_;
+  std::vector<double> scalar_mem_, host_scalars_;  // host_scalars_: the host copy of scalar_mem_
   bool freeze_routing_ = false;
 };
 

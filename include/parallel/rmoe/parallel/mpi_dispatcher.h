@@ -23,8 +23,8 @@ class MpiExpertDispatcher : public ExpertDispatcher<T> {
 
  protected:
   int64_t plan(int l, const int64_t* offsets, int64_t N) override;
-  void to_experts(int l, const T* x, int64_t d, T* xe) override;
-  void from_experts(int l, const T* ye, int64_t d, T* y) override;
+  void to_experts(int l, In<T> x, Tensor<T> xe) override;
+  void from_experts(int l, In<T> ye, Tensor<T> y) override;
 
  private:
   struct Plan {
@@ -35,7 +35,7 @@ class MpiExpertDispatcher : public ExpertDispatcher<T> {
     std::vector<int64_t> src_major, exp_major;  // [P, El]
   };
   // Regroups rows between [source rank][expert] and [expert][source rank] order.
-  void permute(const Plan& p, const T* in, T* out, int64_t d, bool to_expert_major) const;
+  void permute(const Plan& p, In<T> in, Tensor<T> out, bool to_expert_major) const;
 
   Comm& ep_;
   Comm& world_;
