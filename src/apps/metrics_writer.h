@@ -1,0 +1,46 @@
+// metrics_writer.h — rmoe_train's --metrics-file: one JSON object per line
+// (JSON Lines), appended, flushed after every record so a crashed or
+// requeued run keeps what it wrote. Records (keys sorted):
+//   {"aux_lb":..,"grad_norm":..,"layer_max_load":[..],"loss":..,"lr":..,"max_load":..,
+//    "step":N,"tokens_per_s":..,"type":"train","worst_layer":..,"z":..}
+//   {"step":N,"type":"eval","val_loss":..}
+// scripts/plot_metrics.py reads them. Header-only: each app is one source file.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "rmoe/core/error.h"
+#include "rmoe/train/trainer.h"
+
+namespace rmoe {
+
+class MetricsWriter {
+ public:
+  // Writes nothing when `path` is empty or !enabled (ranks other than 0).
+  MetricsWriter(const std::string& path, bool enabled) {
+    if (!enabled || path.empty()) return;
+    out_.open(path, std::ios::app);
+    RMOE_CHECK(out_, "--metrics-file=" << path << ": cannot open for writing");
+  }
+
+  // Step st.step + 1 done; tokens_per_s over the steps since the last record.
+  void train(const StepStats& st, double tokens_per_s) {
+    if (!out_.is_open()) return;
+    write({{"type", "train"},       {"step", st.step + 1},         {"loss", st.loss},
+           {"lr", st.lr},           {"grad_norm", st.grad_norm},   {"aux_lb", st.lb},
+           {"z", st.z},             {"tokens_per_s", tokens_per_s}, {"max_load", st.max_load},
+           {"worst_layer", st.worst_layer}, {"layer_max_load", st.layer_load}});
+  }
+
+  void eval(int64_t step, double val_loss) {
+    if (out_.is_open()) write({{"type", "eval"}, {"step", step}, {"val_loss", val_loss}});
+  }
+
+ private:
+  void write(const nlohmann::json& record) { out_ << record.dump() << "\n" << std::flush; }
+  std::ofstream out_;
+};
+
+}  // namespace rmoe

@@ -1,0 +1,241 @@
+// train_loop.h — the pieces of rmoe_train's run(): resuming from --load, the
+// run header, the step loop (log lines, metrics, evaluation, the save
+// decision, stopping on a signal or --exit-interval) and the closing summary.
+// Header-only: each app is one source file. Every line goes to stdout, which
+// only rank 0 keeps (rmoe_train.cpp sends the others' to /dev/null).
+// Tested through tests/cli/*.sh (train_cli, checkpoint_resume, mpi_rank_failure,
+// quickstart).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "metrics_writer.h"
+#include "rmoe/core/error.h"
+#include "rmoe/core/timer.h"
+#include "rmoe/parallel/comm.h"
+#include "rmoe/train/checkpoint.h"
+#include "rmoe/train/config.h"
+#include "rmoe/train/dry_run.h"
+#include "rmoe/train/signals.h"
+#include "rmoe/train/trainer.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" int openblas_get_num_threads(void);
+
+namespace rmoe {
+
+// "12m05s" below an hour, "1h02m" from one.
+inline std::string format_duration(double s) {
+  char buf[32];
+  const int64_t t = int64_t(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", long(t / 3600), long(t / 60 % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", long(t / 60), long(t % 60));
+  return buf;
+}
+
+// Fault injection for the no-hang test: RMOE_FAIL_AT=RANK:STEP throws on that
+// rank after that step (tests/cli/mpi_rank_failure.sh).
+inline void maybe_inject_failure(int rank, int64_t step) {
+  static const char* spec = std::getenv("RMOE_FAIL_AT");
+  if (!spec) return;
+  int r = -1;
+  long s = -1;
+  if (std::sscanf(spec, "%d:%ld", &r, &s) == 2 && r == rank && s == step)
+    throw Error("injected failure on rank " + std::to_string(rank) + " at step " + std::to_string(step));
+}
+
+// --load DIR resumes from its newest checkpoint (none yet: start fresh), so
+// one command line serves the first run and every requeue. Rank 0 picks the
+// checkpoint and tells the others, so every rank loads the same file even if
+// a shared file system shows them different listings. Returns the path
+// resumed from ("" when starting fresh). A checkpoint of another --seed is a
+// UsageError (the data order depends on it).
+inline std::string resume_from_load(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups) {
+  if (cfg.load.empty()) return "";
+  std::string path = groups.world->rank() == 0 ? resolve_load_path(cfg.load) : std::string();
+  int64_t len = int64_t(path.size());
+  groups.world->broadcast(&len, sizeof len, 0);
+  path.resize(size_t(len));
+  groups.world->broadcast(path.data(), len, 0);
+  if (path.empty()) {
+    std::printf("no checkpoint in %s yet: starting from step 0\n", cfg.load.c_str());
+    return "";
+  }
+  TrainState s = trainer.state();
+  load_checkpoint(path, s, groups);
+  if (s.seed != cfg.seed)
+    throw UsageError("--seed=" + std::to_string(cfg.seed) + " differs from the seed " + std::to_string(s.seed) +
+                     " of " + path + " (the data order depends on it); resume with --seed " + std::to_string(s.seed));
+  trainer.set_step(s.step);
+  std::printf("resumed from %s at step %ld\n", path.c_str(), long(s.step));
+  return path;
+}
+
+// The model, the layout, the data and the batch of this run.
+inline void print_run_header(const TrainConfig& cfg, const ModelStats& stats, const ProcessGroups& groups,
+                             const Trainer& trainer) {
+  std::printf("rmoe_train: %s router, %d layers, d=%d, %d experts (top-%d), %.2fM params (%.2fM active/token)\n",
+              router_type_name(cfg.model.router_type), cfg.model.num_layers, cfg.model.hidden_size,
+              cfg.model.num_experts, cfg.model.topk, stats.total_params / 1e6, stats.active_params_per_token / 1e6);
+  std::printf("layout: %d ranks, expert-parallel size %d (%d experts per rank), data-parallel over all ranks\n",
+              groups.world->size(), groups.ep_size, groups.num_local_experts);
+  std::printf("data: %s\n", trainer.source().describe().c_str());
+  std::printf("batch: %d x %d tokens per step (micro-batch %d, %d accumulation steps), %ld steps; "
+              "OpenBLAS %s, %d threads\n",
+              cfg.global_batch_size, cfg.model.seq_length, cfg.micro_batch_size, cfg.accumulation_steps(),
+              long(cfg.train_iters), openblas_get_corename(), openblas_get_num_threads());
+  std::fflush(stdout);
+}
+
+// Time and all-to-all traffic of this run's steps (this rank's view), and the
+// window since the last log line.
+struct RunTimes {
+  double window_seconds = 0, total_seconds = 0, a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
+  int64_t a2a_bytes = 0, window_steps = 0;
+
+  void add(const StepStats& st) {
+    window_seconds += st.seconds;
+    total_seconds += st.seconds;
+    a2a_seconds += st.a2a_seconds;
+    allreduce_seconds += st.allreduce_seconds;
+    data_seconds += st.data_seconds;
+    a2a_bytes += st.a2a_bytes;
+    ++window_steps;
+  }
+  // Tokens/s over the window, which starts again.
+  double take_window_rate(double tokens_per_step) {
+    const double tps = tokens_per_step * window_steps / window_seconds;
+    window_seconds = 0;
+    window_steps = 0;
+    return tps;
+  }
+};
+
+// The log line of step st.step + 1 of train_iters.
+inline std::string format_step_line(const StepStats& st, int64_t train_iters, double tokens_per_s,
+                                    double eta_seconds) {
+  const char* format =
+      "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | eta %s\n";
+  const std::string eta = format_duration(eta_seconds);
+  auto print = [&](char* out, size_t size) {
+    return std::snprintf(out, size, format, long(st.step + 1), long(train_iters), st.loss, st.lr, st.grad_norm, st.lb,
+                         tokens_per_s, st.max_load, st.worst_layer, eta.c_str());
+  };
+  std::string line(size_t(print(nullptr, 0)), '\0');  // a huge finite gradient norm has ~300 digits
+  print(line.data(), line.size() + 1);
+  return line;
+}
+
+// The evaluation step after step `step`: the validation loss over
+// --eval-iters batches, with the entropy rate (synthetic data) and BPC (byte
+// data) or perplexity; printed and recorded.
+inline void evaluate_and_report(Trainer& trainer, const TrainConfig& cfg, int64_t step, MetricsWriter& metrics) {
+  const double val = trainer.evaluate(cfg.eval_iters);
+  const double best = trainer.source().entropy_rate_nats();
+  std::printf("eval step %ld | val loss %.4f", long(step), val);
+  if (best >= 0) std::printf(" | entropy rate %.4f (gap %.4f)", best, val - best);
+  if (trainer.source().byte_level())
+    std::printf(" | bpc %.4f", val / std::log(2.0));  // one token per byte (character)
+  else
+    std::printf(" | ppl %.2f", std::exp(val));
+  std::printf("\n");
+  std::fflush(stdout);
+  metrics.eval(step, val);
+}
+
+// The checkpoint step: saves the trainer's state into --save (keeping
+// --keep-checkpoints), unless there is no --save or this step is saved
+// already (e.g. the step a run resumed from, or an interval save followed by
+// a stop).
+class CheckpointSaver {
+ public:
+  // last_saved: the step already on disk (the step resumed from), -1 if none.
+  CheckpointSaver(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups, int64_t last_saved)
+      : cfg_(cfg), trainer_(trainer), groups_(groups), last_saved_(last_saved) {}
+  bool enabled() const { return !cfg_.save.empty(); }
+  void save(const char* why) {
+    if (!enabled() || last_saved_ == trainer_.step()) return;
+    const auto t0 = Clock::now();
+    const std::string path = save_checkpoint(cfg_.save, trainer_.state(), groups_, cfg_.keep_checkpoints);
+    last_saved_ = trainer_.step();
+    std::printf("saved %s (%s, %.2f s)\n", path.c_str(), why, seconds_since(t0));
+    std::fflush(stdout);
+  }
+
+ private:
+  const TrainConfig& cfg_;
+  Trainer& trainer_;
+  const ProcessGroups& groups_;
+  int64_t last_saved_;
+};
+
+// Why a run stops early after step `done`, saving first: a stop signal any
+// rank got (all ranks learn of it at the same step), or --exit-interval.
+// Returns false to go on.
+inline bool stop_after(int64_t done, const TrainConfig& cfg, Comm& world, CheckpointSaver& saver) {
+  if (stop_requested_any(world)) {
+    std::printf("signal %d: stopping after step %ld\n", stop_signal(), long(done));
+    saver.save("signal");
+    return true;
+  }
+  if (cfg.exit_interval > 0 && done % cfg.exit_interval == 0 && done < cfg.train_iters) {
+    std::printf("--exit-interval=%ld: stopping after step %ld\n", long(cfg.exit_interval), long(done));
+    saver.save("exit interval");
+    return true;
+  }
+  return false;
+}
+
+// Steps from trainer.step() to --train-iters: log every --log-interval steps
+// (and the first and last), evaluate every --eval-interval (and at the end),
+// save every --save-interval and at the end. Returns exit_status_done, or
+// exit_status_requeue after an early stop (stop_after).
+inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups, MetricsWriter& metrics,
+                      CheckpointSaver& saver, RunTimes& times) {
+  const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
+  const int64_t last = cfg.train_iters, first = trainer.step();
+  while (trainer.step() < last) {
+    const StepStats st = trainer.train_step();
+    const int64_t done = st.step + 1;
+    maybe_inject_failure(groups.world->rank(), done);
+    times.add(st);
+    if (done % cfg.log_interval == 0 || done == last || st.step == first) {
+      const double tps = times.take_window_rate(tokens_per_step);
+      const double eta = (last - done) * (times.total_seconds / double(done - first));
+      std::fputs(format_step_line(st, cfg.train_iters, tps, eta).c_str(), stdout);
+      std::fflush(stdout);
+      metrics.train(st, tps);
+    }
+    if (cfg.eval_interval > 0 && (done % cfg.eval_interval == 0 || done == last))
+      evaluate_and_report(trainer, cfg, done, metrics);
+    if (cfg.save_interval > 0 && done % cfg.save_interval == 0) saver.save("interval");
+    if (stop_after(done, cfg, *groups.world, saver)) return exit_status_requeue;
+  }
+  saver.save("end of training");
+  return exit_status_done;
+}
+
+// The closing lines: how far the run got, its speed, and where the time went.
+inline void print_run_summary(const TrainConfig& cfg, const Trainer& trainer, int64_t first_step, int exit_status,
+                              const RunTimes& t, bool saving) {
+  if (exit_status != exit_status_done && !saving)
+    std::printf("warning: stopped early without --save: nothing was saved\n");
+  const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
+  const int64_t ran = trainer.step() - first_step;
+  std::printf("%s: step %ld/%ld, %ld steps in %s this run (%.0f tokens/s)\n",
+              exit_status == exit_status_done ? "done" : "stopped", long(trainer.step()), long(cfg.train_iters),
+              long(ran), format_duration(t.total_seconds).c_str(),
+              tokens_per_step * ran / std::max(t.total_seconds, 1e-9));
+  const double n = std::max<int64_t>(ran, 1), tot = std::max(t.total_seconds, 1e-9);
+  std::printf("time per step (rank 0): %.4f s = all-to-all %.1f%% + gradient all-reduce %.1f%% + data %.1f%% + compute "
+              "%.1f%%; all-to-all sent %.2f MB/step\n",
+              tot / n, 100 * t.a2a_seconds / tot, 100 * t.allreduce_seconds / tot, 100 * t.data_seconds / tot,
+              100 * (tot - t.a2a_seconds - t.allreduce_seconds - t.data_seconds) / tot, t.a2a_bytes / n / 1e6);
+}
+
+}  // namespace rmoe
