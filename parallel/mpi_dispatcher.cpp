@@ -9,10 +9,9 @@
 namespace rmoe {
 
 template <class T>
-MpiExpertDispatcher<T>::MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep, Comm& world)
+MpiExpertDispatcher<T>::MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep)
     : ExpertDispatcher<T>(num_layers, num_experts, ep.rank() * (num_experts / ep.size()), num_experts / ep.size()),
       ep_(ep),
-      world_(world),
       plans_(num_layers) {
   RMOE_CHECK(num_experts % ep.size() == 0,
              "--num-experts=" << num_experts << " is not divisible by the expert-parallel size " << ep.size());

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "rmoe/parallel/comm.h"
+#include "rmoe/parallel/grad_sync.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
@@ -43,7 +44,7 @@ TEST(Dispatcher, RoundTripMovesEveryRowOnceAndBack) {
   const int P = world->size(), rank = world->rank();
   for (int E : {P, 2 * P, 3 * P}) {
     ProcessGroups g = make_process_groups(mpi_world(), P, E);
-    ProbeDispatcher disp(1, E, *g.ep, *g.world);
+    ProbeDispatcher disp(1, E, *g.ep);
     const int64_t d = 3;
     const int64_t N = (rank == 1) ? 0 : 5 + 7 * rank;
     std::vector<int> expert_of(N);
@@ -134,8 +135,8 @@ Grads parallel_step(const ModelConfig& c, int G, int ep, const std::vector<int32
                     const std::vector<int32_t>& tgt) {
   ProcessGroups g = make_process_groups(mpi_world(), ep, c.num_experts);
   const int P = g.world->size(), r = g.world->rank(), B = G / P;
-  auto disp = std::make_shared<MpiExpertDispatcher<T>>(c.num_layers, c.num_experts, *g.ep, *g.world);
-  Model<T> m(c, B, disp);
+  auto disp = std::make_shared<MpiExpertDispatcher<T>>(c.num_layers, c.num_experts, *g.ep);
+  Model<T> m(c, B, disp, world_stats_reducer(*g.world));
   init_params(m.params(), g.first_local_expert);
   Grads out;
   out.r = m.forward(tok.data() + size_t(r) * B * c.seq_length, tgt.data() + size_t(r) * B * c.seq_length, B);

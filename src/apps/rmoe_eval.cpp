@@ -134,7 +134,7 @@ int run(int argc, char** argv) {
   std::shared_ptr<ExpertDispatcher<float>> dispatcher;
   if (P > 1)
     dispatcher = std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts,
-                                                               *groups->ep, *groups->world);
+                                                               *groups->ep);
   Model<float> model(cfg.model, mb, dispatcher);
   TrainState state;  // m_rep null: the moments are not read
   state.params = &model.params();

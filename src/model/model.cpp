@@ -12,12 +12,14 @@
 namespace rmoe {
 
 template <class T>
-Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher)
+Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher,
+                StatsReducer reduce_stats)
     : cfg_(cfg),
       max_batch_(max_batch),
       dispatcher_(dispatcher ? std::move(dispatcher)
                              : std::make_shared<ExpertDispatcher<T>>(cfg.num_layers, cfg.num_experts, 0,
                                                                      cfg.num_experts)),
+      reduce_stats_(std::move(reduce_stats)),
       params_(model_param_specs(cfg, dispatcher_->first_local_expert(), dispatcher_->num_local_experts())),
       grads_(params_.specs()) {
   cfg_.validate();
@@ -194,7 +196,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   // Aux-loss statistics of every layer over every data-parallel rank (DESIGN
   // §1): slot counts, probability sums, sum of lse^2, token count; one
   // collective for all layers.
-  dispatcher_->allreduce_stats(stats_.data, stats_.numel());
+  if (reduce_stats_) reduce_stats_(stats_);
   // The host reads of a forward, here and nowhere else: the statistics and the
   // CE sum, in one copy, for the loss terms, the expert counts and the global
   // token count that scales the backward.

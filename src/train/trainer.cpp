@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "rmoe/parallel/grad_sync.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/timer.h"
@@ -19,7 +20,7 @@ std::shared_ptr<ProcessGroups> one_process(const TrainConfig& cfg) {
 
 std::shared_ptr<ExpertDispatcher<float>> dispatcher_for(const TrainConfig& cfg, ProcessGroups& g) {
   if (g.world->size() == 1) return nullptr;  // the model's own one-process dispatcher
-  return std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts, *g.ep, *g.world);
+  return std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts, *g.ep);
 }
 
 }  // namespace
@@ -29,7 +30,7 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
       groups_(groups ? std::move(groups) : one_process(cfg)),
       source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length,
                                 cfg.global_batch_size)),
-      model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_)) {
+      model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_), world_stats_reducer(*groups_->world)) {
   check_batch_layout(cfg, groups_->world->size());
   RMOE_CHECK(source_->vocab_size() == cfg.model.vocab_size,
              "data source vocabulary " << source_->vocab_size() << " != --vocab-size " << cfg.model.vocab_size);
@@ -72,21 +73,14 @@ StepStats Trainer::train_step() {
   }
   st.a2a_seconds = model_.dispatcher().comm_seconds();
   st.a2a_bytes = model_.dispatcher().bytes_sent();
-  // Each rank holds its part of the gradient of the global loss: sum the
-  // replicated part over all ranks, the expert part over the ranks holding the
-  // same experts. The loss is the mean of the ranks' means.
+  // Gradients and loss summed over the ranks, the global norm (grad_sync.h).
+  // The loss is the mean of the ranks' means.
   auto& gr = grads.replicated();
   auto& ge = grads.expert();
   const auto tr = std::chrono::steady_clock::now();
-  groups_->world->allreduce_sum(gr.data(), int64_t(gr.size()));
-  groups_->edp->allreduce_sum(ge.data(), int64_t(ge.size()));
-  groups_->world->allreduce_sum(&st.loss, 1);
+  allreduce_grads(*groups_, grads, st.loss);
   st.allreduce_seconds = seconds_since(tr);
-  // Global norm: every parameter counted once — replicated ones are the same on
-  // every rank, each expert lives once in every expert-parallel group.
-  double expert_sq = sum_squares(ge.data(), int64_t(ge.size()));
-  groups_->ep->allreduce_sum(&expert_sq, 1);
-  st.grad_norm = std::sqrt(sum_squares(gr.data(), int64_t(gr.size())) + expert_sq);
+  st.grad_norm = global_grad_norm(*groups_, grads);
   RMOE_CHECK(std::isfinite(st.grad_norm), "gradient norm is not finite at step " << step_);
   if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
     const float s = float(cfg_.clip_grad / st.grad_norm);

@@ -35,8 +35,6 @@ class ExpertDispatcher {
   // dys [N,d]; dxs [N,d] and dW* accumulate (+=).
   void backward(int l, In<T> dys, Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2, In<T> W1, In<T> W3,
                 In<T> W2);
-  // Sums aux-loss statistics over every data-parallel rank (no-op here).
-  virtual void allreduce_stats(double* x, int64_t n) {}
   // Bytes this rank sent through all-to-all and seconds spent in it, since reset.
   int64_t bytes_sent() const { return bytes_sent_; }
   double comm_seconds() const { return comm_seconds_; }

@@ -18,6 +18,7 @@
 // and tests/test_golden.cpp (against the PyTorch reference).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -38,11 +39,19 @@ struct ForwardResult {
   std::vector<int64_t> expert_counts;
 };
 
+// Sums the forward statistics of every layer, stats [L, 2E+2] (router_stats
+// rows), over all data-parallel ranks in place, so the aux losses see every
+// rank's tokens. Called once per forward on every rank (a collective). Empty:
+// one process, nothing to sum. parallel/grad_sync.h has the MPI one.
+using StatsReducer = std::function<void(Tensor<double> stats)>;
+
 template <class T>
 class Model {
  public:
-  // dispatcher: where the experts live (null = all experts in this process).
-  Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher = nullptr);
+  // dispatcher: where the experts live (null = all experts in this process);
+  // reduce_stats: see StatsReducer.
+  Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher = nullptr,
+        StatsReducer reduce_stats = {});
 
   const ModelConfig& config() const { return cfg_; }
   ParamStore<T>& params() { return params_; }
@@ -111,6 +120,7 @@ class Model {
   int max_batch_, B_ = 0, T_ = 0;
   int64_t T_global_ = 0;  // tokens of this micro-step over all data-parallel ranks
   std::shared_ptr<ExpertDispatcher<T>> dispatcher_;
+  StatsReducer reduce_stats_;
   ParamStore<T> params_, grads_;
   std::vector<LayerWeights> w_, g_;
   GlobalWeights gw_, gg_;

@@ -5,8 +5,8 @@
 // local expert (source rank order within an expert, so the result does not
 // depend on timing), run the shared grouped expert stage, and send results
 // back the same way. Backward mirrors it. An expert or a rank with no rows is
-// an ordinary zero-length piece. Aux-loss statistics are summed over the
-// world group.
+// an ordinary zero-length piece. It only moves rows: the aux-loss statistics
+// are summed by the model's reducer (grad_sync.h).
 // Tested by tests/mpi_test_parallel.cpp under mpiexec -n 1, 2, 4.
 #pragma once
 #include "rmoe/parallel/comm.h"
@@ -17,9 +17,8 @@ namespace rmoe {
 template <class T>
 class MpiExpertDispatcher : public ExpertDispatcher<T> {
  public:
-  // ep: this rank's expert-parallel group; world: every data-parallel rank.
-  MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep, Comm& world);
-  void allreduce_stats(double* x, int64_t n) override { world_.allreduce_sum(x, n); }
+  // ep: this rank's expert-parallel group.
+  MpiExpertDispatcher(int num_layers, int num_experts, Comm& ep);
 
  protected:
   int64_t plan(int l, const int64_t* offsets, int64_t N) override;
@@ -38,7 +37,6 @@ class MpiExpertDispatcher : public ExpertDispatcher<T> {
   void permute(const Plan& p, In<T> in, Tensor<T> out, bool to_expert_major) const;
 
   Comm& ep_;
-  Comm& world_;
   std::vector<Plan> plans_;
   std::vector<T> buf_;
   std::vector<int64_t> counts_, elems_send_, elems_recv_;
