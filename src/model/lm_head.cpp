@@ -8,24 +8,29 @@ namespace rmoe {
 
 template <class T>
 void Model<T>::head_forward() {
-  const int64_t Tn = T_;
-  ops::rmsnorm_forward(rows(xf_, Tn), rows(rstd_f_, Tn), rows(x_final_, Tn), gw_.final_norm, cfg_.rms_eps);
-  ops::linear_forward(rows(logits_, Tn), rows(xf_, Tn), gw_.head, {});
-  ops::cross_entropy(rows(losses_, Tn), Tensor<T>{}, rows(logits_, Tn), rows(targets_, Tn), 0.0);
-  ops::sum<T>(ce_sum_, rows(losses_, Tn));  // forward() reads it on the host
+  const int64_t n_tok = num_tokens_;
+  ops::rmsnorm_forward(first_rows(xf_, n_tok), first_rows(rstd_f_, n_tok), first_rows(x_final_, n_tok),
+                       global_weights_.final_norm, cfg_.rms_eps);
+  ops::linear_forward(first_rows(logits_, n_tok), first_rows(xf_, n_tok), global_weights_.head, {});
+  ops::cross_entropy(first_rows(losses_, n_tok), Tensor<T>{}, first_rows(logits_, n_tok), first_rows(targets_, n_tok),
+                     0.0);
+  ops::sum<T>(ce_sum_, first_rows(losses_, n_tok));  // forward() reads it on the host
 }
 
 template <class T>
 void Model<T>::head_backward(double loss_scale) {
-  const int64_t Tn = T_;
-  Tensor<T> dlogits = rows(s_.dlogits, Tn), dxf = rows(s_.dxf, Tn), dx = rows(s_.dx, Tn);
+  const int64_t n_tok = num_tokens_;
+  Tensor<T> dlogits = first_rows(scratch_.dlogits, n_tok), dxf = first_rows(scratch_.dxf, n_tok),
+            dx = first_rows(scratch_.dx, n_tok);
   zero(dlogits);
   // CE of the global batch is the mean over every rank's tokens.
-  ops::cross_entropy(rows(losses_, Tn), dlogits, rows(logits_, Tn), rows(targets_, Tn), loss_scale / double(T_global_));
+  ops::cross_entropy(first_rows(losses_, n_tok), dlogits, first_rows(logits_, n_tok), first_rows(targets_, n_tok),
+                     loss_scale / double(num_tokens_global_));
   zero(dxf);
-  ops::linear_backward(dxf, gg_.head, Tensor<T>{}, dlogits, rows(xf_, Tn), gw_.head);
+  ops::linear_backward(dxf, global_grads_.head, Tensor<T>{}, dlogits, first_rows(xf_, n_tok), global_weights_.head);
   zero(dx);
-  ops::rmsnorm_backward(dx, gg_.final_norm, dxf, rows(x_final_, Tn), gw_.final_norm, rows(rstd_f_, Tn));
+  ops::rmsnorm_backward(dx, global_grads_.final_norm, dxf, first_rows(x_final_, n_tok), global_weights_.final_norm,
+                        first_rows(rstd_f_, n_tok));
 }
 
 template void Model<float>::head_forward();

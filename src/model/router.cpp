@@ -14,33 +14,33 @@ namespace rmoe {
 template <class T>
 void Model<T>::router_forward(int l) {
   auto& L = layers_[l];
-  auto& w = w_[l];
-  const int64_t Tn = T_;
-  Tensor<T> u = rows(L.u, Tn), logits = rows(L.logits, Tn);
+  auto& w = layer_weights_[l];
+  const int64_t n_tok = num_tokens_;
+  Tensor<T> u = first_rows(L.u, n_tok), logits = first_rows(L.logits, n_tok);
   if (cfg_.router_type == RouterType::linear) {
     ops::linear_forward(logits, u, w.gate_w, {});
     return;
   }
-  Tensor<T> up = rows(L.up, Tn), h = rows(L.h, Tn);
+  Tensor<T> up = first_rows(L.up, n_tok), h = first_rows(L.h, n_tok);
   ops::linear_forward(up, u, w.proj_w, w.proj_b);
-  Tensor<T> h_prev = l == 0 ? rows(h0_, Tn) : rows(layers_[l - 1].h, Tn);
+  Tensor<T> h_prev = l == 0 ? first_rows(h0_, n_tok) : first_rows(layers_[l - 1].h, n_tok);
   switch (cfg_.router_type) {
     case RouterType::mlp:
       ops::tanh_forward(h, up);
       break;
     case RouterType::rnn: {
-      Tensor<T> gi = rows(L.gi, Tn), gh = rows(L.gh, Tn);
-      ops::linear_forward(gi, up, gw_.w_ih, gw_.b_ih);
-      ops::linear_forward(gh, h_prev, gw_.w_hh, gw_.b_hh);
+      Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
+      ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
+      ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
       ops::add(gi, gi, gh);  // pre-activation
       ops::tanh_forward(h, gi);
       break;
     }
     case RouterType::gru: {
-      Tensor<T> gi = rows(L.gi, Tn), gh = rows(L.gh, Tn);
-      ops::linear_forward(gi, up, gw_.w_ih, gw_.b_ih);
-      ops::linear_forward(gh, h_prev, gw_.w_hh, gw_.b_hh);
-      ops::gru_forward(h, rows(L.gates, Tn), gi, gh, h_prev);
+      Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
+      ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
+      ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
+      ops::gru_forward(h, first_rows(L.gates, n_tok), gi, gh, h_prev);
       break;
     }
     case RouterType::linear:
@@ -49,24 +49,26 @@ void Model<T>::router_forward(int l) {
   ops::linear_forward(logits, h, w.gate_w, w.gate_b);
 }
 
-// In: s_.dlogits_r (d/dlogits), s_.dh (d/dh_l from layer l+1's cell).
-// Out: s_.du += d/du; s_.dh_prev = d/dh_{l-1} (cell routers, zero if detached).
+// In: scratch_.dlogits_r (d/dlogits), scratch_.dh (d/dh_l from layer l+1's cell).
+// Out: scratch_.du += d/du; scratch_.dh_prev = d/dh_{l-1} (cell routers, zero if detached).
 template <class T>
 void Model<T>::router_backward(int l) {
   auto& L = layers_[l];
-  auto& w = w_[l];
-  auto& g = g_[l];
-  const int64_t Tn = T_;
-  Tensor<T> u = rows(L.u, Tn), du = rows(s_.du, Tn), dlogits = rows(s_.dlogits_r, Tn);
+  auto& w = layer_weights_[l];
+  auto& g = layer_grads_[l];
+  const int64_t n_tok = num_tokens_;
+  Tensor<T> u = first_rows(L.u, n_tok), du = first_rows(scratch_.du, n_tok),
+            dlogits = first_rows(scratch_.dlogits_r, n_tok);
   if (cfg_.router_type == RouterType::linear) {
     ops::linear_backward(du, g.gate_w, Tensor<T>{}, dlogits, u, w.gate_w);
     return;
   }
-  Tensor<T> h = rows(L.h, Tn), dh = rows(s_.dh, Tn), dup = rows(s_.dup, Tn), dh_prev = rows(s_.dh_prev, Tn);
+  Tensor<T> h = first_rows(L.h, n_tok), dh = first_rows(scratch_.dh, n_tok), dup = first_rows(scratch_.dup, n_tok),
+            dh_prev = first_rows(scratch_.dh_prev, n_tok);
   ops::linear_backward(dh, g.gate_w, g.gate_b, dlogits, h, w.gate_w);  // dh += G^T dlogits
   zero(dup);
   zero(dh_prev);
-  Tensor<T> h_prev = l == 0 ? rows(h0_, Tn) : rows(layers_[l - 1].h, Tn);
+  Tensor<T> h_prev = l == 0 ? first_rows(h0_, n_tok) : first_rows(layers_[l - 1].h, n_tok);
   // The gradient stops at h_{-1} = 0 and, with router_detach, at every h_{l-1}.
   Tensor<T> dh_prev_or_none = (l == 0 || cfg_.router_detach) ? Tensor<T>{} : dh_prev;
   switch (cfg_.router_type) {
@@ -74,27 +76,29 @@ void Model<T>::router_backward(int l) {
       ops::tanh_backward(dup, dh, h);
       break;
     case RouterType::rnn: {
-      Tensor<T> dpre = rows(s_.dgi, Tn);
+      Tensor<T> dpre = first_rows(scratch_.dgi, n_tok);
       zero(dpre);
       ops::tanh_backward(dpre, dh, h);
-      ops::linear_backward(dup, gg_.w_ih, gg_.b_ih, dpre, rows(L.up, Tn), gw_.w_ih);
-      ops::linear_backward(dh_prev_or_none, gg_.w_hh, gg_.b_hh, dpre, h_prev, gw_.w_hh);
+      ops::linear_backward(dup, global_grads_.w_ih, global_grads_.b_ih, dpre, first_rows(L.up, n_tok),
+                           global_weights_.w_ih);
+      ops::linear_backward(dh_prev_or_none, global_grads_.w_hh, global_grads_.b_hh, dpre, h_prev, global_weights_.w_hh);
       break;
     }
     case RouterType::gru: {
-      Tensor<T> dgi = rows(s_.dgi, Tn), dgh = rows(s_.dgh, Tn);
+      Tensor<T> dgi = first_rows(scratch_.dgi, n_tok), dgh = first_rows(scratch_.dgh, n_tok);
       zero(dgi);
       zero(dgh);
-      ops::gru_backward(dgi, dgh, dh_prev_or_none, dh, rows(L.gates, Tn), rows(L.gh, Tn), h_prev);
-      ops::linear_backward(dup, gg_.w_ih, gg_.b_ih, dgi, rows(L.up, Tn), gw_.w_ih);
-      ops::linear_backward(dh_prev_or_none, gg_.w_hh, gg_.b_hh, dgh, h_prev, gw_.w_hh);
+      ops::gru_backward(dgi, dgh, dh_prev_or_none, dh, first_rows(L.gates, n_tok), first_rows(L.gh, n_tok), h_prev);
+      ops::linear_backward(dup, global_grads_.w_ih, global_grads_.b_ih, dgi, first_rows(L.up, n_tok),
+                           global_weights_.w_ih);
+      ops::linear_backward(dh_prev_or_none, global_grads_.w_hh, global_grads_.b_hh, dgh, h_prev, global_weights_.w_hh);
       break;
     }
     case RouterType::linear:
       break;
   }
   ops::linear_backward(du, g.proj_w, g.proj_b, dup, u, w.proj_w);
-  std::swap(s_.dh, s_.dh_prev);  // the next (lower) layer's incoming dh
+  std::swap(scratch_.dh, scratch_.dh_prev);  // the next (lower) layer's incoming dh
 }
 
 template void Model<float>::router_forward(int);

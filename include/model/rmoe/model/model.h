@@ -1,8 +1,10 @@
 // model.h — the RMoE decoder: explicit forward and backward, no autograd.
 //
 // Legend: B sequences per micro-batch, S sequence length, T = B*S tokens,
-// d width, H heads, D head dim, E experts, k top-k, f expert FFN width,
-// p router width, V vocabulary, L layers.
+// Tk = T*k token slots, d width, H heads, D head dim, E experts, k top-k,
+// f expert FFN width, p router width, V vocabulary, L layers. (These letters
+// name sizes in shape comments only; in code T is the element type, and the
+// counts are num_tokens_ / n_tok and n_slots.)
 //
 // One member-function file per layer: attention_layer.cpp, router.cpp,
 // moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
@@ -77,7 +79,7 @@ class Model {
  private:
   struct LayerWeights {  // views into a ParamStore (weights or gradients)
     Tensor<T> attn_norm, wq, wk, wv, wo, moe_norm;
-    Tensor<T> gate_w, gate_b, proj_w, proj_b;  // router (gate_b, proj_* empty for linear)
+    Tensor<T> gate_w, gate_b, proj_w, proj_b;  // router (gate_b, proj_* null for linear)
     Tensor<T> w1, w3, w2;                      // experts [E,f,d], [E,f,d], [E,d,f]
   };
   struct GlobalWeights {
@@ -117,17 +119,17 @@ class Model {
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
 
   ModelConfig cfg_;
-  int max_batch_, B_ = 0, T_ = 0;
-  int64_t T_global_ = 0;  // tokens of this micro-step over all data-parallel ranks
+  int max_batch_, B_ = 0, num_tokens_ = 0;  // sequences, tokens (B_ * S) of the last forward
+  int64_t num_tokens_global_ = 0;  // tokens of this micro-step over all data-parallel ranks
   std::shared_ptr<ExpertDispatcher<T>> dispatcher_;
   StatsReducer reduce_stats_;
   ParamStore<T> params_, grads_;
-  std::vector<LayerWeights> w_, g_;
-  GlobalWeights gw_, gg_;
+  std::vector<LayerWeights> layer_weights_, layer_grads_;  // per layer: views of params_, of grads_
+  GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
   Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
-  Scratch s_;
+  Scratch scratch_;  // backward buffers
   Tensor<int32_t> tokens_, targets_, idx_frozen_;  // [T] x2; [T,k] top-k scratch of frozen routing
   // Per forward: router_stats of every layer [L, 2E+2] (summed over ranks)
   // and the sum of this rank's CE [1], the two parts of scalars_, which
