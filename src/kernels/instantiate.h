@@ -24,21 +24,19 @@
 #define RMOE_OP_ADDR_INT_CUDA(kind, name, cuda, dev, params, args)          \
   RMOE_OP_IF_CUDA_##cuda(RMOE_OP_ADDR_INT_##kind(name))
 
+// fn<T1>() and fn<T2>() return the addresses ADDR picks from SECTION.
+#define RMOE_INSTANTIATE_FOR(fn, SECTION, ADDR, T1, T2)                     \
+  template <class T>                                                        \
+  const void* const* fn() {                                                 \
+    static const void* const fns[] = {SECTION(ADDR) nullptr};               \
+    return fns;                                                             \
+  }                                                                         \
+  template const void* const* fn<T1>();                                     \
+  template const void* const* fn<T2>();
+
 #define RMOE_INSTANTIATE_WITH(fn, SECTION, REAL, INT)                       \
-  template <class T>                                                        \
-  const void* const* fn##_real() {                                          \
-    static const void* const fns[] = {SECTION(REAL) nullptr};               \
-    return fns;                                                             \
-  }                                                                         \
-  template const void* const* fn##_real<float>();                           \
-  template const void* const* fn##_real<double>();                          \
-  template <class T>                                                        \
-  const void* const* fn##_int() {                                           \
-    static const void* const fns[] = {SECTION(INT) nullptr};                \
-    return fns;                                                             \
-  }                                                                         \
-  template const void* const* fn##_int<int32_t>();                          \
-  template const void* const* fn##_int<int64_t>();
+  RMOE_INSTANTIATE_FOR(fn##_real, SECTION, REAL, float, double)             \
+  RMOE_INSTANTIATE_FOR(fn##_int, SECTION, INT, int32_t, int64_t)
 
 #define RMOE_INSTANTIATE_OPS(SECTION)                                       \
   RMOE_INSTANTIATE_WITH(instantiate_##SECTION, SECTION, RMOE_OP_ADDR_REAL, RMOE_OP_ADDR_INT)

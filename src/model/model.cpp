@@ -4,6 +4,8 @@
 #include "rmoe/model/model.h"
 
 #include <cstdio>
+#include <string>
+#include <utility>
 
 #include "model_util.h"
 #include "rmoe/core/error.h"
@@ -37,108 +39,65 @@ Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDis
 
 template <class T>
 void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeights& gw) {
-  gw.wte = st.get("embed/wte");
-  gw.final_norm = st.get("final_norm");
+  // Each view of the list = the parameter of that name (docs/MODEL.md).
+  auto get = [&st](std::initializer_list<std::pair<Tensor<T>*, std::string>> views) {
+    for (const auto& [view, name] : views) *view = st.get(name);
+  };
+  get({{&gw.wte, "embed/wte"}, {&gw.final_norm, "final_norm"}});
   gw.head = cfg_.tie_embeddings ? gw.wte : st.get("head");
-  if (st.find("router/cell/w_ih")) {
-    gw.w_ih = st.get("router/cell/w_ih");
-    gw.w_hh = st.get("router/cell/w_hh");
-    gw.b_ih = st.get("router/cell/b_ih");
-    gw.b_hh = st.get("router/cell/b_hh");
-  }
+  if (st.find("router/cell/w_ih"))
+    get({{&gw.w_ih, "router/cell/w_ih"}, {&gw.w_hh, "router/cell/w_hh"}, {&gw.b_ih, "router/cell/b_ih"},
+         {&gw.b_hh, "router/cell/b_hh"}});
   lw.resize(cfg_.num_layers);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     char pre[32];
     std::snprintf(pre, sizeof pre, "layers/%02d/", l);
     const std::string P(pre);
     auto& w = lw[l];
-    w.attn_norm = st.get(P + "attn_norm");
-    w.wq = st.get(P + "attn/wq");
-    w.wk = st.get(P + "attn/wk");
-    w.wv = st.get(P + "attn/wv");
-    w.wo = st.get(P + "attn/wo");
-    w.moe_norm = st.get(P + "moe_norm");
-    w.gate_w = st.get(P + "router/gate_w");
-    if (cfg_.router_type != RouterType::linear) {
-      w.gate_b = st.get(P + "router/gate_b");
-      w.proj_w = st.get(P + "router/proj_w");
-      w.proj_b = st.get(P + "router/proj_b");
-    }
-    w.w1 = st.get(P + "experts/w1");
-    w.w3 = st.get(P + "experts/w3");
-    w.w2 = st.get(P + "experts/w2");
+    get({{&w.attn_norm, P + "attn_norm"}, {&w.wq, P + "attn/wq"}, {&w.wk, P + "attn/wk"}, {&w.wv, P + "attn/wv"},
+         {&w.wo, P + "attn/wo"}, {&w.moe_norm, P + "moe_norm"}, {&w.gate_w, P + "router/gate_w"},
+         {&w.w1, P + "experts/w1"}, {&w.w3, P + "experts/w3"}, {&w.w2, P + "experts/w2"}});
+    if (cfg_.router_type != RouterType::linear)
+      get({{&w.gate_b, P + "router/gate_b"}, {&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
   }
 }
 
 template <class T>
 void Model<T>::carve(Arena<T>& a) {
   const int64_t max_seqs = max_batch_, S = cfg_.seq_length, max_tok = max_seqs * S, d = cfg_.hidden_size,
-                H = cfg_.num_heads;
-  const int64_t E = cfg_.num_experts, K = cfg_.topk, f = cfg_.ffn_hidden_size, p = cfg_.router_dim,
-                V = cfg_.vocab_size, max_slots = max_tok * K;
-  (void)f;
+                H = cfg_.num_heads, E = cfg_.num_experts, K = cfg_.topk, p = cfg_.router_dim, V = cfg_.vocab_size,
+                max_slots = max_tok * K;
   const int64_t g = cfg_.router_type == RouterType::gru ? 3 * p : p;  // cell gate rows
   const bool has_h = cfg_.router_type != RouterType::linear;
   const bool has_cell = cfg_.router_type == RouterType::gru || cfg_.router_type == RouterType::rnn;
+  // Every view gets `dims`; the shapes of model.h, grouped.
+  auto take = [&a](std::initializer_list<Tensor<T>*> views, std::initializer_list<int64_t> dims) {
+    for (Tensor<T>* v : views) *v = a.take(dims);
+  };
   for (auto& L : layers_) {
-    L.x_in = a.take({max_tok, d});
-    L.rstd1 = a.take({max_tok});
-    L.a = a.take({max_tok, d});
-    L.q = a.take({max_tok, d});
-    L.k = a.take({max_tok, d});
-    L.v = a.take({max_tok, d});
-    L.P = a.take({max_seqs, H, S, S});
-    L.o = a.take({max_tok, d});
-    L.x_mid = a.take({max_tok, d});
-    L.rstd2 = a.take({max_tok});
-    L.u = a.take({max_tok, d});
-    if (has_h) {
-      L.up = a.take({max_tok, p});
-      L.h = a.take({max_tok, p});
-    }
-    if (has_cell) {
-      L.gi = a.take({max_tok, g});
-      L.gh = a.take({max_tok, g});
-      L.gates = a.take({max_tok, g});
-    }
-    L.logits = a.take({max_tok, E});
-    L.probs = a.take({max_tok, E});
-    L.gate = a.take({max_tok, K});
-    L.lse = a.take({max_tok});
-    L.xs = a.take({max_slots, d});
-    L.ys = a.take({max_slots, d});
-    L.moe_out = a.take({max_tok, d});
+    take({&L.x_in, &L.a, &L.q, &L.k, &L.v, &L.o, &L.x_mid, &L.u, &L.moe_out}, {max_tok, d});
+    take({&L.rstd1, &L.rstd2, &L.lse}, {max_tok});
+    take({&L.P}, {max_seqs, H, S, S});
+    if (has_h) take({&L.up, &L.h}, {max_tok, p});
+    if (has_cell) take({&L.gi, &L.gh, &L.gates}, {max_tok, g});
+    take({&L.logits, &L.probs}, {max_tok, E});
+    take({&L.gate}, {max_tok, K});
+    take({&L.xs, &L.ys}, {max_slots, d});
   }
-  x_final_ = a.take({max_tok, d});
-  rstd_f_ = a.take({max_tok});
-  xf_ = a.take({max_tok, d});
-  logits_ = a.take({max_tok, V});
-  losses_ = a.take({max_tok});
-  h0_ = a.take({max_tok, has_h ? p : 1});
-  scratch_.dx = a.take({max_tok, d});
-  scratch_.da = a.take({max_tok, d});
-  scratch_.dq = a.take({max_tok, d});
-  scratch_.dk = a.take({max_tok, d});
-  scratch_.dv = a.take({max_tok, d});
-  scratch_.d_o = a.take({max_tok, d});
-  scratch_.du = a.take({max_tok, d});
-  scratch_.att = a.take({S, S});
-  scratch_.dlogits_r = a.take({max_tok, E});
-  scratch_.dgate = a.take({max_tok, K});
-  scratch_.dprobs_extra = a.take({E});
-  if (has_h) {
-    scratch_.dh = a.take({max_tok, p});
-    scratch_.dh_prev = a.take({max_tok, p});
-    scratch_.dup = a.take({max_tok, p});
-  }
-  if (has_cell) {
-    scratch_.dgi = a.take({max_tok, g});
-    scratch_.dgh = a.take({max_tok, g});
-  }
-  scratch_.dxs = a.take({max_slots, d});
-  scratch_.dys = a.take({max_slots, d});
-  scratch_.dxf = a.take({max_tok, d});
-  scratch_.dlogits = a.take({max_tok, V});
+  take({&x_final_, &xf_}, {max_tok, d});
+  take({&rstd_f_, &losses_}, {max_tok});
+  take({&logits_}, {max_tok, V});
+  take({&h0_}, {max_tok, has_h ? p : 1});
+  Scratch& s = scratch_;
+  take({&s.dx, &s.da, &s.dq, &s.dk, &s.dv, &s.d_o, &s.du, &s.dxf}, {max_tok, d});
+  take({&s.att}, {S, S});
+  take({&s.dlogits_r}, {max_tok, E});
+  take({&s.dgate}, {max_tok, K});
+  take({&s.dprobs_extra}, {E});
+  if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});
+  if (has_cell) take({&s.dgi, &s.dgh}, {max_tok, g});
+  take({&s.dxs, &s.dys}, {max_slots, d});
+  take({&s.dlogits}, {max_tok, V});
 }
 
 template <class T>

@@ -24,27 +24,18 @@ void Model<T>::router_forward(int l) {
   Tensor<T> up = first_rows(L.up, n_tok), h = first_rows(L.h, n_tok);
   ops::linear_forward(up, u, w.proj_w, w.proj_b);
   Tensor<T> h_prev = l == 0 ? first_rows(h0_, n_tok) : first_rows(layers_[l - 1].h, n_tok);
-  switch (cfg_.router_type) {
-    case RouterType::mlp:
-      ops::tanh_forward(h, up);
-      break;
-    case RouterType::rnn: {
-      Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
-      ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
-      ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
+  if (cfg_.router_type == RouterType::mlp) {
+    ops::tanh_forward(h, up);
+  } else {  // the shared cell (rnn, gru): gi = W_ih u' + b_ih, gh = W_hh h_{l-1} + b_hh
+    Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
+    ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
+    ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
+    if (cfg_.router_type == RouterType::rnn) {
       ops::add(gi, gi, gh);  // pre-activation
       ops::tanh_forward(h, gi);
-      break;
-    }
-    case RouterType::gru: {
-      Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
-      ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
-      ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
+    } else {
       ops::gru_forward(h, first_rows(L.gates, n_tok), gi, gh, h_prev);
-      break;
     }
-    case RouterType::linear:
-      break;
   }
   ops::linear_forward(logits, h, w.gate_w, w.gate_b);
 }

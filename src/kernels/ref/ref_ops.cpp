@@ -720,10 +720,15 @@ void check_offsets(Tensor<const int64_t> offsets, int64_t E, int64_t N, const ch
 }
 }  // namespace
 
+namespace {
+struct ExpertDims {
+  int64_t E, f, d, N;
+};
+// The arguments both experts ops share: weights W1, W3 [E,f,d], W2 [E,d,f],
+// rows xs [N,d] with their offsets, and a, b, h [N,f].
 template <class T>
-void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs,
-                     Tensor<const int64_t> offsets, In<T> W1, In<T> W3, In<T> W2) {
-  const char* op = "ref::experts_forward";
+ExpertDims check_experts(In<T> xs, Tensor<const int64_t> offsets, In<T> a, In<T> b, In<T> h, In<T> W1, In<T> W3,
+                         In<T> W2, const char* op) {
   check_cpu(W1, op, "W1");
   RMOE_CHECK(W1.ndim == 3, op << ": W1 is " << W1.shape_str() << ", want [E, f, d]");
   const int64_t E = W1.shape[0], f = W1.shape[1], d = W1.shape[2];
@@ -732,11 +737,20 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
   check_cpu(xs, op, "xs");
   const int64_t N = xs.rows();
   check_rc(xs, N, d, op, "xs");
-  check_rc(ys, N, d, op, "ys");
   check_rc(a, N, f, op, "a");
   check_rc(b, N, f, op, "b");
   check_rc(h, N, f, op, "h");
   check_offsets(offsets, E, N, op);
+  return {E, f, d, N};
+}
+}  // namespace
+
+template <class T>
+void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs,
+                     Tensor<const int64_t> offsets, In<T> W1, In<T> W3, In<T> W2) {
+  const char* op = "ref::experts_forward";
+  const auto [E, f, d, N] = check_experts<T>(xs, offsets, a, b, h, W1, W3, W2, op);
+  check_rc(ys, N, d, op, "ys");
   std::vector<double> hrow(f);
   for (int64_t e = 0; e < E; ++e) {
     const T* w1 = W1.data + e * f * d;
@@ -775,19 +789,8 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
                       Tensor<const int64_t> offsets, In<T> a, In<T> b, In<T> h, In<T> W1, In<T> W3,
                       In<T> W2) {
   const char* op = "ref::experts_backward";
-  check_cpu(W1, op, "W1");
-  RMOE_CHECK(W1.ndim == 3, op << ": W1 is " << W1.shape_str() << ", want [E, f, d]");
-  const int64_t E = W1.shape[0], f = W1.shape[1], d = W1.shape[2];
-  check_shape(W3, {E, f, d}, op, "W3");
-  check_shape(W2, {E, d, f}, op, "W2");
-  check_cpu(xs, op, "xs");
-  const int64_t N = xs.rows();
-  check_rc(xs, N, d, op, "xs");
+  const auto [E, f, d, N] = check_experts<T>(xs, offsets, a, b, h, W1, W3, W2, op);
   check_rc(dys, N, d, op, "dys");
-  check_rc(a, N, f, op, "a");
-  check_rc(b, N, f, op, "b");
-  check_rc(h, N, f, op, "h");
-  check_offsets(offsets, E, N, op);
   if (!dxs.is_null()) check_rc(dxs, N, d, op, "dxs");
   if (!dW1.is_null()) check_shape(dW1, {E, f, d}, op, "dW1");
   if (!dW3.is_null()) check_shape(dW3, {E, f, d}, op, "dW3");
