@@ -1,6 +1,7 @@
 // test_model.cpp — the whole model's backward against finite differences in
 // double (3 layers so the router state crosses layers), for every router;
-// router_detach cuts exactly the recurrent path; bitwise determinism.
+// router_detach cuts exactly the recurrent path; bitwise determinism; the
+// statistics reducer seam.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -194,4 +195,40 @@ TEST(ModelParams, ExpertSliceInitEqualsRowsOfWhole) {
   ASSERT_EQ(s.size(0), 2);
   for (int64_t i = 0; i < 2 * per; ++i) ASSERT_EQ(s.data[i], w.data[2 * per + i]);
   EXPECT_EQ(whole.get("embed/wte").data[3], slice.get("embed/wte").data[3]);
+}
+
+// The statistics reducer (the data-parallel seam): called once per forward
+// with every layer's router_stats [L, 2E+2]. A reducer that doubles them is
+// two identical ranks: the aux losses are the same, the expert counts double,
+// and this rank's part of the gradient of the global loss is exactly half.
+TEST(ModelStats, ReducerSumsEveryLayerOncePerForward) {
+  auto c = tiny(RouterType::gru);
+  Batch b = make_batch(c, 2, 5);
+  int calls = 0;
+  auto twice = [&](Tensor<double> stats) {
+    ++calls;
+    EXPECT_EQ(stats.ndim, 2);
+    EXPECT_EQ(stats.size(0), c.num_layers);
+    EXPECT_EQ(stats.size(1), 2 * c.num_experts + 2);
+    for (int64_t i = 0; i < stats.numel(); ++i) stats.data[i] *= 2;
+  };
+  Model<double> one(c, 2), two(c, 2, nullptr, twice);
+  init_model(one, 42);
+  init_model(two, 42);
+  const ForwardResult r1 = one.forward(b.tokens.data(), b.targets.data(), 2);
+  const ForwardResult r2 = two.forward(b.tokens.data(), b.targets.data(), 2);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(r2.ce, r1.ce);  // this rank's own tokens
+  EXPECT_EQ(r2.lb, r1.lb);
+  EXPECT_EQ(r2.z, r1.z);
+  for (size_t i = 0; i < r1.expert_counts.size(); ++i) EXPECT_EQ(r2.expert_counts[i], 2 * r1.expert_counts[i]);
+  one.grads().zero();
+  two.grads().zero();
+  one.backward(1.0);
+  two.backward(1.0);
+  const auto& g1 = one.grads().replicated();
+  const auto& g2 = two.grads().replicated();
+  for (size_t i = 0; i < g1.size(); ++i) ASSERT_EQ(2 * g2[i], g1[i]) << "replicated gradient " << i;
+  for (size_t i = 0; i < one.grads().expert().size(); ++i)
+    ASSERT_EQ(2 * two.grads().expert()[i], one.grads().expert()[i]) << "expert gradient " << i;
 }
