@@ -17,7 +17,7 @@
 //    dlse_scale = 0).
 //  - Integer index inputs (token ids, targets, expert ids, slots, offsets) are
 //    checked: an index outside its range throws rmoe::Error naming the op, the
-//    index and the bound, before anything is written.
+//    index and the bound (never a read or write out of bounds).
 //  - Everything is deterministic: no atomics, reductions in a fixed order.
 //
 // The same signatures are declared in:
@@ -58,10 +58,12 @@
 //      RMOE_OPS_ATTENTION = cpu_attention.cpp, RMOE_OPS_MOE = cpu_moe.cpp);
 //   2. the function in that cpu file, in src/kernels/ref/ref_ops.cpp (and in
 //      src/kernels/cuda/ if its cuda column says yes); nothing else to
-//      register: the instantiation lines already cover the section;
+//      register: each file's RMOE_INSTANTIATE_OPS / RMOE_INSTANTIATE_CUDA_OPS
+//      line already covers its section;
 //   3. its cases in tests/test_ops.cpp, registered with OP_CASE(...) naming
 //      the op and what they check (ref, fd, null:<grad>, index:<input>); the
-//      test OpTable.EveryOpHasItsCases lists what an op still lacks.
+//      test OpTable.EveryOpHasItsCases lists what an op still lacks (and,
+//      for cuda = yes, a CUDA_CASE in tests/test_cuda.cpp: Cuda.EveryCudaOpHasACase).
 #pragma once
 #include <cstdint>
 #include <type_traits>
