@@ -4,7 +4,11 @@
 //     and the file layout (/model, /optimizer/exp_avg{,_sq}, [E, ...], Fletcher32);
 //   - loading an expert slice of another layout gives exactly those rows;
 //   - a run saved after N steps and resumed equals the straight 2N-step run;
-//   - find_latest / resolve_load_path / keep-K;
+//   - find_latest / resolve_load_path / keep-K, which never deletes another
+//     run's files; other runs' checkpoints in a directory; the write probe;
+//   - non-finite values: never saved, refused on load, rmoe_ckpt info exits 1;
+//   - what a resume compares: model-shaping options and the tokenizer refused,
+//     other changes reported; tokenizer fingerprints;
 //   - truncated, bit-flipped, foreign, mismatched and missing files: a clear
 //     error, and no file changes;
 //   - SIGKILL of a writer at random moments: every complete checkpoint loads;
@@ -17,7 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <csignal>
 #include <cstring>
@@ -154,6 +160,35 @@ int64_t chunk_address(const std::string& path, const std::string& dataset, std::
   return int64_t(addr);
 }
 
+// Overwrites element `index` of `dataset` with `value` through HDF5 itself, so
+// the chunk's checksum stays valid: a file as an older build could write it.
+void poke_value(const std::string& path, const std::string& dataset, int64_t index, float value) {
+  std::vector<float> v;
+  {
+    h5::File f(path, h5::File::readonly);
+    v = f.read<float>(dataset);
+  }
+  v[size_t(index)] = value;
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  const hid_t ds = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+  ASSERT_GE(ds, 0);
+  EXPECT_GE(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0);
+  H5Dclose(ds);
+  H5Fclose(file);
+}
+
+// Runs a shell command; its exit status and its output (stdout and stderr).
+int run_command(const std::string& cmd, std::string* output) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  output->clear();
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) output->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 void flip_byte(const std::string& path, int64_t offset, unsigned char mask = 0x10) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
   f.seekg(offset);
@@ -187,6 +222,28 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   EXPECT_EQ(l.consumed_tokens, 123456789012345);
   EXPECT_EQ(l.seed, 18446744073709551615ull);
   EXPECT_EQ(l.config_ini, s.config_ini);
+  EXPECT_EQ(l.skipped_steps, 0);
+  EXPECT_EQ(l.run_id, "");
+
+  // The attributes a resume checks come back as written.
+  s.skipped_steps = 5;
+  s.skipped_in_a_row = 2;
+  s.run_id = "0123456789abcdef";
+  s.tokenizer_fingerprint = "byte:abc:256";
+  s.tokenizer = "byte (vocabulary 256, end-of-document id 0)";
+  const std::string with_ids = save_checkpoint(dir, s, one_process(4), 0);
+  load_checkpoint(with_ids, l, one_process(4));
+  EXPECT_EQ(l.skipped_steps, 5);
+  EXPECT_EQ(l.skipped_in_a_row, 2);
+  EXPECT_EQ(l.run_id, "0123456789abcdef");
+  EXPECT_EQ(l.tokenizer_fingerprint, "byte:abc:256");
+  EXPECT_EQ(l.tokenizer, s.tokenizer);
+  const CheckpointHeader hdr = read_checkpoint_header(with_ids);
+  EXPECT_EQ(hdr.skipped_steps, 5);
+  EXPECT_EQ(hdr.run_id, "0123456789abcdef");
+  EXPECT_EQ(hdr.tokenizer_fingerprint, "byte:abc:256");
+  s.skipped_steps = s.skipped_in_a_row = 0;
+  s.run_id = s.tokenizer_fingerprint = s.tokenizer = "";
 
   // Empty moment vectors are sized; a null m_rep skips the optimizer state.
   OwnedState sized = zero_state(cfg);
@@ -316,6 +373,236 @@ TEST(Checkpoint, KeepDeletesAllButTheNewestK) {
   // keep = 0 keeps everything.
   for (int step = 6; step <= 8; ++step) save_state(dir, o, step, 0);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 5);
+}
+
+// Run B saving into a directory that holds run A's checkpoints 5 and 10 (keep
+// 2) must leave both: keep-K deletes only files of its own run. (Before run
+// ids, B's save of step 6 deleted A's checkpoint 5.)
+TEST(Checkpoint, KeepNeverDeletesAnotherRunsCheckpoints) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("keep_runs");
+  OwnedState o = make_state(cfg, 1);
+  auto save_as = [&](const std::string& run, int64_t step) {
+    TrainState s = o.view();
+    s.step = step;
+    s.run_id = run;
+    return save_checkpoint(dir, s, one_process(4), 2);
+  };
+  save_as("aaaaaaaaaaaaaaaa", 5);
+  save_as("aaaaaaaaaaaaaaaa", 10);
+  for (int64_t step : {1, 2, 3, 6}) save_as("bbbbbbbbbbbbbbbb", step);
+  auto names = [&] {
+    std::vector<std::string> n;
+    for (const auto& e : fs::directory_iterator(dir)) n.push_back(e.path().filename().string());
+    std::sort(n.begin(), n.end());
+    return n;
+  };
+  EXPECT_EQ(names(), (std::vector<std::string>{"ckpt_00000003.h5", "ckpt_00000005.h5", "ckpt_00000006.h5",
+                                               "ckpt_00000010.h5"}))
+      << "run B's keep-K deleted run A's checkpoints, or kept too many of its own";
+  EXPECT_EQ(read_checkpoint_header(dir + "/ckpt_00000005.h5").run_id, "aaaaaaaaaaaaaaaa");
+  // Nor does a save replace another run's file of the same step.
+  try {
+    save_as("bbbbbbbbbbbbbbbb", 5);
+    ADD_FAILURE() << "run B overwrote run A's checkpoint 5";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("belongs to run aaaaaaaaaaaaaaaa"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_checkpoint_header(dir + "/ckpt_00000005.h5").run_id, "aaaaaaaaaaaaaaaa");
+  EXPECT_EQ(names().size(), 4u);  // no temporary file left
+
+  // Who else wrote into dir.
+  EXPECT_EQ(checkpoints_of_other_runs(dir, "aaaaaaaaaaaaaaaa", false),
+            (std::vector<std::string>{"ckpt_00000003.h5 (run bbbbbbbbbbbbbbbb)",
+                                      "ckpt_00000006.h5 (run bbbbbbbbbbbbbbbb)"}));
+  EXPECT_EQ(checkpoints_of_other_runs(dir, "cccccccccccccccc", false).size(), 4u);
+  EXPECT_TRUE(checkpoints_of_other_runs(dir + "/missing", "x", true).empty());
+  const std::string legacy = fresh_dir("keep_legacy");
+  save_state(legacy, o, 3);  // no run id, as files written before run ids
+  EXPECT_TRUE(checkpoints_of_other_runs(legacy, "aaaaaaaaaaaaaaaa", false).empty());
+  EXPECT_EQ(checkpoints_of_other_runs(legacy, "aaaaaaaaaaaaaaaa", true),
+            (std::vector<std::string>{"ckpt_00000003.h5 (no run id)"}));
+
+  const std::string id = new_run_id();
+  EXPECT_EQ(id.size(), 16u);
+  EXPECT_NE(id, new_run_id());
+}
+
+TEST(Checkpoint, ProbeFindsAnUnwritableDirectory) {
+  const std::string dir = fresh_dir("probe");
+  EXPECT_NO_THROW(probe_checkpoint_dir(dir + "/a/b"));  // created, parents too
+  EXPECT_TRUE(fs::is_directory(dir + "/a/b"));
+  EXPECT_TRUE(fs::is_empty(dir + "/a/b"));  // the probe file is gone
+  std::ofstream(dir + "/file") << "x";
+  EXPECT_THROW(probe_checkpoint_dir(dir + "/file/ckpt"), Error);  // a file where a directory should be
+  EXPECT_THROW(probe_checkpoint_dir(dir + "/file"), Error);
+}
+
+// ---- non-finite values ---------------------------------------------------------------
+
+// A state with a NaN or an infinity anywhere (parameters, either moment,
+// replicated or expert) is never written: the save throws naming the first
+// bad tensor and the count, before any file (or directory) exists.
+TEST(CheckpointNonFinite, SaveRefusesAndWritesNothing) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("nonfinite_save");
+  OwnedState good = make_state(cfg, 6);
+  const std::string kept = save_state(dir, good, 1);
+  const auto before = snapshot(dir);
+  struct Case {
+    std::vector<float>* (*buffer)(OwnedState&);
+    const char* tensor;
+    float value;
+  };
+  const std::vector<Case> cases = {
+      {[](OwnedState& o) { return &o.params.replicated(); }, "'/model/embed/wte'", NAN},
+      {[](OwnedState& o) { return &o.params.expert(); }, "'/model/layers/00/experts/w1'", INFINITY},
+      {[](OwnedState& o) { return &o.m_rep; }, "'/optimizer/exp_avg/embed/wte'", -INFINITY},
+      {[](OwnedState& o) { return &o.v_exp; }, "'/optimizer/exp_avg_sq/layers/00/experts/w1'", NAN},
+  };
+  for (const Case& c : cases) {
+    OwnedState bad = make_state(cfg, 6);
+    std::vector<float>& buf = *c.buffer(bad);
+    buf[0] = c.value;
+    buf[1] = c.value;
+    for (const std::string& where : {dir, dir + "/not_created"}) {
+      try {
+        save_state(where, bad, 2);
+        ADD_FAILURE() << "saved a state with non-finite values in " << c.tensor;
+      } catch (const Error& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("refusing to save step 2"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("2 non-finite value(s) in 1 tensor(s), the first in " + std::string(c.tensor)),
+                  std::string::npos)
+            << msg;
+      }
+    }
+    EXPECT_FALSE(fs::exists(dir + "/not_created"));
+    EXPECT_EQ(snapshot(dir), before);
+    const NonFiniteReport r = find_non_finite(bad.view(), true);
+    EXPECT_EQ(r.values, 2);
+    EXPECT_EQ(r.tensors, 1);
+  }
+  EXPECT_EQ(find_non_finite(good.view(), true).values, 0);
+  EXPECT_EQ(find_latest_checkpoint(dir), kept);
+}
+
+// A file holding a NaN (written by an older build, or by hand) is refused on
+// load with an error naming the file and the tensor, and rmoe_ckpt info
+// reports it and exits 1 (it used to flag it and exit 0).
+TEST(CheckpointNonFinite, LoadAndInfoRefuseAPoisonedFile) {
+  const ModelConfig cfg = tiny_model();
+  const std::string dir = fresh_dir("nonfinite_load");
+  OwnedState o = make_state(cfg, 7);
+  save_state(dir, o, 4);
+  const std::string path = save_state(dir, o, 5);
+  poke_value(path, "/optimizer/exp_avg_sq/layers/01/experts/w2", 3, NAN);
+  OwnedState into = zero_state(cfg);
+  expect_load_error(path, into, one_process(4),
+                    {"checkpoint '" + path + "' holds 1 non-finite value(s)",
+                     "'/optimizer/exp_avg_sq/layers/01/experts/w2'", "use an older checkpoint"});
+  // Evaluation reads only /model: a NaN among the moments does not stop it; one among the parameters does.
+  ParamStore<float> params(model_param_specs(cfg));
+  TrainState p;
+  p.params = &params;
+  EXPECT_NO_THROW(load_checkpoint(path, p, one_process(4)));
+  poke_value(path, "/model/layers/00/experts/w1", 0, INFINITY);
+  OwnedState into2 = zero_state(cfg);
+  expect_load_error(path, into2, one_process(4), {"'/model/layers/00/experts/w1'"});
+
+  const std::string ckpt_tool = std::string(RMOE_BINARY_DIR) + "/rmoe_ckpt";
+  ASSERT_TRUE(fs::exists(ckpt_tool)) << "build rmoe_ckpt first";
+  std::string out;
+  EXPECT_EQ(run_command(ckpt_tool + " info " + path, &out), 1) << out;
+  EXPECT_NE(out.find("non-finite"), std::string::npos) << out;
+  EXPECT_NE(out.find(path), std::string::npos) << out;
+  EXPECT_EQ(run_command(ckpt_tool + " info " + dir, &out), 1) << out;  // the newest: the poisoned one
+  EXPECT_EQ(run_command(ckpt_tool + " info " + dir + "/ckpt_00000004.h5", &out), 0) << out;
+}
+
+// ---- what a resume compares ----------------------------------------------------------
+
+TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
+  TrainConfig a;
+  a.model = tiny_model();
+  a.lr_decay_iters = a.resolved_lr_decay_iters();
+  TrainState saved;
+  saved.config_ini = config_to_ini(a);
+  saved.tokenizer_fingerprint = "synthetic:markov:seed=1234:vocab=32";
+  saved.tokenizer = "synthetic:markov (seed 1234, vocabulary 32)";
+  auto compare = [&](const TrainConfig& b, const std::string& fp = "synthetic:markov:seed=1234:vocab=32") {
+    return compare_for_resume(saved, config_to_ini(b), fp, "now");
+  };
+  auto keys = [](const std::vector<ConfigChange>& v) {
+    std::vector<std::string> k;
+    for (const auto& c : v) k.push_back(c.key);
+    return k;
+  };
+  ResumeChanges same = compare(a);
+  EXPECT_TRUE(same.refused.empty());
+  EXPECT_TRUE(same.reported.empty());
+
+  TrainConfig b = a;  // every model-shaping option changed
+  b.model.num_layers = 3;
+  b.model.hidden_size = 24;
+  b.model.ffn_hidden_size = 12;
+  b.model.num_heads = 3;
+  b.model.vocab_size = 64;
+  b.model.num_experts = 8;
+  b.model.topk = 1;
+  b.model.router_type = RouterType::linear;
+  b.model.router_dim = 4;
+  b.model.router_detach = true;
+  b.model.tie_embeddings = true;
+  b.model.init_std = 0.01;
+  b.seed = 99;
+  ResumeChanges r = compare(b);
+  std::vector<std::string> refused = keys(r.refused);
+  std::sort(refused.begin(), refused.end());
+  std::vector<std::string> all = model_shaping_options();
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(refused, all);
+  EXPECT_TRUE(r.reported.empty()) << r.reported.front().key;
+  for (const auto& c : r.refused)
+    if (c.key == "moe-router-topk") {
+      EXPECT_EQ(c.from, "2");
+      EXPECT_EQ(c.to, "1");
+    }
+
+  TrainConfig c = a;  // what may change on resume
+  c.lr = 5e-3;
+  c.global_batch_size = 16;
+  c.model.seq_length = 8;
+  c.model.aux_loss_coeff = 0.02;
+  c.train_iters = 300;
+  c.save = "elsewhere";
+  c.data_path = "data/other";
+  ResumeChanges q = compare(c);
+  EXPECT_TRUE(q.refused.empty()) << q.refused.front().key;
+  std::vector<std::string> reported = keys(q.reported);
+  for (const char* k : {"lr", "global-batch-size", "seq-length", "moe-aux-loss-coeff", "train-iters", "save",
+                        "data-path"})
+    EXPECT_NE(std::find(reported.begin(), reported.end(), k), reported.end()) << k;
+
+  // Another tokenizer: refused like a model change; a file without a fingerprint: not checked.
+  ResumeChanges t = compare(a, "byte:cbf29ce484222325:32");
+  ASSERT_EQ(t.refused.size(), 1u);
+  EXPECT_EQ(t.refused[0].key, "tokenizer");
+  EXPECT_NE(t.refused[0].from.find("synthetic:markov:seed=1234:vocab=32"), std::string::npos);
+  EXPECT_NE(t.refused[0].to.find("byte:cbf29ce484222325:32"), std::string::npos);
+  saved.tokenizer_fingerprint.clear();
+  EXPECT_TRUE(compare(a, "byte:cbf29ce484222325:32").refused.empty());
+}
+
+TEST(CheckpointResume, TokenizerFingerprints) {
+  const auto byte = make_byte_tokenizer();
+  const std::string fp = tokenizer_fingerprint_of(*byte);
+  EXPECT_EQ(fp.rfind("byte:", 0), 0u) << fp;
+  EXPECT_NE(fp.find(":256"), std::string::npos) << fp;
+  EXPECT_EQ(fp, tokenizer_fingerprint_of(*make_byte_tokenizer()));
+  const auto syn = open_batch_source("synthetic:markov", 32, 11);
+  EXPECT_EQ(tokenizer_fingerprint_of(*syn, "synthetic:markov", 11), "synthetic:markov:seed=11:vocab=32");
+  EXPECT_NE(tokenizer_fingerprint_of(*syn, "synthetic:markov", 11), synthetic_tokenizer_fingerprint("synthetic:markov", 12, 32));
 }
 
 // ---- damaged, foreign and mismatched files -------------------------------------

@@ -1,17 +1,20 @@
 // rmoe_ckpt — inspect and compare rmoe checkpoints (include/rmoe/train/checkpoint.h).
 //
-//   rmoe_ckpt info FILE|DIR   the header (step, tokens, seed, saved layout), the
-//                             configuration, and every tensor with its shape, L2 norm and
-//                             max |x|. Reads every value, so it also verifies every checksum.
+//   rmoe_ckpt info FILE|DIR   the header (step, tokens, seed, skipped steps, run id,
+//                             tokenizer, saved layout), the configuration, and every tensor
+//                             with its shape, L2 norm and max |x|. Reads every value, so it
+//                             also verifies every checksum and finds every non-finite value.
 //                             A directory means its newest checkpoint.
 //   rmoe_ckpt diff A B        step, tokens and seed, the configuration lines that differ,
 //                             and for every tensor the max |a - b| and how many elements differ.
 //
 // Exit status: 0 fine (diff: the two training states are bit-identical;
 // configuration differences alone are reported but do not count), 1 a missing,
-// corrupt or foreign file (one line saying which and why), 2 bad usage,
-// 3 (diff) the training states differ.
-// Tested by hand and through the files of tests/test_checkpoint.cpp.
+// corrupt or foreign file, or (info) a file holding a NaN or an infinity (one
+// line saying which and why, after the table), 2 bad usage, 3 (diff) the
+// training states differ.
+// Tested by tests/test_checkpoint.cpp (CheckpointNonFinite: info exits 1 on a
+// poisoned file) and by hand.
 
 #include <algorithm>
 #include <cmath>
@@ -72,6 +75,12 @@ int info(const std::string& arg) {
   std::printf("tokens       %lld consumed\n", (long long)h.consumed_tokens);
   std::printf("seed         %llu (data order and randomness are functions of seed and step)\n",
               (unsigned long long)h.seed);
+  std::printf("skipped      %lld step(s) without an update (non-finite loss or gradient), %lld of them at the end\n",
+              (long long)h.skipped_steps, (long long)h.skipped_in_a_row);
+  std::printf("run          %s\n", h.run_id.empty() ? "(no run id: written before run ids)" : h.run_id.c_str());
+  std::printf("tokenizer    %s\n", h.tokenizer_fingerprint.empty()
+                                       ? "(not recorded: written before tokenizer fingerprints)"
+                                       : (h.tokenizer + " [" + h.tokenizer_fingerprint + "]").c_str());
   std::printf("experts      %lld (saved with %lld rank(s), expert-parallel size %lld; loads into any layout)\n",
               (long long)h.num_experts, (long long)h.saved_world_size, (long long)h.saved_expert_parallel_size);
   std::printf("configuration:\n");
@@ -87,7 +96,8 @@ int info(const std::string& arg) {
   for (const auto& n : names) width = std::max(width, n.size());
   std::printf("tensors (float32; expert tensors [E, ...]):\n  %-*s  %-18s %12s %14s %12s\n", int(width), "name",
               "shape", "elements", "L2 norm", "max |x|");
-  int64_t model_values = 0, all_values = 0;
+  int64_t model_values = 0, all_values = 0, bad_values = 0, bad_tensors = 0;
+  std::string first_bad;
   for (const auto& name : names) {
     std::vector<int64_t> shape;
     const std::vector<float> v = read_tensor(f, name, &shape);
@@ -103,13 +113,21 @@ int info(const std::string& arg) {
     }
     std::printf("  %-*s  %-18s %12lld %14.6g %12.6g", int(width), name.c_str(), shape_text(shape).c_str(),
                 (long long)v.size(), std::sqrt(sq), mx);
-    if (nonfinite) std::printf("  (%lld non-finite!)", (long long)nonfinite);
+    if (nonfinite) {
+      std::printf("  (%lld non-finite!)", (long long)nonfinite);
+      bad_values += nonfinite;
+      if (bad_tensors++ == 0) first_bad = name;
+    }
     std::printf("\n");
     all_values += int64_t(v.size());
     if (name.rfind("/model/", 0) == 0) model_values += int64_t(v.size());
   }
   std::printf("total        %lld parameters, %lld values in %zu tensors; all checksums verified\n",
               (long long)model_values, (long long)all_values, names.size());
+  if (bad_values > 0)
+    throw Error("checkpoint '" + path + "' holds " + std::to_string(bad_values) + " non-finite value(s) in " +
+                std::to_string(bad_tensors) + " tensor(s), the first in '" + first_bad +
+                "'; it can be neither resumed from nor evaluated: use an older checkpoint");
   return 0;
 }
 

@@ -12,17 +12,22 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/format.h"
 #include "rmoe/core/h5.h"
+#include "rmoe/data/loader.h"
+#include "rmoe/data/synthetic.h"
 
 namespace rmoe {
 
@@ -36,8 +41,11 @@ constexpr const char* kDescription =
     "rmoe training checkpoint. /model/<name>: parameters (float32, names and shapes of docs/MODEL.md; expert "
     "tensors are [E, ...] with the expert index first, independent of the number of ranks). "
     "/optimizer/exp_avg/<name> and /optimizer/exp_avg_sq/<name>: AdamW first and second moments, same names and "
-    "shapes. step: optimizer steps completed. The data order and all randomness are functions of (seed, step). "
-    "config: the resolved training configuration (rmoe_train --config reads it).";
+    "shapes. step: training steps completed (skipped_steps of them had a non-finite loss or gradient and no "
+    "update). consumed_tokens: the sum of every step's global batch x sequence length. The data order and all "
+    "randomness are functions of (seed, step). run_id: the run that wrote it (kept across resumes). "
+    "tokenizer_fingerprint: what the token ids mean. config: the resolved training configuration (rmoe_train "
+    "--config reads it).";
 constexpr const char* kTmpSuffix = ".tmp";
 constexpr int64_t kChunkBytes = int64_t(1) << 20;  // HDF5 chunk size limit of every dataset
 
@@ -159,7 +167,43 @@ CheckpointHeader read_header(const h5::File& f) {
   h.saved_world_size = f.attr_int("saved_world_size");
   h.saved_expert_parallel_size = f.attr_int("saved_expert_parallel_size");
   h.config_ini = f.attr_string("config");
+  // Attributes added later; older files read as 0 / "" (unknown).
+  auto int_or_zero = [&](const char* name) { return f.has_attr(name) ? f.attr_int(name) : int64_t(0); };
+  auto string_or_empty = [&](const char* name) { return f.has_attr(name) ? f.attr_string(name) : std::string(); };
+  h.skipped_steps = int_or_zero("skipped_steps");
+  h.skipped_in_a_row = int_or_zero("skipped_in_a_row");
+  h.run_id = string_or_empty("run_id");
+  h.tokenizer_fingerprint = string_or_empty("tokenizer_fingerprint");
+  h.tokenizer = string_or_empty("tokenizer");
   return h;
+}
+
+// Non-finite values of one section's buffers (local rows only).
+void count_non_finite(const Section& sec, const ParamStore<float>& params, NonFiniteReport& r) {
+  for (const ParamSpec& spec : params.specs()) {
+    const float* x = (spec.expert ? sec.exp : sec.rep)->data() + spec.offset;
+    int64_t bad = 0;
+    for (int64_t i = 0, n = spec.numel(); i < n; ++i) bad += !std::isfinite(x[i]);
+    if (bad == 0) continue;
+    if (r.tensors++ == 0) r.first_tensor = sec.group + "/" + spec.name;
+    r.values += bad;
+  }
+}
+
+std::string non_finite_text(const NonFiniteReport& r) {
+  return std::to_string(r.values) + " non-finite value(s) in " + std::to_string(r.tensors) +
+         " tensor(s), the first in '" + r.first_tensor + "'";
+}
+
+// The run id of a checkpoint file; "" when it has none or cannot be read.
+std::string run_id_of(const fs::path& path) {
+  try {
+    const h5::Lock lock;
+    h5::File f(path.string(), h5::File::readonly);
+    return f.has_attr("run_id") ? f.attr_string("run_id") : std::string();
+  } catch (const std::exception&) {
+    return "";
+  }
 }
 
 // Opens a checkpoint for reading with one clear message for every way it can fail.
@@ -225,10 +269,22 @@ void load_local(const std::string& path, TrainState& s, const ProcessGroups& g) 
         h5::read_rows(f, sec.group + "/" + spec.name, first, spec.shape[0], out);
       }
     }
+    // 3. No value that training or evaluation could not use.
+    NonFiniteReport bad;
+    for (const Section& sec : secs) count_non_finite(sec, *s.params, bad);
+    if (bad.values > 0)
+      throw Error("checkpoint '" + path + "' holds " + non_finite_text(bad) +
+                  " (written by a run that diverged); it can be neither resumed from nor evaluated: use an older "
+                  "checkpoint (rmoe_ckpt info shows each file's state)");
     s.step = h.step;
     s.consumed_tokens = h.consumed_tokens;
     s.seed = h.seed;
     s.config_ini = h.config_ini;
+    s.skipped_steps = h.skipped_steps;
+    s.skipped_in_a_row = h.skipped_in_a_row;
+    s.run_id = h.run_id;
+    s.tokenizer_fingerprint = h.tokenizer_fingerprint;
+    s.tokenizer = h.tokenizer;
   } catch (const UsageError&) {
     throw;
   } catch (const Error& e) {
@@ -259,6 +315,11 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
       if (sec.rep->size() != s.params->replicated().size() || sec.exp->size() != s.params->expert().size())
         error = "moment vectors for " + sec.group + " do not match the parameter buffers";
   agree_or_throw(*g.world, error.empty() ? "" : "save_checkpoint: " + error, false);
+  // Nothing non-finite is ever written (one pass over every buffer, before any file exists).
+  if (const NonFiniteReport bad = find_non_finite(s, true); bad.values > 0)
+    error = "refusing to save step " + std::to_string(s.step) + " into '" + dir + "': this rank's state holds " +
+            non_finite_text(bad) + "; the checkpoints already in '" + dir + "' are kept";
+  agree_or_throw(*g.world, error, false);
 
   const bool writer = g.world->rank() == 0;
   const fs::path final_path = fs::path(dir) / checkpoint_file_name(s.step);
@@ -279,6 +340,13 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
       const std::string name = entry.path().filename().string();
       if (name.rfind("ckpt_", 0) == 0 && name.size() > 7 && name.compare(name.size() - 7, 7, ".h5.tmp") == 0)
         fs::remove(entry.path());
+    }
+    // Never replace another run's checkpoint of the same step.
+    if (std::error_code ec; fs::exists(final_path, ec) && !s.run_id.empty()) {
+      const std::string other = run_id_of(final_path);
+      if (!other.empty() && other != s.run_id)
+        throw Error("'" + final_path.string() + "' belongs to run " + other + " (this run is " + s.run_id +
+                    "); save into a directory of this run only");
     }
     file = std::make_unique<h5::File>(tmp_path, h5::File::truncate_checksummed);
     h5::use_checksummed_chunk_indexes(*file);
@@ -312,6 +380,11 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
     f.set_attr("num_experts", int64_t(g.ep_size) * g.num_local_experts);
     f.set_attr("saved_world_size", int64_t(g.world->size()));
     f.set_attr("saved_expert_parallel_size", int64_t(g.ep_size));
+    f.set_attr("skipped_steps", s.skipped_steps);
+    f.set_attr("skipped_in_a_row", s.skipped_in_a_row);
+    h5::set_attr_fixed_string(f, "run_id", s.run_id);
+    h5::set_attr_fixed_string(f, "tokenizer_fingerprint", s.tokenizer_fingerprint);
+    h5::set_attr_fixed_string(f, "tokenizer", s.tokenizer);
     h5::set_attr_fixed_string(f, "config", s.config_ini);
     h5::set_attr_fixed_string(f, "description", "AdamW moments: exp_avg = m, exp_avg_sq = v (torch.optim.AdamW names)",
                               "/optimizer");
@@ -329,13 +402,17 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
   agree_or_throw(*g.world, error.empty() ? "" : "saving checkpoint '" + final_path.string() + "' failed: " + error,
                  false);
 
-  // Retention: the newest `keep` by step; failures here only warn (the save succeeded).
+  // Retention: the newest `keep` of this run by step; another run's files (or
+  // files whose run id cannot be read) are never deleted. Failures here only
+  // warn (the save succeeded).
   if (writer && keep > 0) {
     try {
-      auto all = list_checkpoints(dir);
-      const int64_t excess = int64_t(all.size()) - keep;
+      std::vector<std::pair<int64_t, fs::path>> own;
+      for (auto& entry : list_checkpoints(dir))
+        if (fs::equivalent(entry.second, final_path) || run_id_of(entry.second) == s.run_id) own.push_back(entry);
+      const int64_t excess = int64_t(own.size()) - keep;
       for (int64_t i = 0; i < excess; ++i)
-        if (!fs::equivalent(all[size_t(i)].second, final_path)) fs::remove(all[size_t(i)].second);
+        if (!fs::equivalent(own[size_t(i)].second, final_path)) fs::remove(own[size_t(i)].second);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "rmoe: warning: could not delete old checkpoints in '%s': %s\n", dir.c_str(), e.what());
     }
@@ -384,7 +461,7 @@ CheckpointHeader read_checkpoint_header(const std::string& path) {
   }
 }
 
-std::vector<std::string> config_differences(const std::string& ini_a, const std::string& ini_b) {
+std::vector<ConfigChange> config_changes(const std::string& ini_a, const std::string& ini_b) {
   // key = value lines; comments and blank lines skipped.
   auto parse = [](const std::string& ini) {
     std::vector<std::pair<std::string, std::string>> kv;
@@ -404,17 +481,125 @@ std::vector<std::string> config_differences(const std::string& ini_a, const std:
   auto quoted = [](const std::string& v) { return v.empty() ? std::string("\"\"") : v; };
   const auto a = parse(ini_a), b = parse(ini_b);
   std::map<std::string, std::string> bmap(b.begin(), b.end());
-  std::vector<std::string> out;
+  std::vector<ConfigChange> out;
   std::set<std::string> seen;
   for (const auto& [key, value] : a) {
     seen.insert(key);
     const auto it = bmap.find(key);
-    const std::string other = it == bmap.end() ? "(none)" : it->second;
-    if (other != value) out.push_back(key + ": " + quoted(value) + " -> " + quoted(other));
+    const std::string other = it == bmap.end() ? "(none)" : quoted(it->second);
+    if (other != quoted(value)) out.push_back({key, quoted(value), other});
   }
   for (const auto& [key, value] : b)
-    if (!seen.count(key)) out.push_back(key + ": (none) -> " + quoted(value));
+    if (!seen.count(key)) out.push_back({key, "(none)", quoted(value)});
   return out;
+}
+
+std::vector<std::string> config_differences(const std::string& ini_a, const std::string& ini_b) {
+  std::vector<std::string> out;
+  for (const ConfigChange& c : config_changes(ini_a, ini_b)) out.push_back(c.key + ": " + c.from + " -> " + c.to);
+  return out;
+}
+
+const std::vector<std::string>& model_shaping_options() {
+  // Parameter names and shapes: layers, widths, heads, experts, router type
+  // and width, vocabulary, tied embeddings. The function computed from the
+  // same parameters: top-k. The gradient that made the weights: router-detach
+  // (an ablation, a model variant of its own). How the weights came to be:
+  // init-method-std and seed (also the data order). Everything else
+  // (sequence length, batch sizes, learning rates, aux/z loss coefficients,
+  // AdamW, clipping, intervals, paths, layout, device) may change on resume.
+  static const std::vector<std::string> keys = {
+      "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
+      "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",
+      "tie-embeddings", "init-method-std", "seed"};
+  return keys;
+}
+
+bool is_model_shaping_option(const std::string& key) {
+  const auto& keys = model_shaping_options();
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+ResumeChanges compare_for_resume(const TrainState& saved, const std::string& now_ini,
+                                 const std::string& now_tokenizer_fingerprint, const std::string& now_tokenizer) {
+  ResumeChanges out;
+  for (ConfigChange& c : config_changes(saved.config_ini, now_ini))
+    (is_model_shaping_option(c.key) ? out.refused : out.reported).push_back(std::move(c));
+  // An old file without a fingerprint cannot be checked (the caller warns).
+  if (!saved.tokenizer_fingerprint.empty() && saved.tokenizer_fingerprint != now_tokenizer_fingerprint)
+    out.refused.push_back({"tokenizer", saved.tokenizer + " [" + saved.tokenizer_fingerprint + "]",
+                           now_tokenizer + " [" + now_tokenizer_fingerprint + "]"});
+  return out;
+}
+
+std::string tokenizer_fingerprint_of(const Tokenizer& tok) {
+  return tok.name() + ":" + tok.fingerprint() + ":" + std::to_string(tok.vocab_size());
+}
+
+std::string synthetic_tokenizer_fingerprint(const std::string& data_path, uint64_t seed, int vocab_size) {
+  return data_path + ":seed=" + std::to_string(seed) + ":vocab=" + std::to_string(vocab_size);
+}
+
+std::string tokenizer_fingerprint_of(const BatchSource& source, const std::string& data_path, uint64_t seed) {
+  if (const auto* shards = dynamic_cast<const ShardBatchSource*>(&source))
+    return tokenizer_fingerprint_of(shards->dataset().tokenizer());
+  return synthetic_tokenizer_fingerprint(data_path, seed, source.vocab_size());
+}
+
+std::string tokenizer_description_of(const BatchSource& source, const std::string& data_path, uint64_t seed) {
+  if (const auto* shards = dynamic_cast<const ShardBatchSource*>(&source))
+    return shards->dataset().tokenizer().describe();
+  return data_path + " (seed " + std::to_string(seed) + ", vocabulary " + std::to_string(source.vocab_size()) + ")";
+}
+
+std::string new_run_id() {
+  std::random_device rd;
+  const uint64_t t = uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
+  uint64_t x = (uint64_t(rd()) << 32) ^ uint64_t(rd()) ^ t ^ (uint64_t(::getpid()) << 17);
+  x ^= x >> 33;  // splitmix64 finaliser: every input bit moves every output bit
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
+  return buf;
+}
+
+std::vector<std::string> checkpoints_of_other_runs(const std::string& dir, const std::string& run_id,
+                                                   bool unknown_is_foreign) {
+  std::vector<std::string> out;
+  for (const auto& [step, path] : list_checkpoints(dir)) {
+    const std::string id = run_id_of(path);
+    if (id.empty() ? unknown_is_foreign : id != run_id)
+      out.push_back(path.filename().string() + (id.empty() ? " (no run id)" : " (run " + id + ")"));
+  }
+  return out;
+}
+
+void probe_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("cannot create the directory: " + ec.message());
+  if (!fs::is_directory(dir, ec)) throw Error("it is not a directory");
+  const std::string probe = (fs::path(dir) / (".rmoe_write_probe_" + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw Error("cannot create a file there: " + std::string(std::strerror(errno)));
+  const char bytes[] = "rmoe write probe\n";
+  const bool ok = ::write(fd, bytes, sizeof bytes - 1) == ssize_t(sizeof bytes - 1) && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (!ok) throw Error("cannot write and sync a file there: " + std::string(std::strerror(err)));
+}
+
+NonFiniteReport find_non_finite(const TrainState& s, bool with_moments) {
+  RMOE_CHECK(s.params, "find_non_finite: TrainState.params is null");
+  RMOE_CHECK(!with_moments || (s.m_rep && s.v_rep && s.m_exp && s.v_exp),
+             "find_non_finite: TrainState needs all four moment vectors");
+  NonFiniteReport r;
+  for (const Section& sec : sections(s, with_moments)) count_non_finite(sec, *s.params, r);
+  return r;
 }
 
 }  // namespace rmoe
