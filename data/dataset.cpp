@@ -92,6 +92,7 @@ void write_dataset_meta(const std::string& dir, const Tokenizer& tok, const Data
   f.set_attr("created_by", s.created_by);
   f.set_attr("description", std::string("rmoe dataset: token shards in train/ and val/ (each document followed by "
                                         "eod_id), tokenizer in /tokenizer_model (docs/DATA.md)"));
+  f.close();  // throws naming the file if HDF5 cannot write it all (a full disk)
 }
 
 bool is_dataset_dir(const std::string& path) {

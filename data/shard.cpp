@@ -89,7 +89,8 @@ void ShardWriter::finish(const std::vector<int64_t>& doc_offsets) {
                   std::string("token ids (") + (token_bytes_ == 2 ? "uint16" : "uint32") +
                       "), chunked, Fletcher32 checksums",
                   "/tokens");
-  file_.reset();  // closes the file
+  file_->close();  // throws naming the file if HDF5 cannot write it all (a full disk)
+  file_.reset();
 }
 
 // ---- reader ---------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -982,6 +983,35 @@ TEST(BadInput, CommandLineExitStatus) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("already holds a dataset"), std::string::npos) << r.output;
   EXPECT_EQ(run_prepare("--help").status, 0);
+}
+
+// A shard that cannot be written (a file size limit stands in for a full
+// disk; SIGXFSZ ignored, so writes fail with EFBIG as they would with
+// ENOSPC): one line naming the shard, status 1, nothing left behind. (It used
+// to say the shard had no 'format' attribute, and HDF5's exit handler then
+// crashed on the file it had failed to close: status 139.)
+TEST(BadInput, ShardThatCannotBeWrittenIsAFailure) {
+  if (!have_prepare_binary()) GTEST_SKIP() << "rmoe_prepare is not built";
+  const std::string dir = test_dir();
+  write_file(dir + "/big.txt", make_text(4, 60000));  // ~200 KB: shards of 150000 tokens exceed 100 KB
+  const std::string cmd = "trap '' XFSZ; ulimit -f 100; " + std::string(RMOE_BINARY_DIR) + "/rmoe_prepare --input " +
+                          dir + "/big.txt --output " + dir + "/ds --tokenizer byte --val-tokens 1000 --quiet 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_TRUE(p);
+  std::string out;
+  char buf[4096];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, got);
+  const int st = pclose(p);
+  ASSERT_TRUE(WIFEXITED(st)) << "ended by a signal; output:\n" << out;
+  EXPECT_EQ(WEXITSTATUS(st), 1) << out;
+  EXPECT_NE(out.find("rmoe_prepare: error: "), std::string::npos) << out;
+  EXPECT_NE(out.find("/staging/00000.h5"), std::string::npos) << out;
+  EXPECT_NE(out.find("disk full?"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
+  EXPECT_FALSE(fs::exists(dir + "/ds"));
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
 }
 
 }  // namespace

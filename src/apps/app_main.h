@@ -18,12 +18,20 @@
 // and no rank may be left waiting in a collective.
 // rmoe_prepare and rmoe_ckpt run in one process without MPI (app_main links
 // nothing of MPI in).
+//
+// Both close HDF5 before the process exits (h5::close_library: every object
+// still open, then the library). When HDF5 failed to close a file (a write to
+// a full disk), closing the library would crash on it, and so would HDF5's
+// own exit handler (h5.h): the process then ends at once with its status,
+// without exit handlers (std::_Exit), after flushing stdout and stderr.
 #pragma once
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/h5.h"
 #include "rmoe/train/signals.h"
 
 namespace rmoe {
@@ -54,9 +62,20 @@ inline int run_and_report(const char* name, const ErrorReport& report, int argc,
   return status;
 }
 
+// Ends the process with `status` now, without exit handlers, unless HDF5 could
+// be closed (see the file comment).
+inline void close_hdf5_or_quit(int status) {
+  if (h5::close_library()) return;
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(status);
+}
+
 // One process, no MPI (rmoe_prepare, rmoe_ckpt).
 inline int app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
-  return run_and_report(name, ErrorReport{}, argc, argv, run);
+  const int status = run_and_report(name, ErrorReport{}, argc, argv, run);
+  close_hdf5_or_quit(status);
+  return status;
 }
 
 }  // namespace rmoe
@@ -74,8 +93,11 @@ inline int mpi_app_main(const char* name, int argc, char** argv, int (*run)(int,
   mpi_init(&argc, &argv);
   const ErrorReport report{mpi_world_rank() == 0, "error on " + host_name()};
   const int status = run_and_report(name, report, argc, argv, run);
-  if (status != exit_status_done && status != exit_status_requeue) mpi_abort_all(status);
+  const bool hdf5_closed = h5::close_library();
+  if (status != exit_status_done && status != exit_status_requeue && mpi_world()->size() > 1)
+    mpi_abort_all(status);
   mpi_finalize();
+  if (!hdf5_closed) close_hdf5_or_quit(status);  // quits: close_library declines again
   return status;
 }
 

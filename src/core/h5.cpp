@@ -1,6 +1,7 @@
 // h5.cpp — implementation of the HDF5 wrapper (see h5.h).
 #include "rmoe/core/h5.h"
 
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 
@@ -19,11 +20,14 @@ template <> hid_t mem_type<uint16_t>() { return H5T_NATIVE_UINT16; }
 template <> hid_t mem_type<uint32_t>() { return H5T_NATIVE_UINT32; }
 template <> hid_t mem_type<uint8_t>() { return H5T_NATIVE_UINT8; }
 
+// Closes HDF5 refused (see close_library in h5.h).
+std::atomic<int> refused_closes{0};
+
 struct Handle {  // closes any HDF5 id with the right function
   hid_t id;
   herr_t (*close)(hid_t);
   ~Handle() {
-    if (id >= 0) close(id);
+    if (id >= 0 && close(id) < 0) ++refused_closes;
   }
 };
 
@@ -54,6 +58,8 @@ std::string error_stack_text() {
     return 0;
   };
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &text);
+  for (char& c : text)  // one line: HDF5's write errors hold a ctime() with its newline
+    if (c == '\n') c = ' ';
   return text;
 }
 
@@ -76,8 +82,30 @@ File::File(const std::string& path, Mode mode) : path_(path) {
 
 File::~File() {
   const Lock lock;
-  if (id_ >= 0) H5Fclose(id_);
+  if (id_ >= 0 && H5Fclose(id_) < 0) ++refused_closes;
 }
+
+void File::close() {
+  const Lock lock;
+  if (id_ < 0) return;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const herr_t rc = H5Fclose(id_);
+  id_ = -1;  // whatever happened: HDF5 1.10 has freed the file even when it failed (see close_library)
+  if (rc >= 0) return;
+  ++refused_closes;
+  const std::string why = error_stack_text();
+  throw_error(__FILE__, __LINE__,
+              "closing '" + path_ + "' failed (disk full?): " + (why.empty() ? "unknown HDF5 error" : why) +
+                  "; the file is incomplete");
+}
+
+bool close_library() {
+  const Lock lock;
+  if (refused_closes.load() > 0) return false;  // H5close would close a freed file again and crash
+  return H5close() >= 0;
+}
+
+int failed_closes() { return refused_closes.load(); }
 
 bool File::exists(const std::string& obj) const {
   const Lock lock;
@@ -484,6 +512,16 @@ void set_attr_fixed_string(File& f, const std::string& name, const std::string& 
   H5Tset_strpad(t.id, H5T_STR_NULLPAD);
   H5Tset_cset(t.id, H5T_CSET_UTF8);
   write_attr<std::string>(f.id(), f.path(), obj, name, t.id, bytes.data());
+}
+
+bool attr_is_variable_length_string(const File& f, const std::string& name, const std::string& obj) {
+  const Lock lock;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  Handle a = open_attr(f.id(), f.path(), obj, name);
+  Handle t{H5Aget_type(a.id), H5Tclose};
+  RMOE_CHECK(t.id >= 0, "cannot read the type of attribute '" << name << "' of '" << f.path()
+                                                               << "': " << error_stack_text());
+  return H5Tget_class(t.id) == H5T_STRING && H5Tis_variable_str(t.id) > 0;
 }
 
 #define RMOE_H5_INST_CKPT(T)                                                                                \

@@ -389,7 +389,7 @@ std::string save_checkpoint(const std::string& dir, const TrainState& s, const P
     h5::set_attr_fixed_string(f, "description", "AdamW moments: exp_avg = m, exp_avg_sq = v (torch.optim.AdamW names)",
                               "/optimizer");
     h5::flush(f);
-    file.reset();  // close
+    file->close();  // throws when HDF5 cannot write what it still holds (disk full): never renamed then
     fsync_path(tmp_path, false);
     fs::rename(tmp_path, final_path);
     fsync_path(dir, true);

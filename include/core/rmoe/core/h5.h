@@ -35,6 +35,24 @@ class Lock {
 // True if `path` is a readable HDF5 file (H5Fis_hdf5).
 bool is_hdf5_file(const std::string& path);
 
+// Closing HDF5 before the process exits. HDF5 1.10 cannot close a file whose
+// last write fails (a full disk): H5Fclose frees the file but keeps its id,
+// and closing the library afterwards (H5close, or HDF5's own exit handler)
+// closes that id again and crashes (HDFFV-11052, fixed in HDF5 1.14.1). The
+// wrapper counts every close HDF5 refuses (File, datasets, attributes, ...);
+// close_library() then declines, and the caller ends the process without
+// running exit handlers (std::_Exit), which the apps' main does
+// (src/apps/app_main.h). Tested by tests/cli/mpi_rank_failure.sh (a save
+// that hits a file size limit) and tests/test_data.cpp (a shard that does).
+//
+// Closes every HDF5 object still open and the library itself (H5close), and
+// returns true, unless HDF5 failed to close something in this process (then
+// it does nothing and returns false: see above). Call it when no thread uses
+// HDF5 any more; a later call into HDF5 starts the library again.
+bool close_library();
+// How many closes HDF5 has refused in this process (0 when all went well).
+int failed_closes();
+
 class File {
  public:
   // truncate_checksummed: like truncate, but in the HDF5 1.8+ file format,
@@ -42,11 +60,16 @@ class File {
   // file's metadata are detected on open). Readable by HDF5 >= 1.10 tools.
   enum Mode { readonly, truncate, truncate_checksummed };
   File(const std::string& path, Mode mode);
-  ~File();
+  ~File();  // closes the file if close() did not; a failure is only counted (failed_closes)
   File(const File&) = delete;
   File& operator=(const File&) = delete;
   hid_t id() const { return id_; }
   const std::string& path() const { return path_; }
+  // Closes the file now, writing what HDF5 still holds, and throws naming the
+  // file and HDF5's reason when that fails (e.g. a full disk): a writer calls
+  // it before it trusts the file, since the destructor cannot report. After
+  // close() (failed or not) the File holds nothing and may only be destroyed.
+  void close();
 
   bool exists(const std::string& obj) const;  // dataset or group, nested paths ok
   std::vector<int64_t> shape(const std::string& dataset) const;
@@ -153,7 +176,13 @@ uint64_t attr_uint64(const File& f, const std::string& name, const std::string& 
 // A fixed-length (not variable-length) string attribute: its bytes live in the
 // object header, which the checksummed format protects. (Variable-length
 // strings live in HDF5's global heap, which has no checksum: a flipped bit
-// there is read silently or crashes HDF5 1.10.) File::attr_string reads it.
+// there is read silently, crashes HDF5 1.10 or hangs it forever: finding F1
+// of tests/fuzz/README.md.) File::attr_string reads it.
 void set_attr_fixed_string(File& f, const std::string& name, const std::string& v, const std::string& obj = "/");
+// True if attribute `name` is a variable-length string, found from its type
+// alone (the checksummed object header; the global heap is not touched).
+// Readers of damaged files ask before File::attr_string, which would read the
+// heap. Throws if there is no such attribute.
+bool attr_is_variable_length_string(const File& f, const std::string& name, const std::string& obj = "/");
 
 }  // namespace rmoe::h5

@@ -47,7 +47,7 @@ struct DatasetSummary {
   std::string created_by;  // the command line
 };
 
-// Writes DIR/dataset.h5.
+// Writes DIR/dataset.h5; throws naming it when it cannot be written (a full disk).
 void write_dataset_meta(const std::string& dir, const Tokenizer& tok, const DatasetSummary& summary);
 
 // True if `path` is a directory holding dataset.h5.

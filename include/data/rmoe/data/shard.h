@@ -65,7 +65,8 @@ class ShardWriter {
   void append(const int32_t* ids, int64_t n);
   int64_t size() const { return written_ + int64_t(buffered_); }
   // Writes the buffered tokens, /doc_offsets (skipped when empty) and the
-  // attributes, then closes the file. Nothing may be appended afterwards.
+  // attributes, then closes the file; throws naming the file when any of it
+  // cannot be written (a full disk). Nothing may be appended afterwards.
   void finish(const std::vector<int64_t>& doc_offsets);
   const std::string& path() const { return path_; }
 
