@@ -7,11 +7,14 @@
 //     straight 2N-step run;
 //   - a flipped bit only one rank reads, or a model mismatch, makes every rank
 //     throw the same error (no hang);
+//   - a non-finite value in one rank's experts only: every rank's save throws,
+//     naming the tensor, and no file is written;
 //   - a stop signal on one rank is seen by all (stop_requested_any).
 // Every rank reaches every collective; failures are counted and all-reduced
 // before anyone asserts. E = 4 experts, so EP in {1, 2, 4} where it divides P.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -40,7 +43,9 @@ constexpr int kExperts = 4;
 // The layout of experts [first, first + local) of tiny_model(), all zeros.
 OwnedState zero_state(int first, int local) { return testutil::zero_state(tiny_model(), first, local); }
 
-// Parameters from ParamStore::init (slice-consistent by construction), moments from fill.
+// Parameters from ParamStore::init (slice-consistent by construction), moments
+// from fill; the second moment v made non-negative, as AdamW's is (a negative
+// v makes toy_step's sqrt NaN, which a save refuses).
 OwnedState make_state(uint64_t seed, int first, int local) {
   OwnedState o = zero_state(first, local);
   o.params.init(seed, 0.02, first);
@@ -49,6 +54,8 @@ OwnedState make_state(uint64_t seed, int first, int local) {
   fill(o.m_exp, specs, true, seed + 1, first);
   fill(o.v_rep, specs, false, seed + 2, first);
   fill(o.v_exp, specs, true, seed + 2, first);
+  for (std::vector<float>* v : {&o.v_rep, &o.v_exp})
+    for (float& x : *v) x = std::fabs(x);
   return o;
 }
 
@@ -280,6 +287,30 @@ TEST(CheckpointMpi, AnErrorOnOneRankIsAnErrorOnAll) {
   }
   EXPECT_EQ(total(*world, usage_threw), P);
   EXPECT_EQ(total(*world, failures), 0);
+  remove_shared_dir(*world, dir);
+}
+
+TEST(CheckpointMpi, ANonFiniteValueOnOneRankStopsEverySave) {
+  auto world = mpi_world();
+  const std::string dir = shared_dir(*world, "nonfinite");
+  const int P = world->size();
+  ProcessGroups g = make_process_groups(mpi_world(), P, kExperts);  // EP = P
+  OwnedState o = make_state(5, g.first_local_expert, g.num_local_experts);
+  if (world->rank() == P - 1) o.v_exp[7] = NAN;  // the last EP-rank's experts only
+  TrainState s = o.view();
+  s.step = 3;
+  int64_t threw = 0;
+  try {
+    save_checkpoint(dir, s, g, 0);
+  } catch (const Error& e) {
+    ++threw;
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("refusing to save step 3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'/optimizer/exp_avg_sq/layers/00/experts/w1'"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(total(*world, threw), P);
+  world->barrier();
+  EXPECT_TRUE(fs::is_empty(dir)) << "a file was written";
   remove_shared_dir(*world, dir);
 }
 
