@@ -1,9 +1,10 @@
 // moe_layer.cpp — x_out = x_mid + sum_j g_j Expert_{e_j}(u), u = RMSNorm(x_mid).
 //
-// route (router.cpp) -> softmax/top-k -> order token slots by expert ->
-// gather -> grouped expert GEMMs -> combine in slot order. Dropless: every
-// slot is computed; an expert with no slots is skipped. The load-balance and
-// z-loss gradients enter through router_topk_backward.
+// route (router.cpp) -> softmax/top-k -> this layer's routing statistics ->
+// the plan (token slots ordered by expert) -> gather -> dispatcher (experts)
+// -> combine in slot order. Dropless: every slot is computed; an expert with
+// no slots is skipped. The load-balance and z-loss gradients enter through
+// router_topk_backward.
 #include "model_util.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/model/model.h"
