@@ -40,7 +40,7 @@ std::unique_ptr<h5::File> open_meta(const std::string& dir) {
     }
   }
   if (!f->has_attr("format")) meta_error(meta, "has no 'format' attribute: not an rmoe dataset");
-  const std::string format = f->attr_string("format");
+  const std::string format = read_fixed_string_attr(*f, "format", "dataset '" + meta + "'");
   if (format != kDatasetFormat)
     meta_error(meta, "has format '" + format + "', expected '" + kDatasetFormat + "'");
   if (!f->has_attr("version")) meta_error(meta, "has no 'version' attribute");
@@ -73,25 +73,27 @@ void write_dataset_meta(const std::string& dir, const Tokenizer& tok, const Data
   const std::string blob = tok.serialize();
   if (!blob.empty()) {
     f.write<uint8_t>("/tokenizer_model", reinterpret_cast<const uint8_t*>(blob.data()), {int64_t(blob.size())});
-    f.set_attr("description", std::string("the serialized tokenizer model (for sentencepiece: the .model file)"),
-               "/tokenizer_model");
+    h5::set_attr_fixed_string(f, "description", "the serialized tokenizer model (for sentencepiece: the .model file)",
+                              "/tokenizer_model");
   }
-  f.set_attr("format", std::string(kDatasetFormat));
+  // Strings fixed-length: in the checksummed object header, not HDF5's global heap (docs/DATA.md).
+  h5::set_attr_fixed_string(f, "format", kDatasetFormat);
   f.set_attr("version", int64_t(kDatasetVersion));
-  f.set_attr("tokenizer", tok.name());
-  f.set_attr("tokenizer_fingerprint", tok.fingerprint());
+  h5::set_attr_fixed_string(f, "tokenizer", tok.name());
+  h5::set_attr_fixed_string(f, "tokenizer_fingerprint", tok.fingerprint());
   f.set_attr("vocab_size", int64_t(tok.vocab_size()));
   f.set_attr("eod_id", int64_t(tok.eod_id()));
-  f.set_attr("token_dtype", std::string(token_bytes_for_vocab(tok.vocab_size()) == 2 ? "uint16" : "uint32"));
+  h5::set_attr_fixed_string(f, "token_dtype", token_bytes_for_vocab(tok.vocab_size()) == 2 ? "uint16" : "uint32");
   f.set_attr("documents", s.documents);
   f.set_attr("input_bytes", s.input_bytes);
   f.set_attr("train_tokens", s.train_tokens);
   f.set_attr("val_tokens", s.val_tokens);
   f.set_attr("train_shards", s.train_shards);
   f.set_attr("val_shards", s.val_shards);
-  f.set_attr("created_by", s.created_by);
-  f.set_attr("description", std::string("rmoe dataset: token shards in train/ and val/ (each document followed by "
-                                        "eod_id), tokenizer in /tokenizer_model (docs/DATA.md)"));
+  h5::set_attr_fixed_string(f, "created_by", s.created_by);
+  h5::set_attr_fixed_string(f, "description",
+                            "rmoe dataset: token shards in train/ and val/ (each document followed by eod_id), "
+                            "tokenizer in /tokenizer_model (docs/DATA.md)");
   f.close();  // throws naming the file if HDF5 cannot write it all (a full disk)
 }
 
@@ -115,8 +117,9 @@ ShardDataset::ShardDataset(const std::string& dir) : dir_(dir) {
     } catch (const Error& e) {
       meta_error(meta, std::string("has an unreadable /tokenizer_model: ") + e.what());
     }
-    tokenizer_ = load_tokenizer(f->attr_string("tokenizer"), blob, "dataset '" + meta + "'");
-    const std::string fp = f->attr_string("tokenizer_fingerprint");
+    const std::string what = "dataset '" + meta + "'";
+    tokenizer_ = load_tokenizer(read_fixed_string_attr(*f, "tokenizer", what), blob, what);
+    const std::string fp = read_fixed_string_attr(*f, "tokenizer_fingerprint", what);
     if (fp != tokenizer_->fingerprint())
       meta_error(meta, "has a tokenizer whose fingerprint " + tokenizer_->fingerprint() +
                            " differs from the recorded " + fp + ": the tokenizer model is damaged");
@@ -129,7 +132,7 @@ ShardDataset::ShardDataset(const std::string& dir) : dir_(dir) {
     summary_.val_tokens = f->attr_int("val_tokens");
     summary_.train_shards = f->attr_int("train_shards");
     summary_.val_shards = f->attr_int("val_shards");
-    summary_.created_by = f->has_attr("created_by") ? f->attr_string("created_by") : "";
+    summary_.created_by = f->has_attr("created_by") ? read_fixed_string_attr(*f, "created_by", what) : "";
   }
   for (Split s : {Split::train, Split::val}) {
     SplitInfo& info = s == Split::train ? train_ : val_;

@@ -1,6 +1,7 @@
 // shard.cpp — HDF5 token shards (see shard.h).
 #include "rmoe/data/shard.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "rmoe/core/error.h"
@@ -15,8 +16,20 @@ namespace {
 }
 
 constexpr const char* kRecreate = "; recreate the dataset with rmoe_prepare";
+constexpr const char* kOldIndex =
+    " is stored without checksummed chunks and chunk index, as older rmoe_prepare builds wrote shards (damage "
+    "could hang HDF5 or make it allocate gigabytes, docs/DATA.md); re-run rmoe_prepare to write the dataset again";
 
 }  // namespace
+
+std::string read_fixed_string_attr(const h5::File& f, const std::string& name, const std::string& what,
+                                   const std::string& obj) {
+  if (h5::attr_is_variable_length_string(f, name, obj))
+    throw UsageError(what + " stores attribute '" + name +
+                     "' as a variable-length string: it was written by an older rmoe_prepare, whose files can "
+                     "hang HDF5 when damaged (docs/DATA.md); re-run rmoe_prepare to write the dataset again");
+  return f.attr_string(name, obj);
+}
 
 int token_bytes_for_vocab(int vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
 
@@ -31,6 +44,7 @@ ShardWriter::ShardWriter(const std::string& path, const Tokenizer& tok, int64_t 
       fingerprint_(tok.fingerprint()),
       flush_tokens_(chunk_tokens * 16) {
   file_ = std::make_unique<h5::File>(path, h5::File::truncate_checksummed);
+  h5::use_checksummed_chunk_indexes(*file_);  // the chunk index of /tokens carries checksums too (docs/DATA.md)
   if (token_bytes_ == 2)
     file_->create_growable_1d<uint16_t>("/tokens", chunk_tokens, /*fletcher32=*/true);
   else
@@ -71,24 +85,28 @@ void ShardWriter::flush() {
 void ShardWriter::finish(const std::vector<int64_t>& doc_offsets) {
   RMOE_CHECK(file_, "ShardWriter::finish called twice on '" << path_ << "'");
   flush();
-  if (!doc_offsets.empty()) {
-    file_->write<int64_t>("/doc_offsets", doc_offsets.data(), {int64_t(doc_offsets.size())});
-    file_->set_attr("description", std::string("positions in /tokens where documents start"), "/doc_offsets");
+  if (!doc_offsets.empty()) {  // chunked with Fletcher32 like /tokens: every byte read is checked
+    const int64_t n = int64_t(doc_offsets.size());
+    file_->create_growable_1d<int64_t>("/doc_offsets", std::min<int64_t>(n, kShardChunkTokens), /*fletcher32=*/true);
+    file_->append_1d<int64_t>("/doc_offsets", doc_offsets.data(), n);
+    h5::set_attr_fixed_string(*file_, "description", "positions in /tokens where documents start", "/doc_offsets");
   }
-  file_->set_attr("format", std::string(kShardFormat));
-  file_->set_attr("version", int64_t(kShardVersion));
-  file_->set_attr("vocab_size", int64_t(vocab_size_));
-  file_->set_attr("eod_id", int64_t(eod_id_));
-  file_->set_attr("tokenizer", tokenizer_);
-  file_->set_attr("tokenizer_fingerprint", fingerprint_);
-  file_->set_attr("token_count", written_);
-  file_->set_attr("description",
-                  std::string("rmoe token shard: /tokens holds token ids in document order, each document "
-                              "followed by eod_id; the tokenizer is in ../dataset.h5 (docs/DATA.md)"));
-  file_->set_attr("description",
-                  std::string("token ids (") + (token_bytes_ == 2 ? "uint16" : "uint32") +
-                      "), chunked, Fletcher32 checksums",
-                  "/tokens");
+  // Strings fixed-length: in the checksummed object header, not HDF5's global heap (docs/DATA.md).
+  h5::File& f = *file_;
+  h5::set_attr_fixed_string(f, "format", kShardFormat);
+  f.set_attr("version", int64_t(kShardVersion));
+  f.set_attr("vocab_size", int64_t(vocab_size_));
+  f.set_attr("eod_id", int64_t(eod_id_));
+  h5::set_attr_fixed_string(f, "tokenizer", tokenizer_);
+  h5::set_attr_fixed_string(f, "tokenizer_fingerprint", fingerprint_);
+  f.set_attr("token_count", written_);
+  h5::set_attr_fixed_string(f, "description",
+                            "rmoe token shard: /tokens holds token ids in document order, each document "
+                            "followed by eod_id; the tokenizer is in ../dataset.h5 (docs/DATA.md)");
+  h5::set_attr_fixed_string(f, "description",
+                            std::string("token ids (") + (token_bytes_ == 2 ? "uint16" : "uint32") +
+                                "), chunked, Fletcher32 checksums",
+                            "/tokens");
   file_->close();  // throws naming the file if HDF5 cannot write it all (a full disk)
   file_.reset();
 }
@@ -118,7 +136,7 @@ ShardReader::ShardReader(const std::string& path) {
     if (!f.has_attr("format"))
       shard_error(path, "has no 'format' attribute: not an rmoe token shard (expected format '" +
                             std::string(kShardFormat) + "')");
-    const std::string format = f.attr_string("format");
+    const std::string format = read_fixed_string_attr(f, "format", "shard '" + path + "'");
     if (format != kShardFormat)
       shard_error(path, "has format '" + format + "', expected '" + kShardFormat + "': not an rmoe token shard");
     if (!f.has_attr("version")) shard_error(path, "has no 'version' attribute" + std::string(kRecreate));
@@ -133,8 +151,8 @@ ShardReader::ShardReader(const std::string& path) {
       shard_error(path, "has vocab_size " + std::to_string(vocab) + ", which is not a valid vocabulary size");
     header_.vocab_size = int(vocab);
     header_.eod_id = int(f.attr_int("eod_id"));
-    header_.tokenizer = f.attr_string("tokenizer");
-    header_.tokenizer_fingerprint = f.attr_string("tokenizer_fingerprint");
+    header_.tokenizer = read_fixed_string_attr(f, "tokenizer", "shard '" + path + "'");
+    header_.tokenizer_fingerprint = read_fixed_string_attr(f, "tokenizer_fingerprint", "shard '" + path + "'");
     header_.token_count = f.attr_int("token_count");
     if (!f.exists("/tokens")) shard_error(path, "has no /tokens dataset" + std::string(kRecreate));
     const h5::File::DatasetInfo info = f.info("/tokens");
@@ -153,10 +171,13 @@ ShardReader::ShardReader(const std::string& path) {
     if (info.chunk <= 0 || !info.fletcher32)
       shard_error(path, "/tokens is not chunked with Fletcher32 checksums (damage could go unnoticed)" +
                             std::string(kRecreate));
+    if (!info.checksummed_chunk_index) shard_error(path, "/tokens" + std::string(kOldIndex));
     if (f.exists("/doc_offsets")) {
-      const auto shape = f.shape("/doc_offsets");
-      if (shape.size() != 1) shard_error(path, "/doc_offsets is not 1-D");
-      header_.num_documents = shape[0];
+      const h5::File::DatasetInfo docs = f.info("/doc_offsets");
+      if (docs.shape.size() != 1) shard_error(path, "/doc_offsets is not 1-D");
+      if (docs.shape[0] > 0 && (!docs.fletcher32 || !docs.checksummed_chunk_index))
+        shard_error(path, "/doc_offsets" + std::string(kOldIndex));
+      header_.num_documents = docs.shape[0];
     }
   } catch (const UsageError&) {
     throw;

@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <csignal>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -206,6 +208,74 @@ CliResult run_prepare(const std::string& args, const std::string& stdin_path = "
 }
 
 bool have_prepare_binary() { return fs::exists(std::string(RMOE_BINARY_DIR) + "/rmoe_prepare"); }
+
+// Runs body() in a child process that is killed after `seconds`, so that a
+// hang fails the test instead of hanging ctest. body() returns "" for success
+// or what went wrong; so does this, adding how the child ended if it did not
+// exit normally.
+std::string in_child_with_watchdog(unsigned seconds, const std::function<std::string()>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return "pipe() failed";
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return "fork() failed";
+  if (pid == 0) {
+    ::close(fds[0]);
+    alarm(seconds);
+    std::string verdict;
+    try {
+      verdict = body();
+    } catch (const std::exception& e) {
+      verdict = std::string("unexpected exception: ") + e.what();
+    }
+    const ssize_t ignored = ::write(fds[1], verdict.data(), verdict.size());
+    (void)ignored;
+    _exit(0);  // no exit handlers: they belong to the parent (gtest, HDF5)
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t got;
+  while ((got = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, size_t(got));
+  ::close(fds[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (WIFSIGNALED(st))
+    return out + (WTERMSIG(st) == SIGALRM ? " [hung: killed after " + std::to_string(seconds) + " s]"
+                                          : " [killed by signal " + std::to_string(WTERMSIG(st)) + "]");
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return out + " [exit status " + std::to_string(WEXITSTATUS(st)) + "]";
+  return out;
+}
+
+// This process's peak virtual memory (VmPeak, kB): HDF5's allocation for a
+// damaged chunk size shows there even though it touches few pages (F2).
+int64_t vm_peak_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmPeak:", 0) == 0) return std::stoll(line.substr(7));
+  return -1;
+}
+
+// Opens a shard and reads all it holds; throws rmoe::Error to reject.
+struct ShardContents {
+  ShardHeader header;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> docs;
+  bool operator==(const ShardContents& o) const {
+    const ShardHeader &a = header, &b = o.header;
+    return a.token_count == b.token_count && a.vocab_size == b.vocab_size && a.eod_id == b.eod_id &&
+           a.tokenizer == b.tokenizer && a.tokenizer_fingerprint == b.tokenizer_fingerprint &&
+           a.token_bytes == b.token_bytes && a.num_documents == b.num_documents && tokens == o.tokens &&
+           docs == o.docs;
+  }
+};
+ShardContents read_shard(const std::string& path) {
+  ShardReader r(path);
+  ShardContents c{r.header(), std::vector<int32_t>(size_t(r.header().token_count)), r.doc_offsets()};
+  r.read(0, r.header().token_count, c.tokens.data());
+  return c;
+}
 
 // ---- tokenizers and the permutation ----------------------------------------------
 
@@ -843,14 +913,15 @@ void write_raw_shard(const std::string& path, const std::vector<uint16_t>& token
                      int64_t version, int64_t vocab, bool checksum = true) {
   auto tok = make_byte_tokenizer();
   h5::File f(path, h5::File::truncate_checksummed);
+  h5::use_checksummed_chunk_indexes(f);  // as ShardWriter
   f.create_growable_1d<uint16_t>("/tokens", 64, checksum);
   f.append_1d<uint16_t>("/tokens", tokens.data(), int64_t(tokens.size()));
-  f.set_attr("format", format);
+  h5::set_attr_fixed_string(f, "format", format);
   f.set_attr("version", version);
   f.set_attr("vocab_size", vocab);
   f.set_attr("eod_id", int64_t(0));
-  f.set_attr("tokenizer", std::string("byte"));
-  f.set_attr("tokenizer_fingerprint", tok->fingerprint());
+  h5::set_attr_fixed_string(f, "tokenizer", "byte");
+  h5::set_attr_fixed_string(f, "tokenizer_fingerprint", tok->fingerprint());
   f.set_attr("token_count", int64_t(tokens.size()));
 }
 
@@ -865,15 +936,71 @@ TEST(BadInput, WrongFormatVersionAndLayout) {
   expect_error([&] { ShardDataset ds(dir); }, {"shard '" + shard + "'", "version 2", "reads version 1"});
   write_raw_shard(shard, tokens, "rmoe-tokens", 1, 256, /*checksum=*/false);
   expect_error([&] { ShardDataset ds(dir); }, {"shard '" + shard + "'", "Fletcher32"});
+  {  // the HDF5 1.8 chunk index, as the old ShardWriter wrote (finding F2)
+    auto tok = make_byte_tokenizer();
+    h5::File f(shard, h5::File::truncate_checksummed);
+    f.create_growable_1d<uint16_t>("/tokens", 64, true);
+    f.append_1d<uint16_t>("/tokens", tokens.data(), int64_t(tokens.size()));
+    h5::set_attr_fixed_string(f, "format", "rmoe-tokens");
+    f.set_attr("version", int64_t(1));
+    f.set_attr("vocab_size", int64_t(256));
+    f.set_attr("eod_id", int64_t(0));
+    h5::set_attr_fixed_string(f, "tokenizer", "byte");
+    h5::set_attr_fixed_string(f, "tokenizer_fingerprint", tok->fingerprint());
+    f.set_attr("token_count", int64_t(tokens.size()));
+    EXPECT_FALSE(f.info("/tokens").checksummed_chunk_index);
+  }
+  expect_error([&] { ShardDataset ds(dir); },
+               {"shard '" + shard + "'", "/tokens is stored without checksummed chunks and chunk index",
+                "re-run rmoe_prepare"});
   write_raw_shard(shard, tokens, "rmoe-tokens", 1, 256);
   EXPECT_NO_THROW(ShardDataset{dir});
+  {
+    const h5::File written(dir + "/val/00000.h5", h5::File::readonly);  // by ShardWriter
+    EXPECT_TRUE(written.info("/tokens").checksummed_chunk_index);
+    EXPECT_TRUE(written.info("/tokens").fletcher32);
+    EXPECT_TRUE(written.info("/doc_offsets").checksummed_chunk_index);
+    EXPECT_TRUE(written.info("/doc_offsets").fletcher32);
+  }
   // The dataset file itself.
   {
     h5::File meta(dir + "/dataset.h5", h5::File::truncate_checksummed);
-    meta.set_attr("format", std::string("rmoe-dataset"));
+    h5::set_attr_fixed_string(meta, "format", "rmoe-dataset");
     meta.set_attr("version", int64_t(7));
   }
   expect_error([&] { ShardDataset ds(dir); }, {dir + "/dataset.h5", "version 7"});
+}
+
+// Files of older rmoe_prepare builds stored their string attributes as
+// variable-length strings (HDF5's global heap, no checksum: finding F1): they
+// are refused, naming the file and the attribute, before the heap is read.
+TEST(BadInput, VariableLengthStringAttributesAreRefused) {
+  const std::string dir = test_dir();
+  make_mixed_dataset(dir);
+  const std::string shard = dir + "/val/00001.h5";
+  {
+    h5::File f(shard, h5::File::readonly);
+    EXPECT_FALSE(h5::attr_is_variable_length_string(f, "format"));  // what ShardWriter writes
+    EXPECT_FALSE(h5::attr_is_variable_length_string(f, "description", "/tokens"));
+    EXPECT_FALSE(h5::attr_is_variable_length_string(f, "vocab_size"));
+  }
+  {
+    h5::File f(shard, h5::File::truncate_checksummed);  // the old writer's way
+    const std::vector<uint16_t> tokens(250, 65);
+    f.create_growable_1d<uint16_t>("/tokens", 64, true);
+    f.append_1d<uint16_t>("/tokens", tokens.data(), int64_t(tokens.size()));
+    f.set_attr("format", std::string("rmoe-tokens"));
+    EXPECT_TRUE(h5::attr_is_variable_length_string(f, "format"));
+  }
+  expect_error([&] { ShardDataset ds(dir); },
+               {"shard '" + shard + "'", "attribute 'format'", "variable-length", "older rmoe_prepare",
+                "re-run rmoe_prepare"});
+  {
+    h5::File meta(dir + "/dataset.h5", h5::File::truncate_checksummed);
+    meta.set_attr("format", std::string("rmoe-dataset"));
+  }
+  expect_error([&] { dataset_vocab_size(dir); },
+               {"dataset '" + dir + "/dataset.h5'", "attribute 'format'", "variable-length", "re-run rmoe_prepare"});
 }
 
 TEST(BadInput, TokenIdsOutsideTheVocabulary) {
@@ -983,6 +1110,97 @@ TEST(BadInput, CommandLineExitStatus) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("already holds a dataset"), std::string::npos) << r.output;
   EXPECT_EQ(run_prepare("--help").status, 0);
+}
+
+// The reproducers of fuzz findings F1 and F2 (tests/fuzz/README.md), files of
+// the old writers damaged by the fuzzer: F1 hung HDF5 forever (a damaged
+// global heap under a variable-length string attribute), F2 made it allocate
+// 4 GiB (a damaged chunk size in the unchecksummed 1.8 chunk index). Each is
+// now rejected at once, naming the file, and nothing large is allocated.
+TEST(BadInput, FuzzFindingsF1AndF2AreRejectedQuickly) {
+  const std::string dir = test_dir(), findings = std::string(RMOE_SOURCE_DIR) + "/tests/fuzz/findings/";
+  for (const char* name : {"shard_vlen_string_global_heap_hang.h5", "shard_chunk_index_4GiB_malloc.h5"}) {
+    const std::string path = findings + name;
+    ASSERT_TRUE(fs::exists(path)) << path;
+    const std::string verdict = in_child_with_watchdog(20, [&]() -> std::string {
+      const int64_t peak = vm_peak_kb();
+      try {
+        read_shard(path);
+        return "accepted";
+      } catch (const Error& e) {
+        const std::string msg = e.what();
+        if (msg.find("shard '" + path + "'") == std::string::npos) return "the message does not name the file: " + msg;
+        if (vm_peak_kb() - peak > (int64_t(1) << 20)) return "more than 1 GiB allocated: " + msg;
+        return "";
+      }
+    });
+    EXPECT_EQ(verdict, "") << name;
+  }
+  // F1 in dataset.h5: fuzz_tokenizer's mode 2 input is a mode byte, then the file.
+  const std::string bin = read_file(findings + "dataset_meta_vlen_string_global_heap_hang.bin");
+  ASSERT_GT(bin.size(), 1u);
+  fs::create_directories(dir + "/ds");
+  write_file(dir + "/ds/dataset.h5", bin.substr(1));
+  const std::string verdict = in_child_with_watchdog(20, [&]() -> std::string {
+    try {
+      dataset_vocab_size(dir + "/ds");
+      ShardDataset ds(dir + "/ds");
+      return "accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      return msg.find(dir + "/ds/dataset.h5") == std::string::npos ? "the message does not name the file: " + msg : "";
+    }
+  });
+  EXPECT_EQ(verdict, "") << "dataset_meta_vlen_string_global_heap_hang.bin";
+}
+
+// Every single flipped bit of a shard and of dataset.h5, one file at a time:
+// the reader rejects the file with an rmoe::Error or reads exactly what was
+// written, within the watchdog and without a large allocation (F1, F2: the
+// old writers' files hung or allocated 4 GiB on some such flips).
+TEST(BadInput, EveryFlippedBitIsDetectedOrHarmless) {
+  const std::string dir = test_dir();
+  make_dataset(dir + "/ds", {random_tokens(1, 300)}, {random_tokens(2, 200)});
+  const std::string shard = dir + "/ds/train/00000.h5", meta = dir + "/ds/dataset.h5";
+  const ShardContents want = read_shard(shard);
+  const std::string shard_bytes = read_file(shard), meta_bytes = read_file(meta);
+  const std::string verdict = in_child_with_watchdog(240, [&]() -> std::string {
+    const int64_t peak = vm_peak_kb();
+    std::string wrong;
+    int rejected = 0;
+    for (size_t i = 0; i < shard_bytes.size(); ++i) {
+      std::string bytes = shard_bytes;
+      bytes[i] = char(bytes[i] ^ (1 << (i % 8)));
+      const std::string path = dir + "/flip_" + std::to_string(i) + ".h5";  // fresh names: HDF5 caches open files
+      write_file(path, bytes);
+      try {
+        if (!(read_shard(path) == want)) wrong += " shard byte " + std::to_string(i) + ": read different data;";
+      } catch (const Error&) {
+        ++rejected;
+      }
+      fs::remove(path);
+    }
+    const auto byte = make_byte_tokenizer();
+    for (size_t i = 0; i < meta_bytes.size(); ++i) {
+      std::string bytes = meta_bytes;
+      bytes[i] = char(bytes[i] ^ (1 << (i % 8)));
+      write_file(meta, bytes);
+      try {
+        const ShardDataset ds(dir + "/ds");
+        const DatasetSummary& s = ds.summary();
+        if (ds.vocab_size() != 256 || ds.tokenizer().fingerprint() != byte->fingerprint() || s.train_tokens != 300 ||
+            s.val_tokens != 200 || s.train_shards != 1 || s.val_shards != 1)
+          wrong += " dataset.h5 byte " + std::to_string(i) + ": read different values;";
+      } catch (const Error&) {
+        ++rejected;
+      }
+    }
+    write_file(meta, meta_bytes);
+    if (rejected == 0) wrong += " no flip was rejected at all;";
+    if (vm_peak_kb() - peak > (int64_t(1) << 20)) wrong += " more than 1 GiB allocated;";
+    return wrong;
+  });
+  EXPECT_EQ(verdict, "") << shard_bytes.size() << " + " << meta_bytes.size() << " bytes";
 }
 
 // A shard that cannot be written (a file size limit stands in for a full

@@ -279,6 +279,8 @@ File::DatasetInfo File::info(const std::string& dataset) const {
   if (H5Pget_layout(dcpl.id) == H5D_CHUNKED && !out.shape.empty()) {
     std::vector<hsize_t> chunk(out.shape.size());
     if (H5Pget_chunk(dcpl.id, int(chunk.size()), chunk.data()) >= 0) out.chunk = int64_t(chunk[0]);
+    H5D_chunk_index_t index = H5D_CHUNK_IDX_BTREE;  // the layout message only: the index itself is not read
+    out.checksummed_chunk_index = H5Dget_chunk_index_type(ds.id, &index) >= 0 && index != H5D_CHUNK_IDX_BTREE;
   }
   const int nfilters = H5Pget_nfilters(dcpl.id);
   for (int i = 0; i < nfilters; ++i) {

@@ -57,81 +57,6 @@ std::string flipped(std::string bytes, size_t at) {
   return bytes;
 }
 
-// ---- findings F1 and F2 (README.md): the seeds in the form the fixes would write -----------
-//
-// F1: ShardWriter and write_dataset_meta store their string attributes as
-// variable-length strings, which live in HDF5's global heap; it has no
-// checksum, and HDF5 1.10.8 loops forever on some damaged global heaps
-// (findings/*_global_heap_hang*).
-// F2: shards use HDF5's 1.8 chunk index (a version-1 B-tree without
-// checksums): one damaged chunk-size field makes HDF5 malloc up to 4 GiB
-// before it reports the damage (findings/shard_chunk_index_4GiB_malloc.h5).
-// From the writers' files the fuzzers hit both within a minute, every run.
-// Until the writers store fixed-length strings and checksummed chunk indexes
-// (as checkpoints already do: h5::set_attr_fixed_string,
-// h5::use_checksummed_chunk_indexes), the seeds are the writers' files copied
-// with exactly those two changes: the same datasets, chunking, Fletcher32,
-// attributes and values.
-
-void copy_attributes(const h5::File& src, h5::File& dst, const std::string& obj) {
-  std::vector<std::string> names;
-  auto visit = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
-    static_cast<std::vector<std::string>*>(data)->push_back(name);
-    return 0;
-  };
-  hsize_t idx = 0;
-  H5Aiterate_by_name(src.id(), obj.c_str(), H5_INDEX_NAME, H5_ITER_INC, &idx, visit, &names, H5P_DEFAULT);
-  for (const std::string& name : names) {
-    const hid_t a = H5Aopen_by_name(src.id(), obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT);
-    const hid_t t = H5Aget_type(a);
-    const H5T_class_t cls = H5Tget_class(t);
-    H5Tclose(t);
-    H5Aclose(a);
-    if (cls == H5T_STRING)
-      h5::set_attr_fixed_string(dst, name, src.attr_string(name, obj), obj);
-    else if (cls == H5T_INTEGER)
-      dst.set_attr(name, src.attr_int(name, obj), obj);
-    else
-      dst.set_attr(name, src.attr_double(name, obj), obj);
-  }
-}
-
-template <class T>
-void copy_dataset(const h5::File& src, h5::File& dst, const std::string& name, const h5::File::DatasetInfo& info) {
-  if (info.chunk > 0) {
-    dst.create_growable_1d<T>(name, info.chunk, info.fletcher32);
-    std::vector<T> data(size_t(info.shape[0]));
-    src.read_1d<T>(name, 0, info.shape[0], data.data());
-    dst.append_1d<T>(name, data.data(), info.shape[0]);
-  } else {
-    const std::vector<T> data = src.read<T>(name);
-    dst.write<T>(name, data.data(), info.shape);
-  }
-}
-
-// `bytes` (a file of 1-D datasets at the root) with fixed-length strings and
-// checksummed chunk indexes.
-std::string with_fixed_strings(const std::string& bytes) {
-  const Removed in{Scratch::get().fresh("vlen") + ".h5"}, out{Scratch::get().fresh("fixed") + ".h5"};
-  write_file(in.path, bytes);
-  {
-    const h5::File src(in.path, h5::File::readonly);
-    h5::File dst(out.path, h5::File::truncate_checksummed);
-    h5::use_checksummed_chunk_indexes(dst);
-    for (const std::string& name : src.list("/")) {
-      const std::string path = "/" + name;
-      const h5::File::DatasetInfo info = src.info(path);
-      if (info.element_bytes == 1) copy_dataset<uint8_t>(src, dst, path, info);
-      else if (info.element_bytes == 2) copy_dataset<uint16_t>(src, dst, path, info);
-      else if (info.element_bytes == 4) copy_dataset<uint32_t>(src, dst, path, info);
-      else copy_dataset<int64_t>(src, dst, path, info);
-      copy_attributes(src, dst, path);
-    }
-    copy_attributes(src, dst, "/");
-  }
-  return read_file(out.path);
-}
-
 // ---- a tokenizer that only names a vocabulary (for shards of a wide vocabulary) -------
 
 class NamedTokenizer final : public Tokenizer {
@@ -191,11 +116,12 @@ std::string written_shard(const Removed& tmp, const Tokenizer& tok, const std::v
   ShardWriter w(tmp.path, tok, chunk);
   w.append(ids.data(), int64_t(ids.size()));
   w.finish(docs);
-  return with_fixed_strings(read_file(tmp.path));
+  return read_file(tmp.path);
 }
 
-// A shard-shaped file written field by field (for the damaged headers), with
-// fixed-length strings (F1: no global heap, so ~5 KB) and a checksummed chunk index (F2).
+// A shard-shaped file written field by field (for the damaged headers) the
+// way ShardWriter writes one: fixed-length strings and checksummed chunk
+// indexes (README.md, F1 and F2).
 struct RawShard {
   std::string format = kShardFormat;
   int64_t version = kShardVersion, vocab = 256, count_delta = 0;
@@ -205,7 +131,7 @@ struct RawShard {
 std::string raw_shard(const Removed& tmp, const RawShard& r) {
   {
     h5::File f(tmp.path, h5::File::truncate_checksummed);
-    h5::use_checksummed_chunk_indexes(f);  // F2
+    h5::use_checksummed_chunk_indexes(f);
     f.create_growable_1d<uint16_t>("/tokens", 4, r.fletcher);
     f.append_1d<uint16_t>("/tokens", r.ids.data(), int64_t(r.ids.size()));
     h5::set_attr_fixed_string(f, "format", r.format);
@@ -320,7 +246,7 @@ std::string dataset_meta(const Removed& tmp, const Tokenizer& tok) {
   s.val_shards = 1;
   s.created_by = "fuzz_make_seeds";
   write_dataset_meta(tmp.path, tok, s);
-  return with_fixed_strings(read_file((fs::path(tmp.path) / kDatasetMetaFile).string()));
+  return read_file((fs::path(tmp.path) / kDatasetMetaFile).string());
 }
 
 std::unique_ptr<Tokenizer> trained(const std::string& type) {

@@ -101,6 +101,10 @@ class File {
     int64_t element_bytes = 0;
     int64_t chunk = 0;        // elements per chunk along axis 0 (0: not chunked)
     bool fletcher32 = false;  // Fletcher32 checksum filter present
+    // Chunked, and its chunk index carries checksums (the HDF5 1.10 indexes,
+    // see use_checksummed_chunk_indexes), not the 1.8 format's version-1
+    // B-tree, whose damaged chunk sizes HDF5 trusts (finding F2).
+    bool checksummed_chunk_index = false;
   };
   DatasetInfo info(const std::string& dataset) const;
 

@@ -10,7 +10,9 @@
 //                  start, ascending
 //   attributes on "/": format = "rmoe-tokens", version = 1, vocab_size,
 //                  eod_id, tokenizer (name), tokenizer_fingerprint,
-//                  token_count, description
+//                  token_count, description; strings fixed-length (in the
+//                  checksummed object header), and the chunk index of
+//                  /tokens in the HDF5 1.10 format (checksummed as well)
 //
 // Every problem found by ShardReader throws UsageError whose message starts
 // with "shard '<path>'" and says what is wrong and what to do.
@@ -53,6 +55,15 @@ struct ShardHeader {
 
 // Storage width of token ids for a vocabulary: 2 if it fits uint16, else 4.
 int token_bytes_for_vocab(int vocab_size);
+
+// The string attribute `name` of a shard or dataset.h5 (`what` names the file
+// in messages: "shard 'P'"). Only fixed-length strings are read: a
+// variable-length one (the files of older rmoe_prepare builds) throws
+// UsageError saying to re-run rmoe_prepare, without touching HDF5's global
+// heap, where such strings live unchecked and a damaged heap can hang HDF5
+// (finding F1, tests/fuzz/README.md).
+std::string read_fixed_string_attr(const h5::File& f, const std::string& name, const std::string& what,
+                                   const std::string& obj = "/");
 
 class ShardWriter {
  public:
