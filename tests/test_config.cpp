@@ -48,6 +48,7 @@ TEST(TrainConfig, DefaultsAreValidAndDecayIsResolved) {
   EXPECT_DOUBLE_EQ(c.adam_beta2, 0.95);
   EXPECT_DOUBLE_EQ(c.adam_eps, 1e-8);
   EXPECT_DOUBLE_EQ(c.clip_grad, 1.0);
+  EXPECT_EQ(c.max_skipped_steps, 10);
   EXPECT_DOUBLE_EQ(c.model.aux_loss_coeff, 0.01);
   EXPECT_DOUBLE_EQ(c.model.z_loss_coeff, 0.0);
   EXPECT_DOUBLE_EQ(c.model.init_std, 0.02);
@@ -67,7 +68,7 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
                          "--seq-length=64", "--vocab-size=300", "--micro-batch-size=2", "--global-batch-size=6",
                          "--lr=4.2e-4", "--min-lr=4.2e-5", "--lr-warmup-iters=7", "--lr-decay-iters=90",
                          "--train-iters=100", "--exit-interval=50", "--weight-decay=0.05", "--adam-beta1=0.8",
-                         "--adam-beta2=0.99", "--adam-eps=1e-6", "--clip-grad=0", "--num-experts=6",
+                         "--adam-beta2=0.99", "--adam-eps=1e-6", "--clip-grad=0", "--max-skipped-steps=0", "--num-experts=6",
                          "--moe-router-topk=3", "--moe-aux-loss-coeff=0.02", "--moe-z-loss-coeff=0.001",
                          "--moe-router-type=rnn", "--router-dim=32", "--router-detach", "--tie-embeddings",
                          "--init-method-std=0.01", "--expert-parallel-size=3", "--data-path=/data/x", "--save=ck",
@@ -94,6 +95,7 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_DOUBLE_EQ(c.adam_beta2, 0.99);
   EXPECT_DOUBLE_EQ(c.adam_eps, 1e-6);
   EXPECT_DOUBLE_EQ(c.clip_grad, 0.0);
+  EXPECT_EQ(c.max_skipped_steps, 0);
   EXPECT_EQ(c.model.num_experts, 6);
   EXPECT_EQ(c.model.topk, 3);
   EXPECT_DOUBLE_EQ(c.model.aux_loss_coeff, 0.02);
@@ -137,7 +139,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
       "router-dim", "router-detach", "tie-embeddings", "init-method-std", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
-      "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "expert-parallel-size", "data-path", "save", "load",
+      "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
       "dry-run-ranks", "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);
@@ -188,7 +190,7 @@ TEST(TrainConfigErrors, NonPositiveSizes) {
     }
   }
   for (const char* flag : {"--lr-warmup-iters", "--exit-interval", "--save-interval", "--keep-checkpoints",
-                           "--eval-interval", "--eval-iters", "--expert-parallel-size"}) {
+                           "--eval-interval", "--eval-iters", "--expert-parallel-size", "--max-skipped-steps"}) {
     const std::string arg = std::string(flag) + "=-1";
     expect_usage_error({arg}, {arg, "must be >= 0"});
   }
@@ -242,6 +244,25 @@ TEST(TrainConfigErrors, ConfigFileProblems) {
   expect_usage_error({"--config=" + bad_combo}, {"--moe-router-topk=3 must be <= --num-experts=2"});
   const std::string nested = write_temp_file("nested.ini", "config = other.ini\n");
   expect_usage_error({"--config=" + nested}, {"unknown key 'config'"});
+}
+
+// --max-skipped-steps (the trainer skips non-finite steps; this is the option).
+TEST(TrainConfig, MaxSkippedSteps) {
+  EXPECT_EQ(parse_args({}).max_skipped_steps, 10);
+  EXPECT_EQ(parse_args({"--max-skipped-steps=0"}).max_skipped_steps, 0);  // stop at the first
+  EXPECT_EQ(parse_args({"--max-skipped-steps", "1000000000000"}).max_skipped_steps, 1000000000000);
+  expect_usage_error({"--max-skipped-steps=-1"}, {"--max-skipped-steps=-1 must be >= 0"});
+  expect_usage_error({"--max-skipped-steps=1.5"}, {"--max-skipped-steps=1.5", "integer"});
+  const TrainConfig c = parse_args({"--max-skipped-steps=25"});
+  const std::string ini = config_to_ini(c);
+  EXPECT_NE(ini.find("max-skipped-steps = 25\n"), std::string::npos) << ini;
+  EXPECT_EQ(parse_train_config_from_ini(ini, "ck.h5", {}).max_skipped_steps, 25);
+  EXPECT_EQ(parse_train_config_from_ini(ini, "ck.h5", {"--max-skipped-steps=3"}).max_skipped_steps, 3);
+  const std::string help = train_config_help();
+  EXPECT_NE(help.find("a step whose loss or gradient norm is not finite is skipped (no update); after N such steps "
+                      "in a row the run stops with exit 1, keeping the last good checkpoint (default: 10)"),
+            std::string::npos)
+      << help;
 }
 
 TEST(TrainConfig, CommandLineOverridesIniFile) {

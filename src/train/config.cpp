@@ -175,6 +175,10 @@ const std::vector<OptionSpec>& option_table() {
     t.push_back(field("adam-eps", "X", "AdamW epsilon", [](auto& c) -> auto& { return c.adam_eps; }));
     t.push_back(field("clip-grad", "X", "max global gradient norm (0 = no clipping)",
                       [](auto& c) -> auto& { return c.clip_grad; }));
+    t.push_back(field("max-skipped-steps", "N",
+                      "a step whose loss or gradient norm is not finite is skipped (no update); after N such steps "
+                      "in a row the run stops with exit 1, keeping the last good checkpoint",
+                      [](auto& c) -> auto& { return c.max_skipped_steps; }));
     // parallel layout, data, checkpoints, logging
     t.push_back(field("expert-parallel-size", "N", "ranks experts are sharded over (0 = auto); divides E",
                       [](auto& c) -> auto& { return c.expert_parallel_size; }));
@@ -283,6 +287,7 @@ void validate_train_config(const TrainConfig& c) {
   require_unit_interval("--adam-beta2", c.adam_beta2);
   require_finite_min("--adam-eps", c.adam_eps, 0.0, true);
   require_finite_min("--clip-grad", c.clip_grad, 0.0, false);
+  require_min("--max-skipped-steps", c.max_skipped_steps, 0);
   require_min("--expert-parallel-size", c.expert_parallel_size, 0);
   if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)
     usage_fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +

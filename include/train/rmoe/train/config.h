@@ -47,6 +47,10 @@ struct TrainConfig {
   double adam_beta2 = 0.95;
   double adam_eps = 1e-8;
   double clip_grad = 1.0;  // max global gradient L2 norm; 0 disables clipping
+  // Non-finite steps: a step whose loss or gradient norm is not finite is
+  // skipped (no update); after this many such steps in a row the run stops
+  // with exit 1, keeping the last good checkpoint. 0 = stop at the first.
+  int64_t max_skipped_steps = 10;
 
   // Parallel layout (DESIGN.md §3).
   int expert_parallel_size = 0;  // EP; 0 = auto (chosen from world size and E)
