@@ -4,6 +4,7 @@
 // list of flags.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -244,6 +245,36 @@ TEST(TrainConfigErrors, ConfigFileProblems) {
   expect_usage_error({"--config=" + bad_combo}, {"--moe-router-topk=3 must be <= --num-experts=2"});
   const std::string nested = write_temp_file("nested.ini", "config = other.ini\n");
   expect_usage_error({"--config=" + nested}, {"unknown key 'config'"});
+}
+
+// Defect: real options were checked as doubles but computed in float, so
+// --lr=1e300 trained with an infinite rate and --adam-eps=1e-50 with 0.
+TEST(TrainConfigErrors, RealValuesMustFitFloat) {
+  for (const char* flag : {"--lr", "--min-lr", "--weight-decay", "--adam-eps", "--clip-grad", "--init-method-std",
+                           "--moe-aux-loss-coeff", "--moe-z-loss-coeff"}) {
+    const std::string f(flag);
+    const std::vector<std::string> base = f == "--min-lr" ? std::vector<std::string>{"--lr=3e38"}
+                                                           : std::vector<std::string>{};
+    std::vector<std::string> big = base, tiny = base;
+    big.push_back(f + "=1e300");
+    tiny.push_back(f + "=1e-50");
+    expect_usage_error(big, {f + "=1e+300", "32-bit float", "it would be inf", "1.1755e-38 to 3.4028e+38"});
+    expect_usage_error(tiny, {f + "=1e-50", "32-bit float", "it would be 0", "1.1755e-38 to 3.4028e+38"});
+  }
+  for (const char* flag : {"--adam-beta1", "--adam-beta2"})  // above 1 is the [0, 1) rule
+    expect_usage_error({std::string(flag) + "=1e-45"}, {std::string(flag) + "=1e-45", "32-bit float"});
+  // The edges of the range and 0 (where 0 is allowed) are accepted.
+  const TrainConfig c = parse_args({"--lr=3.4e38", "--min-lr=0", "--adam-eps=1.2e-38", "--weight-decay=0",
+                                    "--clip-grad=3.4e38", "--moe-z-loss-coeff=0", "--moe-aux-loss-coeff=1.2e-38",
+                                    "--init-method-std=1.1755e-38", "--adam-beta1=0", "--adam-beta2=1.2e-38"});
+  EXPECT_DOUBLE_EQ(c.lr, 3.4e38);
+  EXPECT_DOUBLE_EQ(c.adam_eps, 1.2e-38);
+  EXPECT_GT(float(c.adam_eps), 0.f);
+  EXPECT_TRUE(std::isfinite(float(c.lr)));
+  // A configuration built in code is held to the same rule.
+  TrainConfig t;
+  t.model.init_std = 1e-300;
+  EXPECT_THROW(validate_train_config(t), UsageError);
 }
 
 // --max-skipped-steps (the trainer skips non-finite steps; this is the option).

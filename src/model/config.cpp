@@ -5,6 +5,7 @@
 // Tested by tests/test_config.cpp.
 #include "rmoe/model/config.h"
 
+#include <cfloat>
 #include <cmath>
 
 #include "rmoe/core/error.h"
@@ -30,6 +31,14 @@ void require_positive(const char* flag, double value) {
 }
 
 }  // namespace
+
+void check_float_range(const char* flag, double value) {
+  const double a = std::fabs(value);
+  if (value == 0 || (a >= double(FLT_MIN) && a <= double(FLT_MAX))) return;
+  usage_fail(std::string(flag) + "=" + shortest_text(value) + " is outside the range of 32-bit float, which rmoe " +
+             "computes in (it would be " + (a > double(FLT_MAX) ? "inf" : "0") +
+             "): give 0 or a magnitude from 1.1755e-38 to 3.4028e+38");
+}
 
 RouterType parse_router_type(const std::string& s) {
   if (s == "linear") return RouterType::linear;
@@ -78,6 +87,11 @@ void ModelConfig::validate() const {
   require_positive("--init-method-std", init_std);
   require_positive("rms_eps", rms_eps);        // not a flag: fixed by MODEL.md
   require_positive("rope_theta", rope_theta);  // not a flag: fixed by MODEL.md
+  check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
+  check_float_range("--moe-z-loss-coeff", z_loss_coeff);
+  check_float_range("--init-method-std", init_std);
+  check_float_range("rms_eps", rms_eps);
+  check_float_range("rope_theta", rope_theta);
 }
 
 }  // namespace rmoe

@@ -276,17 +276,24 @@ void validate_train_config(const TrainConfig& c) {
   require_min("--global-batch-size", c.global_batch_size, 1);
   check_batch_layout(c);
   require_finite_min("--lr", c.lr, 0.0, true);
+  check_float_range("--lr", c.lr);
   require_finite_min("--min-lr", c.min_lr, 0.0, false);
+  check_float_range("--min-lr", c.min_lr);
   if (c.min_lr > c.lr) usage_fail("--min-lr=" + shortest_text(c.min_lr) + " must be <= --lr=" + shortest_text(c.lr));
   require_min("--lr-warmup-iters", c.lr_warmup_iters, 0);
   if (c.lr_decay_iters != -1) require_min("--lr-decay-iters", c.lr_decay_iters, 1);  // -1: = train-iters
   require_min("--train-iters", c.train_iters, 1);
   require_min("--exit-interval", c.exit_interval, 0);
   require_finite_min("--weight-decay", c.weight_decay, 0.0, false);
+  check_float_range("--weight-decay", c.weight_decay);
   require_unit_interval("--adam-beta1", c.adam_beta1);
+  check_float_range("--adam-beta1", c.adam_beta1);
   require_unit_interval("--adam-beta2", c.adam_beta2);
+  check_float_range("--adam-beta2", c.adam_beta2);
   require_finite_min("--adam-eps", c.adam_eps, 0.0, true);
+  check_float_range("--adam-eps", c.adam_eps);
   require_finite_min("--clip-grad", c.clip_grad, 0.0, false);
+  check_float_range("--clip-grad", c.clip_grad);
   require_min("--max-skipped-steps", c.max_skipped_steps, 0);
   require_min("--expert-parallel-size", c.expert_parallel_size, 0);
   if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)

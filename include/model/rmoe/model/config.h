@@ -31,8 +31,15 @@ struct ModelConfig {
   double init_std = 0.02;
 
   int head_dim() const { return hidden_size / num_heads; }
-  // Throws UsageError naming the first bad field, its value and what is allowed.
+  // Throws UsageError naming the first bad field, its value and what is
+  // allowed: sizes, and real values outside float's range (check_float_range).
   void validate() const;
 };
+
+// Real options are computed in 32-bit float (weights, gradients, AdamW):
+// throws UsageError "<flag>=<value> is outside the range of 32-bit float ..."
+// unless value is 0 or its magnitude lies in float's normal range
+// [1.17549e-38, 3.40282e+38] (a smaller one flushes to 0, a larger one is inf).
+void check_float_range(const char* flag, double value);
 
 }  // namespace rmoe

@@ -89,6 +89,7 @@ struct TrainConfig {
 // an unknown flag, a bad value, a bad combination, a missing or unreadable
 // --config file or an unknown INI key. The result is validated and its
 // lr_decay_iters resolved, unless help is set.
+// Real values must fit 32-bit float (check_float_range, model/config.h).
 // (A char** argv converts implicitly.)
 TrainConfig parse_train_config(int argc, const char* const* argv);
 
