@@ -3,6 +3,8 @@
 // INI file + command-line precedence, config_to_ini round trip, and a frozen
 // list of flags.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -275,6 +277,35 @@ TEST(TrainConfigErrors, RealValuesMustFitFloat) {
   TrainConfig t;
   t.model.init_std = 1e-300;
   EXPECT_THROW(validate_train_config(t), UsageError);
+}
+
+// Defect: --config naming a directory or /dev/zero was ignored (the default
+// model trained, exit 0; /dev/zero read forever). Now a UsageError naming the
+// path for anything but a readable, regular, text file of at most 1 MiB.
+TEST(TrainConfigErrors, ConfigMustBeAReadableTextFile) {
+  const std::string dir = ::testing::TempDir() + "rmoe_test_config_dir";
+  std::filesystem::create_directories(dir);
+  expect_usage_error({"--config=" + dir}, {"--config=" + dir, "is a directory"});
+  expect_usage_error({"--config=" + dir, "--save=ck"}, {"--config=" + dir});
+  if (std::filesystem::exists("/dev/zero"))
+    expect_usage_error({"--config=/dev/zero"}, {"--config=/dev/zero", "not a regular file"});
+  const std::string fifo = ::testing::TempDir() + "rmoe_test_config_fifo";
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);  // opening it would wait for a writer forever
+  expect_usage_error({"--config=" + fifo}, {"--config=" + fifo, "not a regular file"});
+  std::filesystem::remove(fifo);
+  const std::string nul = write_temp_file("nul.ini", std::string("num-layers = 2\n\0\0\0\n", 20));
+  expect_usage_error({"--config=" + nul}, {"--config=" + nul, "not a text file", "NUL"});
+  const std::string big = write_temp_file("big.ini", std::string((1 << 20) + 1, '#'));
+  expect_usage_error({"--config=" + big}, {"--config=" + big, "1048577 bytes", "at most 1 MiB"});
+  const std::string exact = write_temp_file("exact.ini", "num-layers = 3\n" + std::string((1 << 20) - 15, '#'));
+  EXPECT_EQ(parse_args({"--config=" + exact}).model.num_layers, 3);  // 1 MiB exactly is fine
+  const std::string locked = write_temp_file("locked.ini", "num-layers = 2\n");
+  ::chmod(locked.c_str(), 0);
+  if (::geteuid() != 0)  // root reads it anyway
+    expect_usage_error({"--config=" + locked}, {"--config=" + locked, "cannot open"});
+  ::chmod(locked.c_str(), 0600);
+  expect_usage_error({"--config=/nonexistent/dir/x.ini"}, {"--config=/nonexistent/dir/x.ini", "cannot open"});
 }
 
 // --max-skipped-steps (the trainer skips non-finite steps; this is the option).

@@ -9,8 +9,12 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -234,6 +238,27 @@ po::options_description command_line_options() {
   return d;
 }
 
+// A value in a message, on one line: control characters as \n, \t, \xNN.
+std::string printable(const std::string& v) {
+  std::string t;
+  for (unsigned char ch : v) {
+    if (ch == '\n') {
+      t += "\\n";
+    } else if (ch == '\r') {
+      t += "\\r";
+    } else if (ch == '\t') {
+      t += "\\t";
+    } else if (ch < 0x20 || ch == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", ch);
+      t += buf;
+    } else {
+      t += char(ch);
+    }
+  }
+  return t;
+}
+
 // One line for any Boost parse error; `source` names the INI text ("" for the command line).
 std::string boost_error_text(const po::error& e, const std::string& source) {
   if (auto* u = dynamic_cast<const po::unknown_option*>(&e)) {
@@ -266,6 +291,42 @@ void require_finite_min(const char* flag, double value, double min, bool strict)
 void require_unit_interval(const char* flag, double value) {
   if (!(value >= 0.0 && value < 1.0))
     usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be in [0, 1)");
+}
+
+// Most a --config file may hold: a configuration is a short text file.
+constexpr std::uintmax_t kMaxConfigBytes = std::uintmax_t(1) << 20;
+
+// The text of the --config file `path`, or UsageError naming it: a path that
+// does not exist or cannot be read, a directory, anything but a regular file
+// (a device such as /dev/zero, a pipe: never opened, so never read forever),
+// more than 1 MiB, or bytes that are not text (NUL).
+std::string read_config_text(const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string source = "--config=" + printable(path);
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found || (ec && st.type() == fs::file_type::none))
+    usage_fail(source + ": cannot open the file (" + (ec ? ec.message() : std::string("no such file")) +
+               "); check the path");
+  if (fs::is_directory(st)) usage_fail(source + ": is a directory; give an INI file such as configs/tiny.ini");
+  if (!fs::is_regular_file(st))
+    usage_fail(source + ": not a regular file (a device, pipe or socket); give an INI file such as configs/tiny.ini");
+  const std::uintmax_t size = fs::file_size(path, ec);
+  auto too_large = [&](std::uintmax_t n) {
+    usage_fail(source + ": " + std::to_string(n) + (n > kMaxConfigBytes ? "" : "+") +
+               " bytes is too large for a configuration (at most 1 MiB of key = value lines); check the path");
+  };
+  if (!ec && size > kMaxConfigBytes) too_large(size);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) usage_fail(source + ": cannot open the file (" + std::strerror(errno) + "); check the path and its permissions");
+  std::string text(kMaxConfigBytes + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  if (in.bad()) usage_fail(source + ": cannot read the file (" + std::strerror(errno) + ")");
+  text.resize(size_t(in.gcount()));
+  if (text.size() > kMaxConfigBytes) too_large(text.size());
+  if (text.find('\0') != std::string::npos)
+    usage_fail(source + ": not a text file (it holds NUL bytes); give an INI file of key = value lines");
+  return text;
 }
 
 }  // namespace
@@ -379,9 +440,8 @@ TrainConfig parse(int argc, const char* const* argv, const StoredIni* stored) {
     }
   } else if (vm.count("config")) {
     const std::string path = vm["config"].as<std::string>();
-    const std::string source = "--config=" + path;
-    std::ifstream in(path);
-    if (!in) usage_fail(source + ": cannot open the file; check the path");
+    const std::string source = "--config=" + printable(path);
+    std::istringstream in(read_config_text(path));
     try {
       // Stored after the command line: Boost keeps the first value stored, so
       // a flag on the command line overrides the file.

@@ -87,8 +87,9 @@ struct TrainConfig {
 
 // Parses argv (argv[0] is the program name). Throws UsageError (one line) for
 // an unknown flag, a bad value, a bad combination, a missing or unreadable
-// --config file or an unknown INI key. The result is validated and its
-// lr_decay_iters resolved, unless help is set.
+// --config file (a directory, not a regular file, not text, over 1 MiB) or an
+// unknown INI key. The result is validated and its lr_decay_iters resolved,
+// unless help is set.
 // Real values must fit 32-bit float (check_float_range, model/config.h).
 // (A char** argv converts implicitly.)
 TrainConfig parse_train_config(int argc, const char* const* argv);
