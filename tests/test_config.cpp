@@ -1,11 +1,14 @@
 // test_config.cpp — the training CLI (include/rmoe/train/config.h): defaults,
 // every flag, every validation error (one line naming the option and value),
 // INI file + command-line precedence, config_to_ini round trip, and a frozen
-// list of flags.
+// list of flags. Also the fuzzer's config findings F3 and F4
+// (tests/fuzz/README.md, reproducers in tests/fuzz/findings/config_*.ini) and
+// Boost.Program_options' errors, which must never reach Boost 1.74's what().
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -306,6 +309,90 @@ TEST(TrainConfigErrors, ConfigMustBeAReadableTextFile) {
     expect_usage_error({"--config=" + locked}, {"--config=" + locked, "cannot open"});
   ::chmod(locked.c_str(), 0600);
   expect_usage_error({"--config=/nonexistent/dir/x.ini"}, {"--config=/nonexistent/dir/x.ini", "cannot open"});
+}
+
+// F3 (tests/fuzz/README.md, findings/config_hash_in_value_roundtrip.ini): a
+// text value that the INI form of the configuration cannot carry ('#' starts
+// a comment, a line break ends the line, white space at either end is
+// trimmed) is refused with the flag named, instead of being stored in a
+// checkpoint and read back as another value.
+TEST(TrainConfigErrors, TextValuesMustSurviveConfigToIni) {
+  // The reproducer: an INI part (empty) and, after "#argv", the argument.
+  expect_usage_error({"--data-path=data/run#2"}, {"--data-path=data/run#2", "'#' would start a comment"});
+  for (const char* flag : {"--data-path", "--save", "--load", "--metrics-file"}) {
+    const std::string f(flag);
+    expect_usage_error({f + "=run#2"}, {f + "=run#2", "'#'"});
+    expect_usage_error({f + "= run"}, {f + "= run", "white space at either end"});
+    expect_usage_error({f + "=run\t"}, {f + "=run\\t", "white space at either end"});
+    expect_usage_error({f + "=a\nb"}, {f + "=a\\nb", "line break"});  // one line: the newline is shown as \n
+    expect_usage_error({f + "=a\rb"}, {f + "=a\\rb", "line break"});
+  }
+  // What the INI form does carry is accepted and reads back unchanged
+  // (Boost's reader has no ';' comments: "a;b" stays "a;b").
+  for (const std::string v : {"a;b", "a=b", "[x]", "dir with spaces/x", "caf\xc3\xa9", "%value%", "%invalid_line%",
+                              "\"quoted\"", "a\\b"}) {
+    const TrainConfig c = parse_args({"--save=" + v, "--metrics-file=" + v});
+    const std::string ini = config_to_ini(c);
+    const TrainConfig back = parse_train_config_from_ini(ini, "config_to_ini text", {});
+    EXPECT_EQ(back.save, v);
+    EXPECT_EQ(back.metrics_file, v);
+    EXPECT_EQ(config_to_ini(back), ini);
+  }
+  TrainConfig t;
+  t.save = "ck ";
+  EXPECT_THROW(validate_train_config(t), UsageError);
+}
+
+// F4 (tests/fuzz/README.md, findings/config_boost_placeholder_hang.ini): an
+// INI line holding "%invalid_line%" hung rmoe_train --config forever inside
+// Boost 1.74's what(); the same for a checkpoint's stored configuration and
+// for any value that holds its own placeholder. Each now ends in one line.
+TEST(TrainConfigErrors, BoostPlaceholdersDoNotHang) {
+  const std::string hang = write_temp_file("placeholder.ini", "%invalid_line%\n");  // the reproducer's content
+  expect_usage_error({"--config=" + hang}, {"--config=" + hang, "'%invalid_line%'", "key = value"});
+  const std::string mixed = write_temp_file("placeholder2.ini", "num-layers = 2\nx %invalid_line% %option% y\n");
+  expect_usage_error({"--config=" + mixed}, {"'x %invalid_line% %option% y'"});
+  expect_usage_error({"--config=" + write_temp_file("placeholder3.ini", "%canonical_option%\n")},
+                     {"'%canonical_option%'"});
+  try {
+    parse_train_config_from_ini("%invalid_line%\n", "ck.h5", {});
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("ck.h5: its stored configuration is not readable"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("'%invalid_line%'"), std::string::npos) << e.what();
+  }
+  // Command-line errors with placeholders in what the user typed.
+  expect_usage_error({"--lr%canonical_option%=1"}, {"--lr%canonical_option%", "unknown option"});
+  expect_usage_error({"--lr", "--%original_token%"}, {"lr"});
+  expect_usage_error({"%prefix%"}, {"%prefix%", "unexpected argument"});
+  expect_usage_error({"--help=%option%"}, {"help"});
+}
+
+// option_error_text on every kind of Boost.Program_options error whose
+// values can come from the user (parse_or_usage in src/apps/app_options.h
+// uses it for the other apps' typed options too).
+TEST(TrainConfig, OptionErrorTextNeverCallsBoostsWhat) {
+  namespace po = boost::program_options;
+  const po::invalid_config_file_syntax line("%invalid_line%", po::invalid_syntax::unrecognized_line);
+  EXPECT_EQ(option_error_text(line), "the line '%invalid_line%' is not a 'key = value' line (nor a # comment)");
+  po::invalid_option_value value("%value% and %canonical_option%");
+  value.set_option_name("--max-tokens");
+  value.set_prefix(po::command_line_style::allow_long);
+  EXPECT_EQ(option_error_text(value),
+            "the argument ('%value% and %canonical_option%') for option '--max-tokens' is invalid");
+  const po::unknown_option unknown("--x%original_token%");
+  EXPECT_EQ(option_error_text(unknown), "unrecognised option '--x%original_token%'");
+  po::invalid_command_line_syntax missing(po::invalid_syntax::missing_parameter, "%option%", "%option%",
+                                          po::command_line_style::allow_long);
+  EXPECT_NE(option_error_text(missing).find("'--%option%'"), std::string::npos) << option_error_text(missing);
+  const po::multiple_occurrences twice;
+  EXPECT_FALSE(option_error_text(twice).empty());
+  const po::ambiguous_option ambiguous({"%option%a", "%option%b"});
+  EXPECT_FALSE(option_error_text(ambiguous).empty());
+  // '%' and the helper's own marker byte pass through untouched.
+  po::invalid_option_value odd(std::string("100%\x01\x03%"));
+  EXPECT_NE(option_error_text(odd).find("100%\\x01\\x03%"), std::string::npos) << option_error_text(odd);
+  EXPECT_EQ(option_error_text(std::runtime_error("plain")), "plain");
 }
 
 // --max-skipped-steps (the trainer skips non-finite steps; this is the option).

@@ -20,12 +20,15 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/train/checkpoint.h"
+#include "rmoe/train/config.h"  // option_error_text
 
 namespace rmoe {
 
 // Parses argv against `desc` as every rmoe app does: long options only, no
 // abbreviations ("--val" is not "--val-tokens"); a Boost error becomes a
-// one-line UsageError ending "; run with --help for the options". When
+// one-line UsageError ending "; run with --help for the options" (its text
+// from option_error_text, train/config.h: Boost's own what() can loop forever
+// on a value such as "%value%"). When
 // --help (an option of desc) is given, prints desc on stdout and returns
 // false: the caller exits with status 0.
 inline bool parse_or_usage(int argc, char** argv, const boost::program_options::options_description& desc,
@@ -36,7 +39,7 @@ inline bool parse_or_usage(int argc, char** argv, const boost::program_options::
     po::store(po::command_line_parser(argc, argv).options(desc).style(style).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + "; run with --help for the options");
+    throw UsageError(option_error_text(e) + "; run with --help for the options");
   }
   if (vm.count("help")) {
     std::cout << desc << "\n";

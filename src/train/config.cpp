@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <type_traits>
 
@@ -238,6 +240,42 @@ po::options_description command_line_options() {
   return d;
 }
 
+// Boost keeps an error's values (the option, the value, the INI line) in a
+// protected map that what() substitutes into the error's template. A pointer
+// to that member, formed in a derived class, reaches it on any error object.
+struct BoostErrorFields : po::error_with_option_name {
+  using Map = std::map<std::string, std::string>;
+  static Map po::error_with_option_name::*substitutions() { return &BoostErrorFields::m_substitutions; }
+};
+
+// '%' -> "\x01\x03" and '\x01' -> "\x01\x02", so no value holds a placeholder
+// ("%name%"); reveal_percent() undoes it on the finished message.
+std::string hide_percent(const std::string& s) {
+  std::string t;
+  for (char ch : s) {
+    if (ch == '%') {
+      t += "\x01\x03";
+    } else if (ch == '\x01') {
+      t += "\x01\x02";
+    } else {
+      t += ch;
+    }
+  }
+  return t;
+}
+
+std::string reveal_percent(const std::string& s) {
+  std::string t;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x01' && i + 1 < s.size() && (s[i + 1] == '\x02' || s[i + 1] == '\x03')) {
+      t += s[++i] == '\x03' ? '%' : '\x01';
+    } else {
+      t += s[i];
+    }
+  }
+  return t;
+}
+
 // A value in a message, on one line: control characters as \n, \t, \xNN.
 std::string printable(const std::string& v) {
   std::string t;
@@ -262,11 +300,11 @@ std::string printable(const std::string& v) {
 // One line for any Boost parse error; `source` names the INI text ("" for the command line).
 std::string boost_error_text(const po::error& e, const std::string& source) {
   if (auto* u = dynamic_cast<const po::unknown_option*>(&e)) {
-    if (source.empty()) return u->get_option_name() + ": unknown option; run with --help for the list";
-    return source + ": unknown key '" + u->get_option_name() +
+    if (source.empty()) return printable(u->get_option_name()) + ": unknown option; run with --help for the list";
+    return source + ": unknown key '" + printable(u->get_option_name()) +
            "' (keys are the flag names without dashes, e.g. num-layers; run with --help for the list)";
   }
-  return (source.empty() ? std::string() : source + ": ") + e.what() + "; run with --help for the options";
+  return (source.empty() ? std::string() : source + ": ") + option_error_text(e) + "; run with --help for the options";
 }
 
 [[noreturn]] void rethrow_boost(const po::error& e, const std::string& source) {
@@ -291,6 +329,21 @@ void require_finite_min(const char* flag, double value, double min, bool strict)
 void require_unit_interval(const char* flag, double value) {
   if (!(value >= 0.0 && value < 1.0))
     usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be in [0, 1)");
+}
+
+// A text value must read back unchanged from config_to_ini's "key = value"
+// line (what checkpoints store): the INI reader ends a value at '#' (a
+// comment) and at a line break, and trims white space at both ends.
+void require_ini_text(const char* flag, const std::string& v) {
+  const std::string arg = std::string(flag) + "=" + printable(v);
+  const char* where = " where the configuration is stored (config_to_ini, checkpoints)";
+  if (v.find('#') != std::string::npos)
+    usage_fail(arg + ": '#' would start a comment" + where + "; use a value without '#'");
+  if (v.find_first_of("\n\r") != std::string::npos)
+    usage_fail(arg + ": a line break would end the value" + where + "; use a value on one line");
+  auto space = [](char ch) { return std::isspace(static_cast<unsigned char>(ch)) != 0; };
+  if (!v.empty() && (space(v.front()) || space(v.back())))
+    usage_fail(arg + ": white space at either end would be dropped" + where + "; remove it");
 }
 
 // Most a --config file may hold: a configuration is a short text file.
@@ -360,6 +413,10 @@ void validate_train_config(const TrainConfig& c) {
   if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)
     usage_fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +
                std::to_string(c.model.num_experts));
+  require_ini_text("--data-path", c.data_path);
+  require_ini_text("--save", c.save);
+  require_ini_text("--load", c.load);
+  require_ini_text("--metrics-file", c.metrics_file);
   if (c.data_path.empty()) usage_fail("--data-path= must not be empty; give a dataset directory or synthetic:markov");
   if (is_synthetic_data_path(c.data_path) && c.data_path != "synthetic:markov")
     usage_fail("--data-path=" + c.data_path + ": unknown synthetic source; available: synthetic:markov");
@@ -373,6 +430,24 @@ void validate_train_config(const TrainConfig& c) {
                std::to_string(c.eval_interval) + " is set");
   require_min("--log-interval", c.log_interval, 1);
   check_device_supported(c.device);
+}
+
+std::string option_error_text(const std::exception& e) {
+  // Built here from the parts, never through Boost's what():
+  if (auto* line = dynamic_cast<const po::invalid_config_file_syntax*>(&e))
+    return "the line '" + printable(line->tokens()) + "' is not a 'key = value' line (nor a # comment)";
+  if (auto* u = dynamic_cast<const po::unknown_option*>(&e))
+    return "unrecognised option '" + printable(u->get_option_name()) + "'";
+  if (auto* a = dynamic_cast<const po::ambiguous_option*>(&e))
+    return "option '" + printable(a->get_option_name()) + "' is ambiguous";
+  // The rest substitute their values into a template: on a copy whose values
+  // hold no '%' (so no placeholder), then the '%' put back.
+  if (auto* named = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    po::error_with_option_name copy(*named);  // what() is this class's (only ambiguous_option overrides it)
+    for (auto& kv : copy.*BoostErrorFields::substitutions()) kv.second = hide_percent(kv.second);
+    return printable(reveal_percent(copy.what()));
+  }
+  return printable(e.what());  // fixed texts (reading_file, too_many_positional_options_error, ...)
 }
 
 void check_batch_layout(const TrainConfig& c, int ranks) {

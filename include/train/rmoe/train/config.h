@@ -17,6 +17,7 @@
 // round trip, frozen CLI surface).
 #pragma once
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,8 @@ struct TrainConfig {
 // unknown INI key. The result is validated and its lr_decay_iters resolved,
 // unless help is set.
 // Real values must fit 32-bit float (check_float_range, model/config.h).
+// Text values (paths) must survive config_to_ini: no '#', no line break, no
+// white space at either end.
 // (A char** argv converts implicitly.)
 TrainConfig parse_train_config(int argc, const char* const* argv);
 
@@ -108,6 +111,13 @@ TrainConfig parse_train_config_from_ini(const std::string& ini, const std::strin
 
 // Throws UsageError naming the first bad option (ModelConfig's checks first).
 void validate_train_config(const TrainConfig& cfg);
+
+// The one-line text of an exception from Boost.Program_options (for any other
+// exception: its what()), built without ever letting Boost 1.74 substitute a
+// value that contains its own placeholder: its what() then loops forever (an
+// INI line "%invalid_line%", a value "%value%"; tests/fuzz/README.md F4).
+// rmoe's parsers and the apps' parse_or_usage (src/apps/app_options.h) use it.
+std::string option_error_text(const std::exception& e);
 
 // Throws UsageError unless the global batch splits into whole micro-batches:
 // with ranks = 0 (no layout yet, as when parsing) in one process, e.g.
