@@ -414,6 +414,25 @@ TEST(TrainConfig, MaxSkippedSteps) {
       << help;
 }
 
+// Shapes whose counts do not fit 64 bits, or whose token slots do not fit
+// the model's 32-bit indices, stop at parsing with the options named (they
+// printed negative counts in --dry-run, or failed in an allocation).
+TEST(TrainConfigErrors, ShapesMustFitTheirCounts) {
+  expect_usage_error({"--dry-run", "--hidden-size=2147483646", "--num-attention-heads=1"},
+                     {"--hidden-size", "--num-layers", "does not fit in 64-bit integers"});
+  expect_usage_error({"--dry-run", "--num-experts=2147483647", "--ffn-hidden-size=2147483647"},
+                     {"--num-experts", "--ffn-hidden-size", "64-bit"});
+  expect_usage_error({"--seq-length=2147483647"},
+                     {"--micro-batch-size=4 x --seq-length=2147483647 x --moe-router-topk=2", "32-bit indices"});
+  expect_usage_error({"--seq-length=1000000", "--micro-batch-size=2048", "--global-batch-size=2048"},
+                     {"--micro-batch-size=2048", "--seq-length=1000000"});
+  expect_usage_error({"--micro-batch-size=1", "--global-batch-size=8", "--moe-router-topk=1", "--seq-length=2147483647",
+                      "--num-attention-heads=64", "--hidden-size=128"},
+                     {"--num-attention-heads", "--seq-length^2", "64-bit"});
+  expect_usage_error({"--router-dim=715827883"}, {"--router-dim=715827883", "GRU", "at most 715827882"});
+  EXPECT_EQ(parse_args({"--router-dim=715827883", "--moe-router-type=mlp", "--dry-run"}).model.router_dim, 715827883);
+}
+
 TEST(TrainConfig, CommandLineOverridesIniFile) {
   const std::string path = write_temp_file("precedence.ini",
                                            "# a comment\n"

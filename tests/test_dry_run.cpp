@@ -1,13 +1,26 @@
 // test_dry_run.cpp — compute_model_stats (include/rmoe/train/dry_run.h)
-// against parameter counts written out by hand from docs/MODEL.md's table, for
-// the paper's 0.91B configuration, plus consistency checks on every router
-// type and the printed report.
+// against what the code really builds: the parameter parts against the
+// parameter registry (model_param_specs), the activation figure against a
+// built model's arena (Model<float>::activation_bytes), for every router and
+// odd shapes; the paper's 0.91B configuration (1,069,106,560 parameters) as
+// an independent anchor; 64-bit counts and their overflow.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "rmoe/core/error.h"
+#include "rmoe/model/model.h"
+#include "rmoe/model/params.h"
 #include "rmoe/train/dry_run.h"
+#include "test_util.h"
 
 namespace rmoe {
 namespace {
+
+using testutil::expect_error;
+using testutil::parse_args;
 
 // The paper's 24-layer configuration: L=24, d=1280, H=20, E=16, f=448, k=4,
 // p=128, V=96512, S=4096, GRU router, untied head, micro-batch 1.
@@ -29,6 +42,102 @@ TrainConfig paper_config() {
   return c;
 }
 
+// Small shapes with odd sizes (nothing a multiple of 16), every router, tied
+// and untied, one and several sequences per micro-batch.
+std::vector<TrainConfig> varied_configs() {
+  std::vector<TrainConfig> out;
+  for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::rnn}) {
+    for (bool tied : {false, true}) {
+      for (int mb : {1, 3}) {
+        TrainConfig c;
+        c.model.num_layers = 3;
+        c.model.hidden_size = 12;
+        c.model.num_heads = 3;
+        c.model.num_experts = 5;
+        c.model.topk = 2;
+        c.model.ffn_hidden_size = 7;
+        c.model.router_dim = 9;
+        c.model.vocab_size = 29;
+        c.model.seq_length = 11;
+        c.model.router_type = r;
+        c.model.tie_embeddings = tied;
+        c.micro_batch_size = mb;
+        c.global_batch_size = 3 * mb;
+        out.push_back(c);
+      }
+    }
+  }
+  TrainConfig defaults;  // the defaults (multiples of 16 everywhere)
+  out.push_back(defaults);
+  return out;
+}
+
+std::string describe(const TrainConfig& c) {
+  return std::string(router_type_name(c.model.router_type)) + (c.model.tie_embeddings ? " tied" : " untied") +
+         " mb=" + std::to_string(c.micro_batch_size) + " d=" + std::to_string(c.model.hidden_size);
+}
+
+// Which part of the dry-run table a registry tensor belongs to.
+std::string part_of(const std::string& name) {
+  if (name == "embed/wte") return "embedding";
+  if (name == "head") return "head";
+  if (name.find("/attn/") != std::string::npos) return "attention";
+  if (name.find("norm") != std::string::npos) return "norms";
+  if (name.find("router/") != std::string::npos) return "router";
+  if (name.find("/experts/") != std::string::npos) return "experts";
+  return "unknown: " + name;
+}
+
+// The dry run counts exactly the tensors the model registers, part by part.
+TEST(DryRun, PartsAreTheParameterRegistrys) {
+  for (const TrainConfig& c : varied_configs()) {
+    std::map<std::string, int64_t> parts;
+    int64_t all = 0;
+    for (const ParamSpec& p : model_param_specs(c.model)) {
+      parts[part_of(p.name)] += p.numel();
+      all += p.numel();
+    }
+    const ModelStats s = compute_model_stats(c);
+    EXPECT_EQ(parts.size(), c.model.tie_embeddings ? 5u : 6u) << describe(c);  // no "unknown: ..."
+    EXPECT_EQ(s.embedding_params, parts["embedding"]) << describe(c);
+    EXPECT_EQ(s.head_params, parts["head"]) << describe(c);
+    EXPECT_EQ(s.attention_params, parts["attention"]) << describe(c);
+    EXPECT_EQ(s.norm_params, parts["norms"]) << describe(c);
+    EXPECT_EQ(s.router_params, parts["router"]) << describe(c);
+    EXPECT_EQ(s.expert_params, parts["experts"]) << describe(c);
+    EXPECT_EQ(s.total_params, all) << describe(c);
+    // What ParamStore allocates: the same count, split into its two buffers.
+    ParamStore<float> store(model_param_specs(c.model));
+    EXPECT_EQ(int64_t(store.replicated().size() + store.expert().size()), s.total_params) << describe(c);
+    EXPECT_EQ(int64_t(store.expert().size()), s.expert_params) << describe(c);
+    // Active: k of E experts per layer.
+    EXPECT_EQ(s.active_params_per_token, s.total_params - s.expert_params / c.model.num_experts *
+                                                              (c.model.num_experts - c.model.topk))
+        << describe(c);
+    // A linear router is L gate matrices [E, d].
+    TrainConfig lin = c;
+    lin.model.router_type = RouterType::linear;
+    int64_t linear_router = 0;
+    for (const ParamSpec& p : model_param_specs(lin.model))
+      if (part_of(p.name) == "router") linear_router += p.numel();
+    EXPECT_EQ(s.router_params_linear_equivalent, linear_router) << describe(c);
+  }
+}
+
+// The activation figure is the model's arena for that micro-batch, exactly.
+TEST(DryRun, ActivationFigureIsTheModelsArena) {
+  for (const TrainConfig& c : varied_configs()) {
+    const ModelStats s = compute_model_stats(c);
+    const Model<float> model(c.model, c.micro_batch_size);
+    EXPECT_EQ(s.activation_bytes_estimate, model.activation_bytes()) << describe(c);
+    EXPECT_GT(s.index_bytes_estimate, 0) << describe(c);
+    EXPECT_EQ(s.memory_bytes_estimate, 16 * s.total_params + s.activation_bytes_estimate + s.index_bytes_estimate)
+        << describe(c);
+  }
+}
+
+// An independent anchor: the paper's configuration, counted by hand from
+// docs/MODEL.md's table.
 TEST(DryRun, PaperConfigMatchesHandCount) {
   const ModelStats s = compute_model_stats(paper_config());
 
@@ -65,46 +174,10 @@ TEST(DryRun, PaperConfigMatchesHandCount) {
   EXPECT_DOUBLE_EQ(s.flops_per_token, flops);
   EXPECT_DOUBLE_EQ(s.flops_per_token, 3468853248.0);
 
-  // Memory: 16 bytes per parameter + 4 bytes per kept activation of one
-  // micro-batch (1 x 4096 tokens), per token:
-  //   24 * (8 d + H S + 7 p + 2 E + k (2 d + 3 f)) + 2 d + 2 V
-  const int64_t act_floats_per_token =
-      24LL * (8 * 1280 + 20 * 4096 + 7 * 128 + 2 * 16 + 4 * (2 * 1280 + 3 * 448)) + 2 * 1280 + 2 * 96512;
-  const int64_t activation_bytes = 4LL * 4096 * act_floats_per_token;
-  EXPECT_EQ(s.activation_bytes_estimate, activation_bytes);
-  EXPECT_EQ(s.memory_bytes_estimate, 16 * total + activation_bytes);
-}
-
-TEST(DryRun, PartsAddUpForEveryRouter) {
-  TrainConfig c;  // small defaults
-  for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::rnn}) {
-    for (bool tied : {false, true}) {
-      c.model.router_type = r;
-      c.model.tie_embeddings = tied;
-      const ModelStats s = compute_model_stats(c);
-      EXPECT_EQ(s.total_params, s.embedding_params + s.head_params + s.attention_params + s.norm_params +
-                                    s.router_params + s.expert_params);
-      EXPECT_EQ(s.head_params, tied ? 0 : s.embedding_params);
-      EXPECT_LT(s.active_params_per_token, s.total_params);
-      EXPECT_GT(s.flops_per_token, 6.0 * s.attention_params);
-    }
-  }
-  const int64_t L = c.model.num_layers, d = c.model.hidden_size, E = c.model.num_experts, p = c.model.router_dim;
-  c.model.router_type = RouterType::linear;
-  const ModelStats lin = compute_model_stats(c);
-  EXPECT_EQ(lin.router_params, L * E * d);
-  EXPECT_EQ(lin.router_params, lin.router_params_linear_equivalent);
-  c.model.router_type = RouterType::mlp;
-  const ModelStats mlp = compute_model_stats(c);
-  EXPECT_EQ(mlp.router_params, L * (p * d + p + E * p + E));
-  c.model.router_type = RouterType::rnn;
-  EXPECT_EQ(compute_model_stats(c).router_params, mlp.router_params + 2 * p * p + 2 * p);
-  c.model.router_type = RouterType::gru;
-  EXPECT_EQ(compute_model_stats(c).router_params, mlp.router_params + 6 * p * p + 6 * p);
-  // k = E: every expert is active.
-  c.model.topk = c.model.num_experts;
-  const ModelStats all = compute_model_stats(c);
-  EXPECT_EQ(all.active_params_per_token, all.total_params);
+  // Memory: 16 bytes per parameter plus the model's buffers; the attention
+  // probabilities alone (24 layers x H S^2 floats) are 6 GiB of them.
+  EXPECT_EQ(s.memory_bytes_estimate, 16 * total + s.activation_bytes_estimate + s.index_bytes_estimate);
+  EXPECT_GT(s.activation_bytes_estimate, 4LL * 24 * 20 * 4096 * 4096);
 }
 
 TEST(DryRun, ReportShowsTheRouterOverhead) {
@@ -117,6 +190,60 @@ TEST(DryRun, ReportShowsTheRouterOverhead) {
   EXPECT_NE(text.find("3,592,320"), std::string::npos) << text;      // difference
   EXPECT_NE(text.find("0.336%"), std::string::npos) << text;         // of the total
   std::printf("%s", text.c_str());
+}
+
+// 64-bit counts: shapes far past 2^31 elements count right; shapes past 2^63
+// are refused with the options named (--dry-run printed negative counts).
+TEST(DryRun, CountsAre64BitAndOverflowIsRefused) {
+  TrainConfig big;
+  big.model.num_layers = 64;
+  big.model.hidden_size = 65536;
+  big.model.num_heads = 2;
+  big.model.ffn_hidden_size = 65536;
+  big.model.num_experts = 1024;
+  big.model.topk = 1;
+  big.model.vocab_size = 1 << 20;
+  big.micro_batch_size = 1;
+  EXPECT_NO_THROW(validate_train_config(big));
+  const ModelStats s = compute_model_stats(big);
+  const __int128 d = 65536, f = 65536, E = 1024, L = 64, V = 1 << 20, p = 128;
+  const __int128 expect = V * d * 2 + L * 4 * d * d + (2 * L + 1) * d + L * (p * d + p + E * p + E) +
+                          (2 * 3 * p * p + 2 * 3 * p) + L * E * 3 * f * d;
+  EXPECT_EQ(__int128(s.total_params), expect);
+  EXPECT_EQ(__int128(s.expert_params), L * E * 3 * f * d);  // 8.4e14, far past 2^31
+  EXPECT_GT(s.memory_bytes_estimate, 16 * s.total_params);
+
+  const std::string out = format_dry_run(big, s);
+  // No negative parameter count (the router's difference to a linear router may be).
+  EXPECT_EQ(out.substr(0, out.find("what the router adds")).find(" -"), std::string::npos) << out;
+
+  // Past 2^63: refused by compute_model_stats and already by parsing.
+  TrainConfig huge = big;
+  huge.model.hidden_size = 2147483646;
+  huge.model.num_heads = 1;
+  expect_error<UsageError>([&] { compute_model_stats(huge); },
+                           {"the attention parameters (--num-layers x 4 x --hidden-size^2)", "2147483646",
+                            "does not fit in 64-bit integers", "lower --hidden-size"});
+  expect_error<UsageError>(
+      [&] {
+        parse_args({"--dry-run", "--hidden-size=2147483646", "--num-attention-heads=1", "--ffn-hidden-size=2147483647",
+                    "--vocab-size=2147483647", "--seq-length=2147483647"});
+      },
+      {"--hidden-size", "64-bit"});
+  huge = big;
+  huge.model.num_experts = 2147483647;
+  huge.model.ffn_hidden_size = 2147483647;
+  expect_error<UsageError>([&] { compute_model_stats(huge); },
+                           {"--num-experts", "--ffn-hidden-size", "does not fit in 64-bit integers"});
+  EXPECT_THROW(huge.model.validate(), UsageError);  // ModelConfig alone refuses it too
+  // Token slots past the model's 32-bit indices.
+  TrainConfig slots;
+  slots.model.seq_length = 2147483647;
+  expect_error<UsageError>([&] { compute_model_stats(slots); },
+                           {"--micro-batch-size=4 x --seq-length=2147483647 x --moe-router-topk=2", "32-bit"});
+  // ParamSpec::numel is checked too (a shape only a bug could build).
+  const ParamSpec wide{"w", {int64_t(1) << 40, int64_t(1) << 40}, Init::normal, true, false, 0};
+  EXPECT_THROW(wide.numel(), Error);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// config.cpp — ModelConfig::validate and the router-type names.
+// config.cpp — ModelConfig::validate, the router-type names, the parameter
+// count by part and the 64-bit size arithmetic of shapes.
 //
 // Messages use the CLI flag names (train/config.h maps flags to fields), so a
 // user sees e.g. "--moe-router-topk=5 must be <= --num-experts=4".
@@ -7,6 +8,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <limits>
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/format.h"
@@ -30,7 +32,29 @@ void require_positive(const char* flag, double value) {
     usage_fail(std::string(flag) + "=" + shortest_text(value) + " must be a finite number > 0");
 }
 
+std::string joined(std::initializer_list<int64_t> xs, const char* sep) {
+  std::string t;
+  for (int64_t x : xs) t += (t.empty() ? "" : sep) + std::to_string(x);
+  return t;
+}
+
 }  // namespace
+
+int64_t shape_product(std::initializer_list<int64_t> factors, const std::string& what, const std::string& advice) {
+  int64_t r = 1;
+  for (int64_t f : factors)
+    if (f < 0 || __builtin_mul_overflow(r, f, &r))
+      usage_fail(what + " = " + joined(factors, " x ") + " does not fit in 64-bit integers; " + advice);
+  return r;
+}
+
+int64_t shape_sum(std::initializer_list<int64_t> terms, const std::string& what, const std::string& advice) {
+  int64_t r = 0;
+  for (int64_t t : terms)
+    if (t < 0 || __builtin_add_overflow(r, t, &r))
+      usage_fail(what + " = " + joined(terms, " + ") + " does not fit in 64-bit integers; " + advice);
+  return r;
+}
 
 void check_float_range(const char* flag, double value) {
   const double a = std::fabs(value);
@@ -38,6 +62,42 @@ void check_float_range(const char* flag, double value) {
   usage_fail(std::string(flag) + "=" + shortest_text(value) + " is outside the range of 32-bit float, which rmoe " +
              "computes in (it would be " + (a > double(FLT_MAX) ? "inf" : "0") +
              "): give 0 or a magnitude from 1.1755e-38 to 3.4028e+38");
+}
+
+ModelParamCounts model_param_counts(const ModelConfig& c) {
+  const int64_t L = c.num_layers, d = c.hidden_size, V = c.vocab_size, p = c.router_dim, E = c.num_experts,
+                f = c.ffn_hidden_size;
+  const std::string shape = "lower --num-layers, --hidden-size, --num-experts, --ffn-hidden-size or --vocab-size";
+  ModelParamCounts n;
+  n.embedding = shape_product({V, d}, "the embedding (--vocab-size x --hidden-size)", "lower --vocab-size or --hidden-size");
+  n.head = c.tie_embeddings ? 0 : n.embedding;  // head [V, d]
+  n.attention = shape_product({L, 4, d, d}, "the attention parameters (--num-layers x 4 x --hidden-size^2)",
+                              "lower --hidden-size or --num-layers");
+  n.norms = shape_product({2 * L + 1, d}, "the norm parameters ((2 x --num-layers + 1) x --hidden-size)", shape);
+  int64_t per_layer = 0;  // one layer's router tensors
+  const std::string router = "the router parameters of one layer (--router-dim, --hidden-size, --num-experts)";
+  const std::string lower_router = "lower --router-dim, --hidden-size or --num-experts";
+  if (c.router_type == RouterType::linear) {
+    per_layer = shape_product({E, d}, "the router parameters of one layer (--num-experts x --hidden-size)",
+                              "lower --num-experts or --hidden-size");  // gate_w [E, d]
+  } else {  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
+    per_layer = shape_sum({shape_product({p, d}, router, lower_router), p, shape_product({E, p}, router, lower_router), E},
+                          router, lower_router);
+  }
+  if (c.router_type == RouterType::gru || c.router_type == RouterType::rnn) {
+    const int64_t g = (c.router_type == RouterType::gru ? 3 : 1) * p;  // w_ih, w_hh [g, p]; b_ih, b_hh [g]
+    const std::string cell = "the shared router cell (--router-dim^2)";
+    n.router_cell = shape_sum({shape_product({2, g, p}, cell, "lower --router-dim"), 2 * g}, cell, "lower --router-dim");
+  }
+  n.router = shape_sum({shape_product({L, per_layer}, "the router parameters (--num-layers x one layer's)", shape),
+                        n.router_cell},
+                       "the router parameters", shape);
+  n.experts = shape_product({L, E, 3, f, d},
+                            "the expert parameters (--num-layers x --num-experts x 3 x --ffn-hidden-size x --hidden-size)",
+                            "lower --num-experts, --ffn-hidden-size, --hidden-size or --num-layers");
+  n.total = shape_sum({n.embedding, n.head, n.attention, n.norms, n.router, n.experts},
+                      "the parameter count (embedding + head + attention + norms + router + experts)", shape);
+  return n;
 }
 
 RouterType parse_router_type(const std::string& s) {
@@ -87,11 +147,17 @@ void ModelConfig::validate() const {
   require_positive("--init-method-std", init_std);
   require_positive("rms_eps", rms_eps);        // not a flag: fixed by MODEL.md
   require_positive("rope_theta", rope_theta);  // not a flag: fixed by MODEL.md
+  // The GEMMs take 32-bit dimensions; every other matrix side is one of the
+  // 32-bit fields above, the GRU cell's gate rows are 3p.
+  if (router_type == RouterType::gru && int64_t(3) * router_dim > std::numeric_limits<int32_t>::max())
+    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the GRU cell's 3 x --router-dim rows must fit " +
+               "32-bit matrix dimensions; give at most " + std::to_string(std::numeric_limits<int32_t>::max() / 3));
   check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
   check_float_range("--moe-z-loss-coeff", z_loss_coeff);
   check_float_range("--init-method-std", init_std);
   check_float_range("rms_eps", rms_eps);
   check_float_range("rope_theta", rope_theta);
+  (void)model_param_counts(*this);  // every parameter count fits in 64 bits
 }
 
 }  // namespace rmoe

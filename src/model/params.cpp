@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 #include "rmoe/core/rng.h"
 #include "rmoe/kernels/ops.h"
 
@@ -12,7 +13,9 @@ namespace rmoe {
 
 int64_t ParamSpec::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    RMOE_CHECK(d >= 0 && !__builtin_mul_overflow(n, d, &n),
+               "parameter " << name << " of shape " << shape_text(shape) << " has more elements than 64-bit counts hold");
   return n;
 }
 
@@ -64,7 +67,8 @@ ParamStore<T>::ParamStore(std::vector<ParamSpec> specs) : specs_(std::move(specs
   for (auto& s : specs_) {
     int64_t& n = s.expert ? ne : nr;
     s.offset = n;
-    n += s.numel();
+    RMOE_CHECK(!__builtin_add_overflow(n, s.numel(), &n),
+               "the parameters up to " << s.name << " are more than 64-bit counts hold");
   }
   replicated_.assign(nr, T(0));
   expert_.assign(ne, T(0));

@@ -27,6 +27,7 @@
 #include "rmoe/data/synthetic.h"  // is_synthetic_data_path
 #include "rmoe/core/error.h"
 #include "rmoe/core/format.h"
+#include "rmoe/train/dry_run.h"   // compute_model_stats: the shape's counts fit
 
 namespace rmoe {
 
@@ -430,6 +431,7 @@ void validate_train_config(const TrainConfig& c) {
                std::to_string(c.eval_interval) + " is set");
   require_min("--log-interval", c.log_interval, 1);
   check_device_supported(c.device);
+  (void)compute_model_stats(c);  // every count of the shape fits (UsageError naming the options otherwise)
 }
 
 std::string option_error_text(const std::exception& e) {

@@ -1,50 +1,105 @@
 // dry_run.cpp — parameter counts, FLOPs and memory of a configuration
-// (definitions in include/rmoe/train/dry_run.h; shapes from docs/MODEL.md).
+// (definitions in include/rmoe/train/dry_run.h; shapes from docs/MODEL.md;
+// the arena from src/model/model.cpp's Model::carve).
 // Tested by tests/test_dry_run.cpp.
 #include "rmoe/train/dry_run.h"
 
 #include <cstdio>
+#include <limits>
 #include <sstream>
+
+#include "rmoe/core/error.h"
 
 namespace rmoe {
 
 namespace {
 
-struct RouterCounts {
-  int64_t per_layer = 0;          // parameters of one layer's router tensors
-  int64_t shared_cell = 0;        // the GRU/RNN cell, shared by all layers
-  int64_t matmul_per_layer = 0;   // matrix weights one token meets per layer (cell included)
-  int64_t activations_per_layer = 0;  // floats kept per token per layer for backward
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+// Matrix weights one token meets per layer in the router (cell included), and
+// the router's own per-layer parameters; in double (FLOPs only).
+double router_matmul_per_layer(const ModelConfig& m) {
+  const double d = m.hidden_size, E = m.num_experts, p = m.router_dim;
+  switch (m.router_type) {
+    case RouterType::linear: return E * d;                            // gate_w [E, d]
+    case RouterType::mlp: return p * d + E * p;                       // proj_w [p, d], gate_w [E, p]
+    case RouterType::gru: return p * d + E * p + 2 * (3 * p * p);     // + cell w_ih, w_hh [3p, p]
+    case RouterType::rnn: return p * d + E * p + 2 * (p * p);         // + cell w_ih, w_hh [p, p]
+  }
+  return 0;
+}
+
+// Sums the views Model::carve takes from its arena, each rounded up to 16
+// elements as Arena::take does, in 64-bit checked arithmetic.
+class ArenaCount {
+ public:
+  explicit ArenaCount(std::string what) : what_(std::move(what)) {}
+  void take(std::initializer_list<int64_t> dims) { take_n(1, dims); }
+  void take_n(int64_t count, std::initializer_list<int64_t> dims) {  // `count` views of that shape
+    const int64_t n = shape_product(dims, what_, kAdvice);
+    add(shape_product({count, shape_sum({n, 15}, what_, kAdvice) / 16 * 16}, what_, kAdvice));
+  }
+  void add_count(const ArenaCount& other, int64_t times) { add(shape_product({times, other.elements_}, what_, kAdvice)); }
+  int64_t elements() const { return elements_; }
+
+  static constexpr const char* kAdvice = "lower --micro-batch-size or --seq-length";
+
+ private:
+  void add(int64_t n) { elements_ = shape_sum({elements_, n}, what_, kAdvice); }
+  std::string what_;
+  int64_t elements_ = 0;
 };
 
-RouterCounts router_counts(const ModelConfig& m) {
-  const int64_t d = m.hidden_size, E = m.num_experts, p = m.router_dim;
-  RouterCounts r;
-  switch (m.router_type) {
-    case RouterType::linear:  // gate_w [E, d]
-      r.per_layer = E * d;
-      r.matmul_per_layer = E * d;
-      r.activations_per_layer = 2 * E;  // logits, probs
-      break;
-    case RouterType::mlp:  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
-      r.per_layer = p * d + p + E * p + E;
-      r.matmul_per_layer = p * d + E * p;
-      r.activations_per_layer = 2 * p + 2 * E;  // pre-tanh, tanh; logits, probs
-      break;
-    case RouterType::gru:  // + cell w_ih, w_hh [3p, p], b_ih, b_hh [3p]
-      r.per_layer = p * d + p + E * p + E;
-      r.shared_cell = 2 * (3 * p * p) + 2 * (3 * p);
-      r.matmul_per_layer = p * d + E * p + 2 * (3 * p * p);
-      r.activations_per_layer = 7 * p + 2 * E;  // u', h_{i-1} side 3p, gates r z n, h; logits, probs
-      break;
-    case RouterType::rnn:  // + cell w_ih, w_hh [p, p], b_ih, b_hh [p]
-      r.per_layer = p * d + p + E * p + E;
-      r.shared_cell = 2 * (p * p) + 2 * p;
-      r.matmul_per_layer = p * d + E * p + 2 * (p * p);
-      r.activations_per_layer = 2 * p + 2 * E;  // u', h; logits, probs
-      break;
-  }
-  return r;
+// Elements of Model<T>(m, B)'s arena: the views of Model::carve
+// (src/model/model.cpp), grouped by shape as there.
+int64_t arena_elements(const ModelConfig& m, int64_t B) {
+  const int64_t S = m.seq_length, d = m.hidden_size, H = m.num_heads, E = m.num_experts, K = m.topk,
+                p = m.router_dim, V = m.vocab_size, L = m.num_layers;
+  const int64_t Tm = B * S, Tk = Tm * K;  // checked by compute_model_stats: Tk < 2^31
+  const int64_t g = m.router_type == RouterType::gru ? 3 * p : p;  // cell gate rows
+  const bool has_h = m.router_type != RouterType::linear;
+  const bool has_cell = m.router_type == RouterType::gru || m.router_type == RouterType::rnn;
+  const std::string what = "the activations of one micro-batch (--micro-batch-size x --seq-length tokens x the widths)";
+  ArenaCount layer(what);
+  layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out
+  layer.take_n(3, {Tm});     // rstd1, rstd2, lse
+  layer.take({shape_product({B, H, S, S},
+                            "the attention probabilities of one layer (--micro-batch-size x --num-attention-heads x "
+                            "--seq-length^2)",
+                            "lower --seq-length, --micro-batch-size or --num-attention-heads")});  // P
+  if (has_h) layer.take_n(2, {Tm, p});     // up, h
+  if (has_cell) layer.take_n(3, {Tm, g});  // gi, gh, gates
+  layer.take_n(2, {Tm, E});  // logits, probs
+  layer.take({Tm, K});       // gate
+  layer.take_n(2, {Tk, d});  // xs, ys
+  ArenaCount all(what);
+  all.add_count(layer, L);
+  all.take_n(2, {Tm, d});    // x_final, xf
+  all.take_n(2, {Tm});       // rstd_f, losses
+  all.take({Tm, V});         // logits
+  all.take({Tm, has_h ? p : 1});  // h0
+  // backward scratch
+  all.take_n(8, {Tm, d});    // dx, da, dq, dk, dv, d_o, du, dxf
+  all.take({S, S});          // att
+  all.take({Tm, E});         // dlogits_r
+  all.take({Tm, K});         // dgate
+  all.take({E});             // dprobs_extra
+  if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
+  if (has_cell) all.take_n(2, {Tm, g});  // dgi, dgh
+  all.take_n(2, {Tk, d});    // dxs, dys
+  all.take({Tm, V});         // dlogits
+  return all.elements();
+}
+
+// Bytes of the model's other buffers (Model::carve_indices): int32 routing
+// indices, int64 expert offsets, double statistics and their host copy.
+int64_t index_bytes(const ModelConfig& m, int64_t B) {
+  const int64_t Tm = B * m.seq_length, K = m.topk, E = m.num_experts, L = m.num_layers;
+  const std::string what = "the routing indices of one micro-batch";
+  const int64_t ints = shape_sum({shape_product({3 * L + 1, Tm, K}, what, ArenaCount::kAdvice), 2 * Tm}, what,
+                                 ArenaCount::kAdvice);
+  return shape_sum({shape_product({4, ints}, what, ArenaCount::kAdvice), 8 * L * (E + 1), 16 * (L * (2 * E + 2) + 1)},
+                   what, ArenaCount::kAdvice);
 }
 
 // 1234567 -> "1,234,567"
@@ -86,34 +141,46 @@ std::string percent(double part, double whole) {
 
 ModelStats compute_model_stats(const TrainConfig& cfg) {
   const ModelConfig& m = cfg.model;
-  const int64_t L = m.num_layers, d = m.hidden_size, H = m.num_heads, E = m.num_experts, k = m.topk,
-                f = m.ffn_hidden_size, V = m.vocab_size, S = m.seq_length, B = cfg.micro_batch_size;
-  const RouterCounts r = router_counts(m);
+  const int64_t L = m.num_layers, d = m.hidden_size, E = m.num_experts, k = m.topk, f = m.ffn_hidden_size,
+                V = m.vocab_size, S = m.seq_length, B = cfg.micro_batch_size;
+  // Token slots of a micro-batch are numbered with int32 (slot_token,
+  // slot_of) and token counts are int: B S k must fit.
+  const int64_t tokens = B * S;  // < 2^62: both are 32-bit
+  if (tokens > kInt32Max || tokens * k > kInt32Max)
+    usage_fail("--micro-batch-size=" + std::to_string(B) + " x --seq-length=" + std::to_string(S) +
+               " x --moe-router-topk=" + std::to_string(k) + " = " + std::to_string(tokens) + " x " +
+               std::to_string(k) + " token slots in a micro-batch, more than the model's 32-bit indices hold (" +
+               std::to_string(kInt32Max) + "); lower --micro-batch-size or --seq-length");
+  const ModelParamCounts n = model_param_counts(m);  // checked: UsageError naming the options
 
   ModelStats s;
-  s.embedding_params = V * d;                 // embed/wte [V, d]
-  s.head_params = m.tie_embeddings ? 0 : V * d;  // head [V, d]
-  s.attention_params = L * 4 * d * d;         // wq, wk, wv, wo [d, d]
-  s.norm_params = (2 * L + 1) * d;            // attn_norm, moe_norm [d] per layer; final_norm [d]
-  s.router_params = L * r.per_layer + r.shared_cell;
-  s.router_params_linear_equivalent = L * E * d;
-  s.expert_params = L * E * 3 * f * d;        // w1, w3 [E, f, d]; w2 [E, d, f]
-  s.total_params = s.embedding_params + s.head_params + s.attention_params + s.norm_params + s.router_params +
-                   s.expert_params;
-  s.active_params_per_token = s.total_params - s.expert_params + L * k * 3 * f * d;
+  s.embedding_params = n.embedding;
+  s.head_params = n.head;
+  s.attention_params = n.attention;
+  s.norm_params = n.norms;
+  s.router_params = n.router;
+  s.expert_params = n.experts;
+  s.total_params = n.total;
+  s.router_params_linear_equivalent =
+      shape_product({L, E, d}, "a linear router's parameters (--num-layers x --num-experts x --hidden-size)",
+                    "lower --num-experts or --hidden-size");
+  // k <= E, so the active experts are at most the experts.
+  s.active_params_per_token = s.total_params - s.expert_params + s.expert_params / E * k;
 
-  const int64_t matmul_per_token = L * (4 * d * d + 3 * k * f * d + r.matmul_per_layer) + V * d;
-  s.flops_per_token = 6.0 * static_cast<double>(matmul_per_token) + 6.0 * static_cast<double>(L * S * d);
+  const double matmul_per_token = double(L) * (4.0 * double(d) * double(d) + 3.0 * double(k) * double(f) * double(d) +
+                                               router_matmul_per_layer(m)) +
+                                  double(V) * double(d);
+  s.flops_per_token = 6.0 * matmul_per_token + 6.0 * double(L) * double(S) * double(d);
 
-  // Activations kept per token for the backward pass, in floats:
-  //   per layer: x, attn-norm out, q, k, v, attention out, x after attention,
-  //              u (8 d); attention probabilities H S; router (see RouterCounts);
-  //              per chosen expert: gathered input and output (2 d), W1 u, W3 u
-  //              and their SwiGLU product (3 f)
-  //   after the layers: final-norm in and out (2 d), logits and their gradient (2 V)
-  const int64_t floats_per_token = L * (8 * d + H * S + r.activations_per_layer + k * (2 * d + 3 * f)) + 2 * d + 2 * V;
-  s.activation_bytes_estimate = 4 * floats_per_token * B * S;
-  s.memory_bytes_estimate = 16 * s.total_params + s.activation_bytes_estimate;
+  s.activation_bytes_estimate =
+      shape_product({4, arena_elements(m, B)}, "the activation bytes of one micro-batch", ArenaCount::kAdvice);
+  s.index_bytes_estimate = index_bytes(m, B);
+  const std::string mem = "the memory estimate in bytes (16 per parameter of --num-layers, --hidden-size, "
+                          "--num-experts, --ffn-hidden-size, --vocab-size; + activations)";
+  const std::string lower = "lower --hidden-size, --ffn-hidden-size, --num-experts, --num-layers or --vocab-size";
+  s.memory_bytes_estimate = shape_sum(
+      {shape_product({16, s.total_params}, mem, lower), s.activation_bytes_estimate, s.index_bytes_estimate}, mem,
+      lower);
   return s;
 }
 
@@ -166,9 +233,11 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
   os << "    training FLOPs per token  " << human(s.flops_per_token, "FLOP") << "\n";
   os << "    training FLOPs per step   " << human(s.flops_per_token * static_cast<double>(tokens_per_step), "FLOP")
      << "\n";
-  os << "\n  memory (fp32 params + grads + 2 Adam moments, activations of one micro-batch):\n";
-  os << "    weights and optimizer     " << gib(16 * s.total_params) << "\n";
-  os << "    activations               " << gib(s.activation_bytes_estimate) << "\n";
+  os << "\n  memory (fp32 params + grads + 2 Adam moments; the model's buffers for one micro-batch):\n";
+  os << "    weights and optimizer     " << gib(s.memory_bytes_estimate - s.activation_bytes_estimate -
+                                              s.index_bytes_estimate) << "\n";
+  os << "    activations (arena)       " << gib(s.activation_bytes_estimate) << "\n";
+  os << "    routing indices, stats    " << gib(s.index_bytes_estimate) << "\n";
   os << "    total estimate            " << gib(s.memory_bytes_estimate) << "\n";
   return os.str();
 }
@@ -177,7 +246,8 @@ std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, in
   check_batch_layout(cfg, P);
   const int E = cfg.model.num_experts;
   const int64_t per_rank_params = s.total_params - s.expert_params + s.expert_params / EP;
-  const int64_t weights = 16 * per_rank_params;  // fp32 value, gradient, two AdamW moments
+  const int64_t weights = 16 * per_rank_params;  // fp32 value, gradient, two AdamW moments (<= the checked total)
+  const int64_t buffers = s.activation_bytes_estimate + s.index_bytes_estimate;
   std::ostringstream os;
   os << "\n  layout: " << P << " ranks, expert-parallel size " << EP << " (" << E / EP << " of " << E
      << " experts per rank, each expert on " << P / EP << " rank(s)), data-parallel over all " << P << " ranks\n";
@@ -185,8 +255,8 @@ std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, in
      << cfg.global_batch_size / (P * cfg.micro_batch_size) << " micro-batches of " << cfg.micro_batch_size << "\n";
   os << "    parameters per rank      " << with_commas(per_rank_params) << "\n";
   os << "    weights and optimizer    " << gib(weights) << " per rank\n";
-  os << "    activations              " << gib(s.activation_bytes_estimate) << " per rank (balanced routing)\n";
-  os << "    total estimate           " << gib(weights + s.activation_bytes_estimate) << " per rank\n";
+  os << "    activations, indices     " << gib(buffers) << " per rank (balanced routing)\n";
+  os << "    total estimate           " << gib(weights + buffers) << " per rank\n";
   return os.str();
 }
 

@@ -1,7 +1,9 @@
 // config.h — the model's shape and router choice (one typed struct, validated
-// once by validate(); the CLI in train/config.h fills it).
+// once by validate(); the CLI in train/config.h fills it), its parameter
+// count by part, and the 64-bit size arithmetic every count of a shape uses.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace rmoe {
@@ -32,9 +34,37 @@ struct ModelConfig {
 
   int head_dim() const { return hidden_size / num_heads; }
   // Throws UsageError naming the first bad field, its value and what is
-  // allowed: sizes, and real values outside float's range (check_float_range).
+  // allowed: sizes, real values outside float's range (check_float_range),
+  // and shapes whose parameter counts do not fit in 64 bits
+  // (model_param_counts) or whose matrix sides do not fit the 32-bit GEMM
+  // dimensions (the GRU cell's 3p rows).
   void validate() const;
 };
+
+// The parameters of a shape by part (docs/MODEL.md's table, the tensors of
+// model_param_specs in params.h), with every expert in this process.
+struct ModelParamCounts {
+  int64_t embedding = 0;    // embed/wte [V, d]
+  int64_t head = 0;         // head [V, d]; 0 when tied
+  int64_t attention = 0;    // L x wq, wk, wv, wo [d, d]
+  int64_t norms = 0;        // L x attn_norm, moe_norm [d]; final_norm [d]
+  int64_t router = 0;       // L x the router's own tensors + the shared cell
+  int64_t router_cell = 0;  // of which the shared GRU/RNN cell (gru, rnn; else 0)
+  int64_t experts = 0;      // L x w1, w3 [E, f, d], w2 [E, d, f]
+  int64_t total = 0;
+};
+
+// In 64-bit arithmetic; throws UsageError naming the options when a count
+// does not fit (shape_product). Does not validate otherwise.
+ModelParamCounts model_param_counts(const ModelConfig& c);
+
+// 64-bit size arithmetic for the counts of a shape: the product / sum of
+// non-negative counts, or UsageError "<what> = 4 x 2147483646 x ... does not
+// fit in 64-bit integers; lower <advice>" (what: the count and the options
+// that set it, e.g. "the attention parameters (--num-layers x 4 x
+// --hidden-size^2)").
+int64_t shape_product(std::initializer_list<int64_t> factors, const std::string& what, const std::string& advice);
+int64_t shape_sum(std::initializer_list<int64_t> terms, const std::string& what, const std::string& advice);
 
 // Real options are computed in 32-bit float (weights, gradients, AdamW):
 // throws UsageError "<flag>=<value> is outside the range of 32-bit float ..."

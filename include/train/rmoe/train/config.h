@@ -109,7 +109,8 @@ TrainConfig parse_train_config(int argc, const char* const* argv);
 TrainConfig parse_train_config_from_ini(const std::string& ini, const std::string& where,
                                         const std::vector<std::string>& overrides);
 
-// Throws UsageError naming the first bad option (ModelConfig's checks first).
+// Throws UsageError naming the first bad option (ModelConfig's checks first;
+// last, that the shape's counts fit: compute_model_stats in dry_run.h).
 void validate_train_config(const TrainConfig& cfg);
 
 // The one-line text of an exception from Boost.Program_options (for any other

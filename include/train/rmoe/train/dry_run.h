@@ -2,11 +2,16 @@
 // parameter counts by part, the router's extra parameters over a linear
 // router, training FLOPs per token and a memory estimate (--dry-run).
 //
-// Counts follow the parameter table of docs/MODEL.md. Letters: L layers,
-// d width, H heads, E experts, k top-k, f expert FFN width, p router width,
-// V vocabulary, S sequence length, B micro-batch size.
-// Tested by tests/test_dry_run.cpp (the paper's 24-layer "0.91B"
-// configuration, 1.069B parameters with these shapes: docs/MODEL.md).
+// Counts follow the parameter table of docs/MODEL.md (model_param_counts,
+// model/config.h); every count is 64-bit and checked: a shape whose counts do
+// not fit is a UsageError naming the options. Letters: L layers, d width, H
+// heads, E experts, k top-k, f expert FFN width, p router width, V
+// vocabulary, S sequence length, B micro-batch size.
+// Tested by tests/test_dry_run.cpp: the parts against the parameter registry
+// (model_param_specs), the activation figure against a built model's arena
+// (Model<float>::activation_bytes), and the paper's 24-layer "0.91B"
+// configuration, 1.069B parameters with these shapes (docs/MODEL.md), as an
+// independent anchor.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -35,12 +40,25 @@ struct ModelStats {
   // causal mask, times 3 for backward. Embedding lookup, norms, softmax and
   // pointwise ops are not counted.
   double flops_per_token = 0;
-  // fp32 params + grads + two Adam moments (16 bytes per parameter) plus
-  // activations kept for the backward of one micro-batch (formula in dry_run.cpp).
+  // Memory of one process training in one process (format_layout splits the
+  // experts over EP ranks):
+  //   16 bytes per parameter (fp32 value, gradient, two AdamW moments)
+  //   + activation_bytes_estimate + index_bytes_estimate.
   int64_t memory_bytes_estimate = 0;
-  int64_t activation_bytes_estimate = 0;  // the activation part of the above
+  // The model's activation arena for one micro-batch of B sequences, exactly
+  // Model<float>(cfg.model, B).activation_bytes(): what forward keeps for
+  // backward and backward's scratch (the views of Model::carve, each rounded
+  // up to 16 elements).
+  int64_t activation_bytes_estimate = 0;
+  // The model's other buffers for one micro-batch: routing indices (int32),
+  // expert offsets (int64) and the aux-loss statistics (double, with their
+  // host copy).
+  int64_t index_bytes_estimate = 0;
 };
 
+// Throws UsageError naming the options when a count does not fit in 64 bits,
+// or when the token slots of a micro-batch (B x S x k) exceed the model's
+// 32-bit indices (2^31 - 1).
 ModelStats compute_model_stats(const TrainConfig& cfg);
 
 // A readable multi-line report: the shape, a table of parameters by part, what
