@@ -3,10 +3,13 @@
 // parameter registry (model_param_specs), the activation figure against a
 // built model's arena (Model<float>::activation_bytes), for every router and
 // odd shapes; the paper's 0.91B configuration (1,069,106,560 parameters) as
-// an independent anchor; 64-bit counts and their overflow.
+// an independent anchor; 64-bit counts and their overflow; the memory check
+// (check_memory_fits) and the apps calling it.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -244,6 +247,113 @@ TEST(DryRun, CountsAre64BitAndOverflowIsRefused) {
   // ParamSpec::numel is checked too (a shape only a bug could build).
   const ParamSpec wide{"w", {int64_t(1) << 40, int64_t(1) << 40}, Init::normal, true, false, 0};
   EXPECT_THROW(wide.numel(), Error);
+}
+
+// ---- the memory check -------------------------------------------------------
+
+constexpr int64_t GiB = int64_t(1) << 30;
+
+TEST(MemoryCheck, NeedsFollowTheUse) {
+  TrainConfig c;
+  c.micro_batch_size = 4;
+  const ModelStats s = compute_model_stats(c);
+  const MemoryNeed train = memory_need(c, MemoryUse::training);
+  EXPECT_EQ(train.total, s.memory_bytes_estimate);
+  EXPECT_EQ(train.weights, 16 * s.total_params);
+  EXPECT_EQ(train.activations, s.activation_bytes_estimate);
+  const MemoryNeed eval = memory_need(c, MemoryUse::evaluation);
+  EXPECT_EQ(eval.weights, 8 * s.total_params);  // a Model holds parameters and gradients
+  EXPECT_EQ(eval.activations, train.activations);
+  TrainConfig one = c;
+  one.micro_batch_size = 1;
+  const MemoryNeed gen = memory_need(c, MemoryUse::generation);  // one sequence, whatever the micro-batch
+  EXPECT_EQ(gen.activations, compute_model_stats(one).activation_bytes_estimate);
+  EXPECT_LT(gen.activations, eval.activations);
+  const MemoryNeed split = memory_need(c, MemoryUse::training, 4);  // 1/4 of the experts
+  EXPECT_EQ(split.weights, 16 * (s.total_params - s.expert_params + s.expert_params / 4));
+  EXPECT_GT(available_memory_bytes(), 0);  // Linux: /proc/meminfo or sysconf
+}
+
+TEST(MemoryCheck, RefusesWhatDoesNotFitNamingTheOptions) {
+  TrainConfig c;
+  c.micro_batch_size = 4;
+  const int64_t need = memory_need(c).total;
+  EXPECT_NO_THROW(check_memory_fits_in(need, c, 1, 1, MemoryUse::training));
+  EXPECT_NO_THROW(check_memory_fits_in(-1, c, 1, 1, MemoryUse::training));  // unknown: no check
+  // Activations are the larger part: the batch options are named.
+  const std::string msg =
+      expect_error<UsageError>([&] { check_memory_fits_in(need - 1, c, 1, 1, MemoryUse::training); },
+                               {"this run needs about", "--micro-batch-size=4 x --seq-length=128",
+                                "but the machine has", "available; lower --micro-batch-size or --seq-length"});
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  // Two processes on the node need twice as much.
+  EXPECT_NO_THROW(check_memory_fits_in(2 * need, c, 2, 1, MemoryUse::training));
+  expect_error<UsageError>([&] { check_memory_fits_in(2 * need - 1, c, 2, 1, MemoryUse::training); },
+                           {"per process", "x 2 processes on this node", "fewer processes per node"});
+  // Weights are the larger part: the shape options are named.
+  TrainConfig wide = c;
+  wide.model.num_experts = 256;
+  wide.model.ffn_hidden_size = 1024;
+  wide.micro_batch_size = 1;
+  wide.global_batch_size = 8;
+  expect_error<UsageError>([&] { check_memory_fits_in(GiB, wide, 1, 1, MemoryUse::training); },
+                           {"weights, gradients and AdamW moments", "--num-experts=256", "--ffn-hidden-size=1024",
+                            "lower --num-experts, --ffn-hidden-size"});
+  // Split over 8 ranks of EP it fits where one rank does not.
+  const int64_t split = memory_need(wide, MemoryUse::training, 8).total;
+  EXPECT_NO_THROW(check_memory_fits_in(split, wide, 1, 8, MemoryUse::training));
+  // Evaluation and generation hold no optimizer state.
+  EXPECT_NO_THROW(check_memory_fits_in(memory_need(wide, MemoryUse::evaluation).total, wide, 1, 1,
+                                       MemoryUse::evaluation));
+  expect_error<UsageError>([&] { check_memory_fits_in(1, wide, 1, 1, MemoryUse::generation); },
+                           {"weights and gradients", "one sequence of --seq-length=128", "more memory"});
+  // The shape checks come first (the apps may change the micro-batch).
+  TrainConfig slots = c;
+  slots.micro_batch_size = 1 << 30;
+  expect_error<UsageError>([&] { check_memory_fits_in(-1, slots, 1, 1, MemoryUse::evaluation); },
+                           {"--micro-batch-size=1073741824", "32-bit"});
+}
+
+// The apps call the check before building anything: an impossible run is
+// exit 2 with the options named (was exit 1, std::bad_alloc / "cannot create
+// std::vector larger than max_size()").
+int run_command(const std::string& cmd, std::string* output) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  output->clear();
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) output->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(MemoryCheck, AppsRefuseRunsThatCannotFit) {
+  const std::string bin = RMOE_BINARY_DIR;
+  if (!std::filesystem::exists(bin + "/rmoe_train") || !std::filesystem::exists(bin + "/rmoe_eval"))
+    GTEST_SKIP() << "build rmoe_train and rmoe_eval first";
+  std::string out;
+  // About 800 TB of experts: no machine has it.
+  EXPECT_EQ(run_command(bin + "/rmoe_train --hidden-size 65536 --num-attention-heads 2 --ffn-hidden-size 65536 "
+                              "--num-experts 1024 --moe-router-topk 1",
+                        &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("rmoe_train: this run needs about"), std::string::npos) << out;
+  EXPECT_NE(out.find("--num-experts=1024"), std::string::npos) << out;
+  EXPECT_EQ(run_command(bin + "/rmoe_train --seq-length 2147483647", &out), 2) << out;
+  EXPECT_NE(out.find("--seq-length=2147483647"), std::string::npos) << out;
+  // rmoe_eval's own --micro-batch-size on a tiny checkpoint: ~2 TB of activations.
+  const std::string dir = ::testing::TempDir() + "rmoe_test_dry_run_ckpt";
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(run_command(bin + "/rmoe_train --config " RMOE_SOURCE_DIR "/configs/tiny.ini --train-iters 1 --save " +
+                            dir,
+                        &out),
+            0)
+      << out;
+  EXPECT_EQ(run_command(bin + "/rmoe_eval --load " + dir + " --micro-batch-size 10000000", &out), 2) << out;
+  EXPECT_NE(out.find("rmoe_eval: this run needs about"), std::string::npos) << out;
+  EXPECT_NE(out.find("lower --micro-batch-size"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -116,6 +116,7 @@ int run(int argc, char** argv) {
 
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
+  check_memory_fits(cfg, ranks_on_this_node(), groups->ep_size, MemoryUse::evaluation);  // before any model buffer
   const int P = groups->world->size(), rank = groups->world->rank();
   const int mb = cfg.micro_batch_size, S = cfg.model.seq_length;
 

@@ -169,6 +169,7 @@ int run(int argc, char** argv) {
   // OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise.
   if (!std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
   if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
+  check_memory_fits(cfg, 1, 1, MemoryUse::generation);  // one process, one sequence
   Model<float> model(cfg.model, 1);
   TrainState state;  // m_rep null: the moments are not read
   state.params = &model.params();

@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
     if (root) std::cout << format_dry_run(cfg, stats) << layout;
     return 0;
   }
+  check_memory_fits(cfg, ranks_on_this_node(), groups->ep_size);  // UsageError naming the options if it cannot fit
   Trainer trainer(cfg, groups);
   if (!root && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);  // rank 0 reports; others via errors
   install_stop_signal_handlers();

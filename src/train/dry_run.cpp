@@ -1,10 +1,14 @@
-// dry_run.cpp — parameter counts, FLOPs and memory of a configuration
-// (definitions in include/rmoe/train/dry_run.h; shapes from docs/MODEL.md;
-// the arena from src/model/model.cpp's Model::carve).
+// dry_run.cpp — parameter counts, FLOPs and memory of a configuration, and
+// the memory check (definitions in include/rmoe/train/dry_run.h; shapes from
+// docs/MODEL.md; the arena from src/model/model.cpp's Model::carve).
 // Tested by tests/test_dry_run.cpp.
 #include "rmoe/train/dry_run.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <limits>
 #include <sstream>
 
@@ -128,6 +132,20 @@ std::string human(double x, const char* unit) {
 std::string gib(int64_t bytes) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.3f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
+
+// For messages: "3.5 MiB", "812.0 GiB", "2.2 PiB" (MiB at least, EiB at most).
+std::string size_text(double bytes) {
+  const char* units[] = {"MiB", "GiB", "TiB", "PiB", "EiB"};
+  double x = bytes / (1024.0 * 1024.0);
+  int i = 0;
+  while (x >= 1024.0 && i < 4) {
+    x /= 1024.0;
+    ++i;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f %s", x, units[i]);
   return buf;
 }
 
@@ -258,6 +276,131 @@ std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, in
   os << "    activations, indices     " << gib(buffers) << " per rank (balanced routing)\n";
   os << "    total estimate           " << gib(weights + buffers) << " per rank\n";
   return os.str();
+}
+
+MemoryNeed memory_need(const TrainConfig& cfg, MemoryUse use, int ep_size) {
+  TrainConfig c = cfg;
+  if (use == MemoryUse::generation) c.micro_batch_size = 1;  // one sequence at a time
+  const ModelStats s = compute_model_stats(c);
+  const int64_t ep = std::max(1, ep_size);
+  const int64_t params = s.total_params - s.expert_params + s.expert_params / ep;
+  MemoryNeed n;
+  n.weights = (use == MemoryUse::training ? 16 : 8) * params;  // <= 16 x total: checked by compute_model_stats
+  n.activations = s.activation_bytes_estimate;
+  n.indices = s.index_bytes_estimate;
+  n.total = n.weights + n.activations + n.indices;  // <= memory_bytes_estimate
+  return n;
+}
+
+namespace {
+
+// The number in the first line of `path` ("max" and unreadable: -1).
+int64_t read_number_file(const std::string& path) {
+  std::ifstream in(path);
+  long long x = -1;
+  if (!(in >> x)) return -1;
+  return x;
+}
+
+// The value of "key N" (or "key: N kB" with scale 1024) in a stats file; -1 if absent.
+int64_t read_keyed(const std::string& path, const std::string& key, int64_t scale) {
+  std::ifstream in(path);
+  std::string k;
+  long long v = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    if (ls >> k >> v && (k == key || k == key + ":")) return int64_t(v) * scale;
+  }
+  return -1;
+}
+
+// This process's cgroup v2 directory ("0::/path" in /proc/self/cgroup).
+std::string cgroup2_dir() {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("0::", 0) == 0) return "/sys/fs/cgroup" + line.substr(3);
+  return "/sys/fs/cgroup";
+}
+
+}  // namespace
+
+int64_t available_memory_bytes() {
+  int64_t avail = read_keyed("/proc/meminfo", "MemAvailable", 1024);
+  if (avail < 0) {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) avail = int64_t(pages) * int64_t(page);
+  }
+  // A cgroup limit (a container, a Slurm job) lowers it: the limit minus what
+  // the group's processes hold (anonymous memory; the page cache is reclaimed).
+  constexpr int64_t kUnlimited = int64_t(1) << 60;
+  auto lower_to = [&](int64_t limit, int64_t used) {
+    if (limit <= 0 || limit >= kUnlimited) return;
+    const int64_t left = std::max<int64_t>(0, limit - std::max<int64_t>(0, used));
+    avail = avail < 0 ? left : std::min(avail, left);
+  };
+  for (const std::string& dir : {cgroup2_dir(), std::string("/sys/fs/cgroup")}) {  // v2
+    const int64_t limit = read_number_file(dir + "/memory.max");
+    if (limit > 0) {
+      int64_t used = read_keyed(dir + "/memory.stat", "anon", 1);
+      if (used < 0) used = read_number_file(dir + "/memory.current");
+      lower_to(limit, used);
+      break;
+    }
+  }
+  const std::string v1 = "/sys/fs/cgroup/memory";  // v1
+  const int64_t limit1 = read_number_file(v1 + "/memory.limit_in_bytes");
+  if (limit1 > 0) {
+    int64_t used = read_keyed(v1 + "/memory.stat", "total_rss", 1);
+    if (used < 0) used = read_number_file(v1 + "/memory.usage_in_bytes");
+    lower_to(limit1, used);
+  }
+  return avail;
+}
+
+void check_memory_fits(const TrainConfig& cfg, int ranks_on_node, int ep_size, MemoryUse use) {
+  check_memory_fits_in(available_memory_bytes(), cfg, ranks_on_node, ep_size, use);
+}
+
+void check_memory_fits_in(int64_t available, const TrainConfig& cfg, int ranks_on_node, int ep_size, MemoryUse use) {
+  const MemoryNeed need = memory_need(cfg, use, ep_size);  // compute_model_stats' checks first
+  if (available < 0) return;
+  const int ranks = std::max(1, ranks_on_node);
+  const double node = double(need.total) * double(ranks);
+  if (node <= double(available)) return;
+  const ModelConfig& m = cfg.model;
+  const int64_t ep = std::max(1, ep_size);
+  const ModelStats s = compute_model_stats(cfg);
+  const int64_t params = s.total_params - s.expert_params + s.expert_params / ep;
+  std::string msg = "this run needs about " + size_text(double(need.total)) + (ranks > 1 ? " per process" : "") + " (";
+  msg += std::string(use == MemoryUse::training ? "weights, gradients and AdamW moments " : "weights and gradients ") +
+         size_text(double(need.weights)) + " for " + with_commas(params) + " parameters" +
+         (ep > 1 ? " (1/" + std::to_string(ep) + " of the experts)" : "") +
+         ": --num-layers=" + std::to_string(m.num_layers) + ", --hidden-size=" + std::to_string(m.hidden_size) +
+         ", --num-experts=" + std::to_string(m.num_experts) + ", --ffn-hidden-size=" + std::to_string(m.ffn_hidden_size) +
+         ", --vocab-size=" + std::to_string(m.vocab_size) + "; ";
+  const std::string batch = use == MemoryUse::generation ? std::string("one sequence of ")
+                                                         : "--micro-batch-size=" + std::to_string(cfg.micro_batch_size) + " x ";
+  msg += "activations " + size_text(double(need.activations + need.indices)) + " for " + batch + "--seq-length=" +
+         std::to_string(m.seq_length) + " tokens in " + std::to_string(m.num_layers) + " layers, with --seq-length^2 x " +
+         "--num-attention-heads=" + std::to_string(m.num_heads) + " attention probabilities per sequence and layer)";
+  if (ranks > 1) msg += " x " + std::to_string(ranks) + " processes on this node = " + size_text(node);
+  msg += ", but the machine has " + size_text(double(available)) + " available; ";
+  const bool activations_larger = need.activations + need.indices >= need.weights;
+  if (use == MemoryUse::generation) {
+    msg += "this checkpoint's model needs a machine with more memory";
+  } else if (activations_larger) {
+    msg += "lower --micro-batch-size or --seq-length";
+  } else if (use == MemoryUse::evaluation) {
+    msg += "this checkpoint's model needs more memory: run on more nodes (the experts are split over "
+           "--expert-parallel-size ranks)";
+  } else {
+    msg += "lower --num-experts, --ffn-hidden-size, --hidden-size, --num-layers or --vocab-size, or split the experts "
+           "over ranks on more nodes (--expert-parallel-size)";
+  }
+  if (ranks > 1 && use != MemoryUse::generation) msg += ", or start fewer processes per node";
+  usage_fail(msg);
 }
 
 }  // namespace rmoe

@@ -133,6 +133,29 @@ void check_batch_layout(const TrainConfig& cfg, int ranks = 0);
 // its element-wise kernels are (README, Backends).
 void check_device_supported(Device device);
 
+// What a process of an app holds (check_memory_fits):
+//   training:   parameters, gradients, two AdamW moments (16 bytes per
+//               parameter) + the model's buffers for --micro-batch-size (rmoe_train);
+//   evaluation: parameters and gradients (a Model holds both: 8 bytes per
+//               parameter) + the model's buffers for --micro-batch-size (rmoe_eval);
+//   generation: the same for one sequence (rmoe_generate).
+enum class MemoryUse { training, evaluation, generation };
+
+// The apps call it before building the model: throws UsageError when
+// ranks_on_node processes of `use` (experts split over ep_size ranks) need
+// more memory than this machine has (available_memory_bytes() of dry_run.h;
+// unknown: no check), e.g.
+//   "this run needs about 812.0 GiB (weights, gradients and AdamW moments
+//    12.0 GiB for 805,306,368 parameters: --num-layers=.., ...; activations
+//    790.0 GiB for --micro-batch-size=4 x --seq-length=65536 tokens in 4
+//    layers, ...), but the machine has 23.0 GiB available; lower
+//    --micro-batch-size or --seq-length"
+// (one line, naming the options of each part; the advice follows the larger
+// part). Also every check of compute_model_stats (dry_run.h): the apps may
+// change the micro-batch after parsing. Implemented in dry_run.cpp.
+void check_memory_fits(const TrainConfig& cfg, int ranks_on_node, int ep_size = 1,
+                       MemoryUse use = MemoryUse::training);
+
 // The resolved configuration as INI text, one `key = value` line per option
 // (every option except config and help), readable back through --config.
 std::string config_to_ini(const TrainConfig& cfg);

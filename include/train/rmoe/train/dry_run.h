@@ -1,6 +1,7 @@
 // dry_run.h — what a configuration costs before anything is allocated:
 // parameter counts by part, the router's extra parameters over a linear
-// router, training FLOPs per token and a memory estimate (--dry-run).
+// router, training FLOPs per token and a memory estimate (--dry-run), and the
+// check that a run fits the machine's memory (check_memory_fits).
 //
 // Counts follow the parameter table of docs/MODEL.md (model_param_counts,
 // model/config.h); every count is 64-bit and checked: a shape whose counts do
@@ -71,5 +72,23 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& stats);
 // micro-batch's activations). Throws UsageError when the global batch cannot
 // be split over P ranks in micro-batches.
 std::string format_layout(const TrainConfig& cfg, const ModelStats& stats, int P, int EP);
+
+// The bytes one process of `use` needs, its experts split over ep_size ranks.
+struct MemoryNeed {
+  int64_t weights = 0;      // parameters (+ gradients, + moments when training)
+  int64_t activations = 0;  // the activation arena
+  int64_t indices = 0;      // routing indices and statistics
+  int64_t total = 0;
+};
+MemoryNeed memory_need(const TrainConfig& cfg, MemoryUse use = MemoryUse::training, int ep_size = 1);
+
+// The memory this process may still use, in bytes: /proc/meminfo's
+// MemAvailable (else the physical memory, sysconf(_SC_PHYS_PAGES) x page
+// size), lowered to what the cgroup's memory.max leaves when one is set;
+// -1 when none of them can be read.
+int64_t available_memory_bytes();
+
+// check_memory_fits (config.h) against `available` bytes (< 0: no check).
+void check_memory_fits_in(int64_t available, const TrainConfig& cfg, int ranks_on_node, int ep_size, MemoryUse use);
 
 }  // namespace rmoe
