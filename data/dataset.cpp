@@ -15,19 +15,19 @@ namespace fs = std::filesystem;
 namespace {
 
 [[noreturn]] void meta_error(const std::string& path, const std::string& problem) {
-  throw UsageError("dataset '" + path + "' " + problem);
+  throw InputError("dataset '" + path + "' " + problem);
 }
 
 // Opens DIR/dataset.h5 after checking DIR, with messages that name the path.
 std::unique_ptr<h5::File> open_meta(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec))
-    throw UsageError("--data-path=" + dir + ": does not exist; create a dataset with rmoe_prepare");
+    throw InputError("--data-path=" + dir + ": does not exist; create a dataset with rmoe_prepare");
   if (!fs::is_directory(dir, ec))
-    throw UsageError("--data-path=" + dir + ": is not a directory; give a dataset directory made by rmoe_prepare");
+    throw InputError("--data-path=" + dir + ": is not a directory; give a dataset directory made by rmoe_prepare");
   const std::string meta = (fs::path(dir) / kDatasetMetaFile).string();
   if (!fs::exists(meta, ec))
-    throw UsageError("--data-path=" + dir + ": is not an rmoe dataset (no " + kDatasetMetaFile +
+    throw InputError("--data-path=" + dir + ": is not an rmoe dataset (no " + kDatasetMetaFile +
                      "); create one with rmoe_prepare");
   if (!h5::is_hdf5_file(meta)) meta_error(meta, "is not an HDF5 file (or cannot be read)");
   std::unique_ptr<h5::File> f;
@@ -59,7 +59,7 @@ std::vector<std::string> list_shards(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec))
     if (e.path().extension() == ".h5") out.push_back(e.path().string());
-  if (ec) throw UsageError("cannot list '" + dir + "': " + ec.message());
+  if (ec) throw InputError("cannot list '" + dir + "': " + ec.message());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -141,32 +141,32 @@ ShardDataset::ShardDataset(const std::string& dir) : dir_(dir) {
     const int64_t want_tokens = s == Split::train ? summary_.train_tokens : summary_.val_tokens;
     std::error_code ec;
     if (!fs::is_directory(sub, ec))
-      throw UsageError("dataset '" + dir + "' has no " + split_name(s) + "/ directory; recreate it with rmoe_prepare");
+      throw InputError("dataset '" + dir + "' has no " + split_name(s) + "/ directory; recreate it with rmoe_prepare");
     const std::vector<std::string> paths = list_shards(sub);
     if (paths.empty())
-      throw UsageError("dataset '" + dir + "': the " + std::string(split_name(s)) + " split is empty (no shards in '" +
+      throw InputError("dataset '" + dir + "': the " + std::string(split_name(s)) + " split is empty (no shards in '" +
                        sub + "'); recreate it with rmoe_prepare");
     if (int64_t(paths.size()) != want_shards)
-      throw UsageError("dataset '" + dir + "': '" + sub + "' holds " + std::to_string(paths.size()) +
+      throw InputError("dataset '" + dir + "': '" + sub + "' holds " + std::to_string(paths.size()) +
                        " shards but " + kDatasetMetaFile + " lists " + std::to_string(want_shards) +
                        " (a shard is missing or foreign); recreate it with rmoe_prepare");
     for (const std::string& p : paths) {
       ShardReader r(p);
       const ShardHeader& h = r.header();
       if (h.tokenizer != tokenizer_->name() || h.tokenizer_fingerprint != tokenizer_->fingerprint())
-        throw UsageError("shard '" + p + "' was written with tokenizer " + h.tokenizer + " (" +
+        throw InputError("shard '" + p + "' was written with tokenizer " + h.tokenizer + " (" +
                          h.tokenizer_fingerprint + "), not this dataset's " + tokenizer_->name() + " (" +
                          tokenizer_->fingerprint() + "); it belongs to another dataset");
       if (h.vocab_size != tokenizer_->vocab_size() || h.eod_id != tokenizer_->eod_id())
-        throw UsageError("shard '" + p + "' has vocab_size " + std::to_string(h.vocab_size) + " / eod_id " +
+        throw InputError("shard '" + p + "' has vocab_size " + std::to_string(h.vocab_size) + " / eod_id " +
                          std::to_string(h.eod_id) + ", but the dataset's tokenizer has " +
                          std::to_string(tokenizer_->vocab_size()) + " / " + std::to_string(tokenizer_->eod_id()));
-      if (h.token_count < 1) throw UsageError("shard '" + p + "' holds no tokens; recreate the dataset");
+      if (h.token_count < 1) throw InputError("shard '" + p + "' holds no tokens; recreate the dataset");
       info.shards.push_back(h);
       info.tokens += h.token_count;
     }
     if (info.tokens != want_tokens)
-      throw UsageError("dataset '" + dir + "': the " + std::string(split_name(s)) + " shards hold " +
+      throw InputError("dataset '" + dir + "': the " + std::string(split_name(s)) + " shards hold " +
                        std::to_string(info.tokens) + " tokens but " + kDatasetMetaFile + " says " +
                        std::to_string(want_tokens) + "; recreate it with rmoe_prepare");
   }

@@ -60,7 +60,7 @@ ShardBatchSource::ShardBatchSource(const std::string& dir, const LoaderOptions& 
     for (const ShardHeader& h : dataset_.split(s).shards) {
       const int64_t w = (h.token_count - 1) / S;
       if (w < 1)
-        throw UsageError("shard '" + h.path + "' holds " + std::to_string(h.token_count) +
+        throw InputError("shard '" + h.path + "' holds " + std::to_string(h.token_count) +
                          " tokens, fewer than one window of --seq-length+1 = " + std::to_string(S + 1) +
                          "; use a shorter --seq-length or re-run rmoe_prepare with a larger --shard-tokens");
       starts.push_back(starts.back() + w);

@@ -12,7 +12,7 @@ namespace rmoe {
 namespace {
 
 [[noreturn]] void shard_error(const std::string& path, const std::string& problem) {
-  throw UsageError("shard '" + path + "' " + problem);
+  throw InputError("shard '" + path + "' " + problem);
 }
 
 constexpr const char* kRecreate = "; recreate the dataset with rmoe_prepare";
@@ -25,7 +25,7 @@ constexpr const char* kOldIndex =
 std::string read_fixed_string_attr(const h5::File& f, const std::string& name, const std::string& what,
                                    const std::string& obj) {
   if (h5::attr_is_variable_length_string(f, name, obj))
-    throw UsageError(what + " stores attribute '" + name +
+    throw InputError(what + " stores attribute '" + name +
                      "' as a variable-length string: it was written by an older rmoe_prepare, whose files can "
                      "hang HDF5 when damaged (docs/DATA.md); re-run rmoe_prepare to write the dataset again");
   return f.attr_string(name, obj);

@@ -61,12 +61,12 @@ class SentencePieceTokenizer final : public Tokenizer {
   SentencePieceTokenizer(std::string proto, const std::string& where) : proto_(std::move(proto)) {
     const auto st = sp_.LoadFromSerializedProto(proto_);
     if (!st.ok())
-      throw UsageError(where + ": not a valid SentencePiece model (" + st.ToString() + ")");
+      throw InputError(where + ": not a valid SentencePiece model (" + st.ToString() + ")");
     vocab_ = sp_.GetPieceSize();
     eod_ = sp_.eos_id();
-    if (vocab_ < 2) throw UsageError(where + ": SentencePiece model has only " + std::to_string(vocab_) + " pieces");
+    if (vocab_ < 2) throw InputError(where + ": SentencePiece model has only " + std::to_string(vocab_) + " pieces");
     if (eod_ < 0 || eod_ >= vocab_)
-      throw UsageError(where + ": SentencePiece model has no </s> (eos) piece, which rmoe uses as the "
+      throw InputError(where + ": SentencePiece model has no </s> (eos) piece, which rmoe uses as the "
                                "end-of-document token; train it with eos_id >= 0");
   }
   std::string name() const override { return "sentencepiece"; }
@@ -142,12 +142,12 @@ std::unique_ptr<Tokenizer> make_byte_tokenizer() { return std::make_unique<ByteT
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& name, const std::string& blob, const std::string& where) {
   if (name == "byte") return make_byte_tokenizer();
   if (name == "sentencepiece") return std::make_unique<SentencePieceTokenizer>(blob, where);
-  throw UsageError(where + ": unknown tokenizer '" + name + "' (known: byte, sentencepiece)");
+  throw InputError(where + ": unknown tokenizer '" + name + "' (known: byte, sentencepiece)");
 }
 
 std::unique_ptr<Tokenizer> load_sentencepiece_model_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError("--tokenizer-model=" + path + ": cannot open the file; check the path");
+  if (!in) throw InputError("--tokenizer-model=" + path + ": cannot open the file; check the path");
   std::ostringstream os;
   os << in.rdbuf();
   return std::make_unique<SentencePieceTokenizer>(os.str(), "--tokenizer-model=" + path);

@@ -1,9 +1,15 @@
 // test_trainer.cpp — the whole loop: it learns the synthetic Markov source to
-// near its entropy rate; two runs with one seed are bit-identical; gradient
-// accumulation over micro-batches equals one large batch.
+// near its entropy rate; two runs with one seed are bit-identical (every
+// parameter, experts included, and the AdamW moments); gradient accumulation
+// over micro-batches equals one large batch; a non-finite step is skipped
+// (nothing changes but the step), counted, and ends the run after
+// max_skipped_steps in a row; an update that overflows ends it at once; the
+// token count is a running sum over steps of any batch size.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "rmoe/train/trainer.h"
 #include "test_util.h"
@@ -54,18 +60,42 @@ TEST(Trainer, LearnsMarkovSourceNearEntropyRate) {
   }
 }
 
+// Everything a step changes: parameters (replicated and experts) and the four moment vectors.
+std::vector<std::vector<float>> whole_state(Trainer& t) {
+  TrainState s = t.state();
+  return {s.params->replicated(), s.params->expert(), *s.m_rep, *s.v_rep, *s.m_exp, *s.v_exp};
+}
+
+bool bitwise_equal(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].size() != b[i].size() || std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) != 0)
+      return false;
+  return true;
+}
+
 TEST(Trainer, TwoRunsWithOneSeedAreBitIdentical) {
   TrainConfig c = small_run(RouterType::gru);
   c.train_iters = 8;
   std::vector<double> losses[2];
-  std::vector<float> params[2];
+  std::vector<std::vector<float>> state[2];
   for (int run = 0; run < 2; ++run) {
     Trainer t(c);
     while (t.step() < c.train_iters) losses[run].push_back(t.train_step().loss);
-    params[run] = t.model().params().replicated();
+    state[run] = whole_state(t);
   }
   for (size_t i = 0; i < losses[0].size(); ++i) EXPECT_EQ(losses[0][i], losses[1][i]) << "step " << i;
-  EXPECT_EQ(params[0], params[1]);
+  const char* names[] = {"replicated parameters", "expert parameters", "m_rep", "v_rep", "m_exp", "v_exp"};
+  ASSERT_EQ(state[0].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_FALSE(state[0][i].empty()) << names[i];
+    EXPECT_EQ(state[0][i], state[1][i]) << names[i];
+  }
+  // The comparison sees the experts: another seed changes them.
+  c.seed = 8;
+  Trainer other(c);
+  other.train_step();
+  EXPECT_NE(whole_state(other)[1], state[0][1]);
 }
 
 // 4 micro-batches of 2 give the same step as 1 micro-batch of 8, to fp32
@@ -82,4 +112,107 @@ TEST(Trainer, AccumulationEqualsOneBatch) {
     EXPECT_NEAR(sa.loss, sb.loss, 1e-5);
     EXPECT_NEAR(sa.grad_norm, sb.grad_norm, 1e-4 * sa.grad_norm);
   }
+}
+
+// A NaN in one parameter makes the loss non-finite: the step is skipped (no
+// parameter or moment changes, bit for bit), but it counts: the step and the
+// token count advance (the batch is consumed). Once the NaN is gone the next
+// step is applied and the run of skipped steps ends.
+TEST(TrainerNonFinite, StepIsSkippedAndCounted) {
+  TrainConfig c = small_run(RouterType::gru);
+  c.train_iters = 10;
+  Trainer t(c);
+  const int64_t step_tokens = int64_t(c.global_batch_size) * c.model.seq_length;
+  const StepStats first = t.train_step();
+  EXPECT_FALSE(first.skipped);
+  EXPECT_EQ(first.consumed_tokens, step_tokens);
+  float& w = t.model().params().replicated()[0];
+  const float kept = w;
+  w = NAN;
+  const auto before = whole_state(t);
+  for (int i = 1; i <= 2; ++i) {
+    const StepStats st = t.train_step();
+    EXPECT_TRUE(st.skipped);
+    EXPECT_EQ(st.skipped_in_a_row, i);
+    EXPECT_EQ(st.skipped_steps, i);
+    EXPECT_EQ(st.step, i);
+    EXPECT_FALSE(std::isfinite(st.loss) && std::isfinite(st.grad_norm));
+    EXPECT_EQ(st.consumed_tokens, (i + 1) * step_tokens);
+    EXPECT_TRUE(bitwise_equal(whole_state(t), before)) << "a skipped step changed the state";
+  }
+  EXPECT_EQ(t.step(), 3);
+  EXPECT_EQ(t.state().skipped_steps, 2);
+  EXPECT_EQ(t.state().skipped_in_a_row, 2);
+  w = kept;
+  const StepStats good = t.train_step();
+  EXPECT_FALSE(good.skipped);
+  EXPECT_EQ(good.skipped_in_a_row, 0);
+  EXPECT_EQ(good.skipped_steps, 2);
+  EXPECT_TRUE(std::isfinite(good.loss));
+  EXPECT_FALSE(bitwise_equal(whole_state(t), before));
+  EXPECT_EQ(t.state().skipped_in_a_row, 0);
+  EXPECT_EQ(t.state().consumed_tokens, 4 * step_tokens);
+}
+
+// After max_skipped_steps non-finite steps in a row, the next one throws,
+// naming the step as the log counts it (from 1), and changes nothing.
+TEST(TrainerNonFinite, StopsAfterMaxSkippedStepsInARow) {
+  for (int64_t max_skipped : {0, 3}) {
+    TrainConfig c = small_run(RouterType::linear);
+    c.max_skipped_steps = max_skipped;
+    Trainer t(c);
+    t.train_step();
+    t.model().params().expert()[5] = INFINITY;  // an expert weight: the experts' output overflows
+    for (int64_t i = 0; i < max_skipped; ++i) EXPECT_TRUE(t.train_step().skipped);
+    const auto before = whole_state(t);
+    const int64_t step = t.step();
+    try {
+      t.train_step();
+      ADD_FAILURE() << "no error after " << max_skipped << " skipped steps";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("step " + std::to_string(step + 1) + ": loss"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("--max-skipped-steps=" + std::to_string(max_skipped)), std::string::npos) << msg;
+      EXPECT_NE(msg.find("the " + std::to_string(max_skipped) + " step(s) before it"), std::string::npos) << msg;
+    }
+    EXPECT_EQ(t.step(), step);
+    EXPECT_TRUE(bitwise_equal(whole_state(t), before));
+  }
+}
+
+// A learning rate a float cannot hold (1e300 -> inf) turns finite gradients
+// into non-finite weights: the step throws at once, naming it.
+TEST(TrainerNonFinite, UpdateThatOverflowsStopsAtOnce) {
+  TrainConfig c = small_run(RouterType::gru);
+  c.lr = 1e300;
+  c.min_lr = 0;
+  Trainer t(c);
+  try {
+    t.train_step();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("step 1: the AdamW update"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+  }
+}
+
+// consumed_tokens is a running sum: 8 steps at global batch 8 and 8 more at
+// 16 (S = 32) are 8 x 8 x 32 + 8 x 16 x 32 = 6144 tokens, not 16 x 16 x 32.
+TEST(Trainer, ConsumedTokensAreARunningSumOverBatchSizes) {
+  TrainConfig a = small_run(RouterType::linear);
+  a.train_iters = 16;
+  Trainer ta(a);
+  while (ta.step() < 8) ta.train_step();
+  EXPECT_EQ(ta.state().consumed_tokens, 8 * 8 * 32);
+  TrainConfig b = a;
+  b.global_batch_size = 16;
+  Trainer tb(b);
+  tb.restore(ta.state());
+  EXPECT_EQ(tb.step(), 8);
+  EXPECT_EQ(tb.run_id(), ta.run_id());
+  while (tb.step() < 16) tb.train_step();
+  EXPECT_EQ(tb.state().consumed_tokens, 8 * 8 * 32 + 8 * 16 * 32);
+  EXPECT_EQ(tb.state().run_id, ta.run_id());
+  EXPECT_EQ(tb.state().tokenizer_fingerprint, "synthetic:markov:seed=7:vocab=32");
 }

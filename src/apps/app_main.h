@@ -11,11 +11,29 @@
 //
 // The MPI apps (rmoe_train, rmoe_eval, rmoe_generate) differ in four ways:
 // OpenMP waits passively (threads.h: before anything starts threads, so first
-// of all); MPI is started and finalized; an error line names the host
-// ("NAME: error on HOST: message") and a usage error is printed by rank 0 only
-// (every rank has the same one); and any status other than done or requeue
-// ends every rank (MPI_Abort), because an error may happen on one rank only
-// and no rank may be left waiting in a collective.
+// of all); MPI is started and finalized; an error is reported by the rank
+// that has it (below); and any status other than done or requeue ends every
+// rank (MPI_Abort), because an error may happen on one rank only and no rank
+// may be left waiting in a collective. The failing rank prints its line on
+// stderr (non-root ranks' stdout may be /dev/null) before it aborts the
+// others.
+//
+// Which rank prints what, under MPI with P > 1 ranks (P = 1: "NAME: message"
+// for a UsageError, "NAME: error on HOST: message" otherwise):
+//  - any failure (not a UsageError), and an InputError (error.h: a dataset,
+//    shard or tokenizer file this rank read, which another node may not
+//    see): printed at once by the rank that has it, whatever its rank:
+//    "NAME: rank R (HOST): error: message" / "NAME: rank R (HOST): message".
+//  - any other UsageError is taken to be a bad option or value, which every
+//    rank of an SPMD run finds identically while parsing the same command
+//    line: rank 0 prints "NAME: message" at once and aborts the others. Any
+//    other rank waits kUsageErrorGraceSeconds first: in the SPMD case rank 0's
+//    MPI_Abort ends it within that time, silently, so the line appears once.
+//    If it is still running (rank 0 did not fail: the error was this rank's
+//    own, e.g. an MPMD command line `mpirun -n 1 A : -n 1 B`, or a file check
+//    outside the data layer that threw a plain UsageError), it prints
+//    "NAME: rank R (HOST): message" and aborts. The only cost of a wrong
+//    guess is that delay (or, if rank 0 is that slow, one duplicate line).
 // rmoe_prepare and rmoe_ckpt run in one process without MPI (app_main links
 // nothing of MPI in).
 //
@@ -25,10 +43,12 @@
 // own exit handler (h5.h): the process then ends at once with its status,
 // without exit handlers (std::_Exit), after flushing stdout and stderr.
 #pragma once
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <thread>
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/h5.h"
@@ -36,30 +56,51 @@
 
 namespace rmoe {
 
-// How an app reports an exception from run().
+// Who is reporting: one process (ranks 0), or rank `rank` of `ranks` on `host`.
 struct ErrorReport {
-  bool print_usage_errors = true;  // false on MPI ranks other than 0
-  std::string failure = "error";   // "NAME: <failure>: message"; "error on HOST" under MPI
+  int rank = 0, ranks = 0;  // ranks 0: an app without MPI
+  std::string host;
 };
 
-// Runs run(argc, argv) and maps its exceptions to a line and a status.
-inline int run_and_report(const char* name, const ErrorReport& report, int argc, char** argv,
-                          int (*run)(int, char**)) {
+// What run_and_report leaves to its caller: the status and, on a rank other
+// than 0 with a plain UsageError (see the file comment), the line to print
+// if the process is still alive after kUsageErrorGraceSeconds.
+struct RunOutcome {
   int status = exit_status_done;
+  std::string deferred_line;
+};
+
+inline constexpr int kUsageErrorGraceSeconds = 3;
+
+// Runs run(argc, argv) and maps its exceptions to a line and a status (see
+// the file comment for the forms of the line).
+inline RunOutcome run_and_report(const char* name, const ErrorReport& report, int argc, char** argv,
+                                 int (*run)(int, char**)) {
+  RunOutcome out;
+  const bool several = report.ranks > 1;
+  const std::string who = std::string(name) + ": " +
+                          (several ? "rank " + std::to_string(report.rank) + " (" + report.host + "): " : "");
+  std::string line;
   try {
-    status = run(argc, argv);
+    out.status = run(argc, argv);
   } catch (const UsageError& e) {
-    std::fflush(stdout);
-    if (report.print_usage_errors) std::fprintf(stderr, "%s: %s\n", name, e.what());
-    status = exit_status_usage;
+    out.status = exit_status_usage;
+    const bool own_input = dynamic_cast<const InputError*>(&e) != nullptr;
+    if (!several || (report.rank == 0 && !own_input))
+      line = std::string(name) + ": " + e.what();
+    else if (own_input)
+      line = who + e.what();
+    else
+      out.deferred_line = who + e.what();
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "%s: %s: %s\n", name, report.failure.c_str(), e.what());
-    status = exit_status_failure;
+    out.status = exit_status_failure;
+    line = several || report.ranks == 0 ? who + "error: " + e.what()
+                                        : std::string(name) + ": error on " + report.host + ": " + e.what();
   }
+  std::fflush(stdout);  // what the app printed comes first
+  if (!line.empty()) std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
-  std::fflush(stdout);
-  return status;
+  return out;
 }
 
 // Ends the process with `status` now, without exit handlers, unless HDF5 could
@@ -73,7 +114,7 @@ inline void close_hdf5_or_quit(int status) {
 
 // One process, no MPI (rmoe_prepare, rmoe_ckpt).
 inline int app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
-  const int status = run_and_report(name, ErrorReport{}, argc, argv, run);
+  const int status = run_and_report(name, ErrorReport{}, argc, argv, run).status;
   close_hdf5_or_quit(status);
   return status;
 }
@@ -91,11 +132,16 @@ namespace rmoe {
 inline int mpi_app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
   use_passive_omp_wait(argv, ranks_on_this_node());  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
-  const ErrorReport report{mpi_world_rank() == 0, "error on " + host_name()};
-  const int status = run_and_report(name, report, argc, argv, run);
+  const ErrorReport report{mpi_world_rank(), mpi_world()->size(), host_name()};
+  const RunOutcome outcome = run_and_report(name, report, argc, argv, run);
+  const int status = outcome.status;
   const bool hdf5_closed = h5::close_library();
-  if (status != exit_status_done && status != exit_status_requeue && mpi_world()->size() > 1)
-    mpi_abort_all(status);
+  if (!outcome.deferred_line.empty()) {  // rank 0 has it too, unless this rank's own (file comment)
+    std::this_thread::sleep_for(std::chrono::seconds(kUsageErrorGraceSeconds));
+    std::fprintf(stderr, "%s\n", outcome.deferred_line.c_str());
+    std::fflush(stderr);
+  }
+  if (status != exit_status_done && status != exit_status_requeue && report.ranks > 1) mpi_abort_all(status);
   mpi_finalize();
   if (!hdf5_closed) close_hdf5_or_quit(status);  // quits: close_library declines again
   return status;

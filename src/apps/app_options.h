@@ -9,9 +9,12 @@
 // (which go to parse_train_config_from_ini, train/config.h):
 //   const std::string path = checkpoint_to_load(load);  // UsageError if none
 //   TrainConfig cfg = parse_train_config_from_ini(read_checkpoint_header(path).config_ini, path, overrides);
+// and, once the data is open, that its tokenizer is the one the model was
+// trained on (check_same_tokenizer; --allow-tokenizer-mismatch overrides).
 // Tested through tests/cli/eval_generate.sh and tests/cli/quickstart.sh.
 #pragma once
 #include <boost/program_options.hpp>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -89,6 +92,48 @@ inline std::vector<std::string> take_own_options(int argc, char** argv, const st
     if (!mine) rest.push_back(a);
   }
   return rest;
+}
+
+// Removes every `--flag` (a switch without a value) from argv; returns
+// whether it was there. argc and argv are updated in place.
+inline bool take_switch(int& argc, char** argv, const std::string& flag) {
+  bool found = false;
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (flag == argv[i]) {
+      found = true;
+      continue;
+    }
+    argv[out++] = argv[i];
+  }
+  argc = out;
+  return found;
+}
+
+// The tokenizer of the data an app reads (fingerprint and words, checkpoint.h
+// tokenizer_fingerprint_of) against the one the checkpoint's model was
+// trained on: a mismatch is a UsageError naming both, unless `allow`
+// (--allow-tokenizer-mismatch), which only warns. A checkpoint written before
+// tokenizer fingerprints gets a one-line warning. Warnings go to stderr when
+// `print`.
+inline void check_same_tokenizer(const CheckpointHeader& h, const std::string& checkpoint, const std::string& data,
+                                 const std::string& fingerprint, const std::string& description, bool allow,
+                                 bool print) {
+  if (h.tokenizer_fingerprint.empty()) {
+    if (print)
+      std::fprintf(stderr,
+                   "warning: %s records no tokenizer fingerprint (written by an older rmoe): cannot check that %s "
+                   "(%s) uses the tokenizer it was trained on\n",
+                   checkpoint.c_str(), data.c_str(), description.c_str());
+    return;
+  }
+  if (h.tokenizer_fingerprint == fingerprint) return;
+  const std::string what = "the tokenizer of " + data + ", " + description + " [" + fingerprint +
+                           "], is not the one " + checkpoint + " was trained on, " + h.tokenizer + " [" +
+                           h.tokenizer_fingerprint + "]";
+  if (!allow)
+    throw UsageError(what + "; use data prepared with the model's tokenizer, or pass --allow-tokenizer-mismatch");
+  if (print) std::fprintf(stderr, "warning: --allow-tokenizer-mismatch: %s\n", what.c_str());
 }
 
 // True if `args` sets --name (either form).

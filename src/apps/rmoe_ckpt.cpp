@@ -71,12 +71,14 @@ int info(const std::string& arg) {
   const double mb = double(std::filesystem::file_size(path)) / 1e6;
   std::printf("checkpoint   %s (%.1f MB)\n", path.c_str(), mb);
   std::printf("format       rmoe-checkpoint version %lld\n", (long long)h.version);
-  std::printf("step         %lld (optimizer steps completed)\n", (long long)h.step);
+  std::printf("step         %lld (training steps completed, %lld of them skipped: %lld AdamW updates)\n",
+              (long long)h.step, (long long)h.skipped_steps, (long long)(h.step - h.skipped_steps));
   std::printf("tokens       %lld consumed\n", (long long)h.consumed_tokens);
   std::printf("seed         %llu (data order and randomness are functions of seed and step)\n",
               (unsigned long long)h.seed);
-  std::printf("skipped      %lld step(s) without an update (non-finite loss or gradient), %lld of them at the end\n",
-              (long long)h.skipped_steps, (long long)h.skipped_in_a_row);
+  if (h.skipped_steps > 0)
+    std::printf("skipped      %lld step(s) had a non-finite loss or gradient and no update, the last %lld in a row\n",
+                (long long)h.skipped_steps, (long long)h.skipped_in_a_row);
   std::printf("run          %s\n", h.run_id.empty() ? "(no run id: written before run ids)" : h.run_id.c_str());
   std::printf("tokenizer    %s\n", h.tokenizer_fingerprint.empty()
                                        ? "(not recorded: written before tokenizer fingerprints)"

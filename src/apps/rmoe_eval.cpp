@@ -1,6 +1,7 @@
 // rmoe_eval — the validation loss of a checkpoint (DESIGN.md §2, apps).
 //
 //   rmoe_eval --load CKPT_OR_DIR [--data-path DIR] [--eval-iters N] [--micro-batch-size B]
+//             [--allow-tokenizer-mismatch]
 //   mpirun -n 2 rmoe_eval --load runs/x/ckpt --data-path data/x
 //
 // Rebuilds the model from the configuration stored in the checkpoint (any
@@ -18,9 +19,16 @@
 // For synthetic:NAME data (no fixed split) N defaults to --eval-iters of the
 // checkpoint's configuration.
 //
-// Exit status: 0 done, 1 failure, 2 bad usage (one line: a missing checkpoint,
-// a dataset whose vocabulary differs from the model's, a bad option). An
-// error on any rank ends every rank.
+// The data's tokenizer must be the one the model was trained on (the
+// checkpoint's tokenizer_fingerprint, checkpoint.h): another one, even of the
+// same vocabulary size, is refused naming both, unless
+// --allow-tokenizer-mismatch (then a warning). A checkpoint written before
+// fingerprints gets a one-line warning.
+//
+// Exit status: 0 done, 1 failure (also a checkpoint holding non-finite
+// values), 2 bad usage (one line: a missing checkpoint, a dataset whose
+// vocabulary or tokenizer differs from the model's, a bad option). An error
+// on any rank ends every rank.
 // Tested by tests/cli/eval_generate.sh and tests/cli/quickstart.sh.
 
 #include <algorithm>
@@ -58,6 +66,7 @@ const char* kUsage =
     "  --data-path DIR       dataset made by rmoe_prepare (default: the one the checkpoint trained on)\n"
     "  --eval-iters N        evaluate the first N micro-batches of the validation split (default: all of it)\n"
     "  --micro-batch-size B  windows per forward pass (default: the checkpoint's)\n"
+    "  --allow-tokenizer-mismatch  evaluate even if the data's tokenizer is not the model's (a warning)\n"
     "Other rmoe_train options override the checkpoint's configuration (e.g. --expert-parallel-size).\n"
     "Prints the validation loss, BPC (byte data) or perplexity, and the tokens evaluated (rank 0).\n"
     "Exit status: 0 done, 1 failure, 2 bad usage.\n";
@@ -77,6 +86,7 @@ int run(int argc, char** argv) {
       if (mpi_world_rank() == 0) std::fputs(kUsage, stdout);
       return 0;
     }
+  const bool allow_tokenizer_mismatch = take_switch(argc, argv, "--allow-tokenizer-mismatch");
   std::vector<std::pair<std::string, std::string>> own;
   std::vector<std::string> overrides =
       take_own_options(argc, argv, {"load", "eval-iters", "micro-batch-size"}, own);
@@ -123,6 +133,9 @@ int run(int argc, char** argv) {
   // Global batch = one micro-batch: validation batch m is then micro-batch m,
   // sequence j of it the window m * mb + j (loader.h).
   std::unique_ptr<BatchSource> source = open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, S, mb);
+  check_same_tokenizer(header, path, cfg.data_path, tokenizer_fingerprint_of(*source, cfg.data_path, cfg.seed),
+                       tokenizer_description_of(*source, cfg.data_path, cfg.seed), allow_tokenizer_mismatch,
+                       rank == 0);
   int64_t windows = -1, micro_batches = 0;
   if (const auto* shards = dynamic_cast<const ShardBatchSource*>(source.get())) {
     windows = shards->num_windows(Split::val);

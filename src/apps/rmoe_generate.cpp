@@ -2,6 +2,7 @@
 //
 //   rmoe_generate --load CKPT_OR_DIR [--data-path DIR | --tokenizer-from DIR] --prompt TEXT
 //                 [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--no-stop-at-eod]
+//                 [--allow-tokenizer-mismatch]
 //
 // Rebuilds the model from the configuration stored in the checkpoint, loads
 // its weights and the tokenizer of a dataset (--data-path or --tokenizer-from
@@ -18,6 +19,12 @@
 // token. Generation stops after N tokens or at an end-of-document token
 // (unless --no-stop-at-eod). An empty prompt starts a new document (the
 // context is one end-of-document token).
+//
+// The dataset's tokenizer must be the one the model was trained on (the
+// checkpoint's tokenizer_fingerprint, checkpoint.h): another one, even of the
+// same vocabulary size, would decode garbage, so it is refused naming both,
+// unless --allow-tokenizer-mismatch (then a warning). A checkpoint written
+// before fingerprints gets a one-line warning.
 //
 // Prints prompt + continuation on stdout (decoded by the dataset's tokenizer;
 // byte data prints the bytes as they are), and one summary line on stderr.
@@ -126,7 +133,9 @@ int run(int argc, char** argv) {
       ("top-p", po::value<double>(&o.top_p)->default_value(1.0),
        "then from the smallest set of them with probability >= P (nucleus); 1 = no cut")
       ("seed", po::value<uint64_t>(&o.seed)->default_value(1), "random seed; the same seed gives the same text")
-      ("no-stop-at-eod", "keep generating after an end-of-document token");
+      ("no-stop-at-eod", "keep generating after an end-of-document token")
+      ("allow-tokenizer-mismatch", "decode with the dataset's tokenizer even if the model was trained on another "
+       "(a warning instead of an error)");
   // clang-format on
   po::variables_map vm;
   if (!parse_or_usage(argc, argv, desc, vm)) return 0;  // --help
@@ -163,6 +172,8 @@ int run(int argc, char** argv) {
     throw UsageError("the tokenizer of " + data + " has vocabulary " + std::to_string(tok.vocab_size()) +
                      " but the model of " + path + " has vocabulary " + std::to_string(V) +
                      "; use the dataset the model was trained on");
+  check_same_tokenizer(header, path, data, tokenizer_fingerprint_of(tok), tok.describe(),
+                       vm.count("allow-tokenizer-mismatch") > 0, true);
 
   // One sequence is too little work to share between threads (on a busy
   // machine, waiting threads make it many times slower): one thread unless

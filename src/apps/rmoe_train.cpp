@@ -2,8 +2,12 @@
 // configuration, answer --help / --dry-run, build the trainer, then the pieces
 // of train_loop.h (resume, header, the step loop with its log lines, metrics
 // (metrics_writer.h), evaluation and checkpoints, the summary). Exit status: 0
-// done, 1 failure, 2 bad usage (one line naming the option), 3 stopped early
-// after saving (a signal or --exit-interval; signals.h).
+// done, 1 failure (also: more than --max-skipped-steps non-finite steps in a
+// row), 2 bad usage (one line naming the option; also a --save directory that
+// cannot be written or holds another run's checkpoints, a --load that does
+// not exist, a resume that changes the model or the tokenizer), 3 stopped
+// early with a checkpoint of the stop step in --save (a signal or
+// --exit-interval; signals.h), 4 stopped early without one (no --save).
 
 #include <cstdio>
 #include <iostream>
@@ -22,6 +26,8 @@
 using namespace rmoe;
 
 namespace {
+
+bool stopped_without_checkpoint = false;  // run() stopped early without a checkpoint: main returns 4
 
 int run(int argc, char** argv) {
   TrainConfig cfg = parse_train_config(argc, argv);
@@ -50,17 +56,28 @@ int run(int argc, char** argv) {
   Trainer trainer(cfg, groups);
   if (!root && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);  // rank 0 reports; others via errors
   install_stop_signal_handlers();
-  const std::string resumed_from = resume_from_load(cfg, trainer, *groups);
-  print_run_header(cfg, stats, *groups, trainer);
   MetricsWriter metrics(cfg.metrics_file, root);
+  const std::string resumed_from = resume_from_load(cfg, trainer, *groups, metrics);
+  check_save_dir(cfg, trainer, *groups, !resumed_from.empty());
+  print_run_header(cfg, stats, *groups, trainer);
   const int64_t first = trainer.step();
   CheckpointSaver saver(cfg, trainer, *groups, resumed_from.empty() ? -1 : first);
   RunTimes times;
   const int exit_status = train_loop(cfg, trainer, *groups, metrics, saver, times);
   print_run_summary(cfg, trainer, first, exit_status, times, saver.enabled());
+  if (exit_status == exit_status_stopped_without_checkpoint) {
+    stopped_without_checkpoint = true;
+    return exit_status_done;  // see main
+  }
   return exit_status;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return rmoe::mpi_app_main("rmoe_train", argc, argv, run); }
+// A stop without a checkpoint is no failure, but the shared main ends every
+// rank with MPI_Abort for any status other than 0 and 3: run() reports 0,
+// MPI finalizes normally, and main returns 4.
+int main(int argc, char** argv) {
+  const int status = rmoe::mpi_app_main("rmoe_train", argc, argv, run);
+  return status == exit_status_done && stopped_without_checkpoint ? exit_status_stopped_without_checkpoint : status;
+}

@@ -1,6 +1,7 @@
-// train_loop.h — the pieces of rmoe_train's run(): resuming from --load, the
-// run header, the step loop (log lines, metrics, evaluation, the save
-// decision, stopping on a signal or --exit-interval) and the closing summary.
+// train_loop.h — the pieces of rmoe_train's run(): resuming from --load
+// (with what a resume checks), the --save directory checks, the run header,
+// the step loop (log lines, metrics, evaluation, the save decision, skipped
+// steps, stopping on a signal or --exit-interval) and the closing summary.
 // Header-only: each app is one source file. Every line goes to stdout, which
 // only rank 0 keeps (rmoe_train.cpp sends the others' to /dev/null).
 // Tested through tests/cli/*.sh (train_cli, checkpoint_resume, mpi_rank_failure,
@@ -10,10 +11,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "metrics_writer.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 #include "rmoe/core/timer.h"
 #include "rmoe/parallel/comm.h"
 #include "rmoe/train/checkpoint.h"
@@ -49,31 +54,150 @@ inline void maybe_inject_failure(int rank, int64_t step) {
     throw Error("injected failure on rank " + std::to_string(rank) + " at step " + std::to_string(step));
 }
 
+// Exit status of a run that stopped early (a signal, --exit-interval) when no
+// checkpoint of the stop step exists: without --save there is nothing to
+// resume from, so it is neither "done" (0) nor "continue later" (3,
+// exit_status_requeue, which job scripts requeue on). README, slurm/README.md.
+constexpr int exit_status_stopped_without_checkpoint = 4;
+
+// Runs `decide` on world rank 0 only and gives every rank its result, or
+// makes every rank throw rank 0's exception (UsageError stays UsageError), so
+// no rank is left waiting in a collective. For decisions that read the file
+// system (a shared one may show ranks different listings).
+inline std::string decide_on_rank0(Comm& world, const std::function<std::string()>& decide) {
+  std::string text;
+  int64_t header[2] = {0, 0};  // length, 0 ok / 1 UsageError / 2 Error
+  if (world.rank() == 0) {
+    try {
+      text = decide();
+    } catch (const UsageError& e) {
+      text = e.what();
+      header[1] = 1;
+    } catch (const std::exception& e) {
+      text = e.what();
+      header[1] = 2;
+    }
+    header[0] = int64_t(text.size());
+  }
+  world.broadcast(header, int64_t(sizeof header), 0);
+  text.resize(size_t(header[0]));
+  world.broadcast(text.data(), header[0], 0);
+  if (header[1] == 1) throw UsageError(text);
+  if (header[1] == 2) throw Error(text);
+  return text;
+}
+
+// Whether two paths name the same place (neither need exist).
+inline bool same_path(const std::string& a, const std::string& b) {
+  std::error_code ea, eb;
+  const auto ca = std::filesystem::weakly_canonical(a, ea), cb = std::filesystem::weakly_canonical(b, eb);
+  if (ea || eb) return std::filesystem::path(a).lexically_normal() == std::filesystem::path(b).lexically_normal();
+  return ca == cb;
+}
+
 // --load DIR resumes from its newest checkpoint (none yet: start fresh), so
-// one command line serves the first run and every requeue. Rank 0 picks the
-// checkpoint and tells the others, so every rank loads the same file even if
-// a shared file system shows them different listings. Returns the path
-// resumed from ("" when starting fresh). A checkpoint of another --seed is a
-// UsageError (the data order depends on it).
-inline std::string resume_from_load(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups) {
+// one command line serves the first run and every requeue. A --load that
+// does not exist is a UsageError, unless it is also the --save directory
+// (the requeue idiom's first run: one line says the run starts fresh). Rank 0
+// picks the checkpoint and tells the others, so every rank loads the same
+// file even if a shared file system shows them different listings.
+//
+// What a resume checks (docs/DATA.md): the checkpoint's stored configuration
+// against this run's. A change to a model-shaping option
+// (model_shaping_options(): the shapes, top-k, router type and width,
+// router-detach, tied embeddings, init, seed) or to the tokenizer of the data
+// is a UsageError naming every such option with both values; every other
+// change is printed, one line per option, and recorded in the metrics (a
+// "resume" record). A checkpoint without a tokenizer fingerprint (an older
+// file) gets a one-line warning. Then the trainer continues the checkpoint's
+// step, token count, skip counts and run id. Returns the path resumed from
+// ("" when starting fresh).
+inline std::string resume_from_load(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups,
+                                    MetricsWriter& metrics) {
   if (cfg.load.empty()) return "";
-  std::string path = groups.world->rank() == 0 ? resolve_load_path(cfg.load) : std::string();
-  int64_t len = int64_t(path.size());
-  groups.world->broadcast(&len, sizeof len, 0);
-  path.resize(size_t(len));
-  groups.world->broadcast(path.data(), len, 0);
+  bool fresh_save_dir = false;  // --load does not exist but is the --save directory
+  const std::string path = decide_on_rank0(*groups.world, [&]() -> std::string {
+    std::error_code ec;
+    if (!std::filesystem::exists(cfg.load, ec)) {
+      if (!cfg.save.empty() && same_path(cfg.load, cfg.save)) return "";
+      throw UsageError("--load=" + cfg.load + ": no such file or directory; give a checkpoint (ckpt_<step>.h5) or "
+                       "the --save directory of an earlier run (to start a fresh run that later runs resume, give "
+                       "the same directory as --save and --load)");
+    }
+    return resolve_load_path(cfg.load);
+  });
   if (path.empty()) {
-    std::printf("no checkpoint in %s yet: starting from step 0\n", cfg.load.c_str());
+    std::error_code ec;
+    fresh_save_dir = !std::filesystem::exists(cfg.load, ec);
+    if (fresh_save_dir)
+      std::printf("--load=%s does not exist yet; it is also the --save directory: starting a fresh run at step 0\n",
+                  cfg.load.c_str());
+    else
+      std::printf("no checkpoint in %s yet: starting from step 0\n", cfg.load.c_str());
     return "";
   }
+
+  // The configuration and the tokenizer first: a model change is named by
+  // option, not by the first tensor whose shape it changed.
+  const CheckpointHeader h = read_checkpoint_header(path);
+  TrainState saved;
+  saved.config_ini = h.config_ini;
+  saved.tokenizer_fingerprint = h.tokenizer_fingerprint;
+  saved.tokenizer = h.tokenizer;
+  const ResumeChanges changes =
+      compare_for_resume(saved, config_to_ini(cfg), trainer.tokenizer_fingerprint(), trainer.tokenizer_description());
+  if (!changes.refused.empty()) {
+    std::string list;
+    for (const ConfigChange& c : changes.refused)
+      list += (list.empty() ? "" : "; ") + c.key + ": " + c.from + " -> " + c.to;
+    throw UsageError("--load=" + path + ": cannot resume: it was trained with another model or data tokenizer (" +
+                     list + "; checkpoint -> this run); resume with the checkpoint's values (rmoe_ckpt info " + path +
+                     " shows them), or start a new run in an empty --save directory");
+  }
+  if (h.tokenizer_fingerprint.empty())
+    std::printf("warning: %s records no tokenizer fingerprint (written by an older rmoe): not checking that it was "
+                "trained on this run's tokenizer, %s\n",
+                path.c_str(), trainer.tokenizer_description().c_str());
+
   TrainState s = trainer.state();
   load_checkpoint(path, s, groups);
-  if (s.seed != cfg.seed)
-    throw UsageError("--seed=" + std::to_string(cfg.seed) + " differs from the seed " + std::to_string(s.seed) +
-                     " of " + path + " (the data order depends on it); resume with --seed " + std::to_string(s.seed));
-  trainer.set_step(s.step);
-  std::printf("resumed from %s at step %ld\n", path.c_str(), long(s.step));
+  trainer.restore(s);
+  for (const ConfigChange& c : changes.reported)
+    std::printf("resume: %s changed since the checkpoint: %s -> %s\n", c.key.c_str(), c.from.c_str(), c.to.c_str());
+  metrics.resume(s.step, path, changes.reported);
+  std::printf("resumed from %s at step %ld (%ld tokens", path.c_str(), long(s.step), long(s.consumed_tokens));
+  if (s.skipped_steps > 0) std::printf(", %ld skipped step(s)", long(s.skipped_steps));
+  std::printf(")\n");
   return path;
+}
+
+// The --save directory, checked before the first step so no work is lost at
+// the first save: it is created and a probe file written, fsynced and
+// removed (UsageError naming it otherwise), and it must not hold checkpoints
+// of another run (by run id; UsageError naming them and what to do). A run
+// that resumed tolerates files without a run id (written before run ids);
+// a fresh run tolerates none. keep-K never deletes another run's files
+// either (checkpoint.h).
+inline void check_save_dir(const TrainConfig& cfg, const Trainer& trainer, const ProcessGroups& groups,
+                           bool resumed) {
+  if (cfg.save.empty()) return;
+  decide_on_rank0(*groups.world, [&]() -> std::string {
+    try {
+      probe_checkpoint_dir(cfg.save);
+    } catch (const Error& e) {
+      throw UsageError("--save=" + cfg.save + ": cannot write checkpoints there (" + e.what() +
+                       "); choose a writable directory");
+    }
+    const std::vector<std::string> other = checkpoints_of_other_runs(cfg.save, trainer.run_id(), !resumed);
+    if (!other.empty()) {
+      std::string list;
+      for (size_t i = 0; i < other.size() && i < 3; ++i) list += (i ? ", " : "") + other[i];
+      if (other.size() > 3) list += ", ... (" + std::to_string(other.size()) + " files)";
+      throw UsageError("--save=" + cfg.save + " already holds checkpoints of another run (" + list +
+                       "); to continue that run give --load " + cfg.save + ", otherwise choose an empty directory");
+    }
+    return "";
+  });
 }
 
 // The model, the layout, the data and the batch of this run.
@@ -116,19 +240,29 @@ struct RunTimes {
   }
 };
 
-// The log line of step st.step + 1 of train_iters.
+// The log line of step st.step + 1 of train_iters; "| skipped N" at the end
+// once the run has skipped steps (non-finite loss or gradient).
 inline std::string format_step_line(const StepStats& st, int64_t train_iters, double tokens_per_s,
                                     double eta_seconds) {
   const char* format =
-      "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | eta %s\n";
+      "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | eta %s%s\n";
   const std::string eta = format_duration(eta_seconds);
+  const std::string skipped = st.skipped_steps > 0 ? " | skipped " + std::to_string(st.skipped_steps) : "";
   auto print = [&](char* out, size_t size) {
     return std::snprintf(out, size, format, long(st.step + 1), long(train_iters), st.loss, st.lr, st.grad_norm, st.lb,
-                         tokens_per_s, st.max_load, st.worst_layer, eta.c_str());
+                         tokens_per_s, st.max_load, st.worst_layer, eta.c_str(), skipped.c_str());
   };
   std::string line(size_t(print(nullptr, 0)), '\0');  // a huge finite gradient norm has ~300 digits
   print(line.data(), line.size() + 1);
   return line;
+}
+
+// The line of a skipped step (every one is printed, whatever --log-interval).
+inline std::string format_skipped_line(const StepStats& st, int64_t train_iters, int64_t max_skipped) {
+  return "step " + std::to_string(st.step + 1) + "/" + std::to_string(train_iters) + " | SKIPPED: loss " +
+         shortest_text(st.loss) + ", grad " + shortest_text(st.grad_norm) + " not finite, no update (" +
+         std::to_string(st.skipped_in_a_row) + " in a row, at most " + std::to_string(max_skipped) +
+         " allowed; skipped " + std::to_string(st.skipped_steps) + ")\n";
 }
 
 // The evaluation step after step `step`: the validation loss over
@@ -158,6 +292,9 @@ class CheckpointSaver {
   CheckpointSaver(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups, int64_t last_saved)
       : cfg_(cfg), trainer_(trainer), groups_(groups), last_saved_(last_saved) {}
   bool enabled() const { return !cfg_.save.empty(); }
+  // Whether --save holds a checkpoint of the trainer's current step (saved
+  // by this saver, or the step resumed from).
+  bool has_current_step() const { return enabled() && last_saved_ == trainer_.step(); }
   void save(const char* why) {
     if (!enabled() || last_saved_ == trainer_.step()) return;
     const auto t0 = Clock::now();
@@ -192,9 +329,13 @@ inline bool stop_after(int64_t done, const TrainConfig& cfg, Comm& world, Checkp
 }
 
 // Steps from trainer.step() to --train-iters: log every --log-interval steps
-// (and the first and last), evaluate every --eval-interval (and at the end),
-// save every --save-interval and at the end. Returns exit_status_done, or
-// exit_status_requeue after an early stop (stop_after).
+// (and the first and last) and every skipped step, evaluate every
+// --eval-interval (and at the end), save every --save-interval and at the
+// end. Returns exit_status_done; after an early stop (stop_after)
+// exit_status_requeue when a checkpoint of the stop step exists, else
+// exit_status_stopped_without_checkpoint. A run of more than
+// --max-skipped-steps non-finite steps ends with the trainer's Error (exit 1)
+// before anything of that step is saved.
 inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGroups& groups, MetricsWriter& metrics,
                       CheckpointSaver& saver, RunTimes& times) {
   const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
@@ -204,7 +345,11 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
     const int64_t done = st.step + 1;
     maybe_inject_failure(groups.world->rank(), done);
     times.add(st);
-    if (done % cfg.log_interval == 0 || done == last || st.step == first) {
+    if (st.skipped) {
+      std::fputs(format_skipped_line(st, cfg.train_iters, cfg.max_skipped_steps).c_str(), stdout);
+      std::fflush(stdout);
+      metrics.skip(st);
+    } else if (done % cfg.log_interval == 0 || done == last || st.step == first) {
       const double tps = times.take_window_rate(tokens_per_step);
       const double eta = (last - done) * (times.total_seconds / double(done - first));
       std::fputs(format_step_line(st, cfg.train_iters, tps, eta).c_str(), stdout);
@@ -214,7 +359,8 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
     if (cfg.eval_interval > 0 && (done % cfg.eval_interval == 0 || done == last))
       evaluate_and_report(trainer, cfg, done, metrics);
     if (cfg.save_interval > 0 && done % cfg.save_interval == 0) saver.save("interval");
-    if (stop_after(done, cfg, *groups.world, saver)) return exit_status_requeue;
+    if (stop_after(done, cfg, *groups.world, saver))
+      return saver.has_current_step() ? exit_status_requeue : exit_status_stopped_without_checkpoint;
   }
   saver.save("end of training");
   return exit_status_done;
@@ -223,8 +369,9 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
 // The closing lines: how far the run got, its speed, and where the time went.
 inline void print_run_summary(const TrainConfig& cfg, const Trainer& trainer, int64_t first_step, int exit_status,
                               const RunTimes& t, bool saving) {
-  if (exit_status != exit_status_done && !saving)
-    std::printf("warning: stopped early without --save: nothing was saved\n");
+  if (exit_status == exit_status_stopped_without_checkpoint)
+    std::printf("warning: stopped early without %s: nothing to resume from (exit status %d)\n",
+                saving ? "a checkpoint" : "--save", exit_status);
   const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
   const int64_t ran = trainer.step() - first_step;
   std::printf("%s: step %ld/%ld, %ld steps in %s this run (%.0f tokens/s)\n",

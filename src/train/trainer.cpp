@@ -7,6 +7,7 @@
 #include "rmoe/parallel/grad_sync.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"
 #include "rmoe/core/timer.h"
 #include "rmoe/train/schedule.h"
 
@@ -42,6 +43,19 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
   const size_t n = size_t(cfg.micro_batch_size) * cfg.model.seq_length;
   tokens_.assign(n, 0);
   targets_.assign(n, 0);
+  tokenizer_fingerprint_ = tokenizer_fingerprint_of(*source_, cfg.data_path, cfg.seed);
+  tokenizer_description_ = tokenizer_description_of(*source_, cfg.data_path, cfg.seed);
+  // One run id for all ranks: rank 0's.
+  run_id_ = groups_->world->rank() == 0 ? new_run_id() : std::string(16, '0');
+  groups_->world->broadcast(run_id_.data(), int64_t(run_id_.size()), 0);
+}
+
+void Trainer::restore(const TrainState& loaded) {
+  step_ = loaded.step;
+  consumed_tokens_ = loaded.consumed_tokens;
+  skipped_steps_ = loaded.skipped_steps;
+  skipped_in_a_row_ = loaded.skipped_in_a_row;
+  if (!loaded.run_id.empty()) run_id_ = loaded.run_id;  // older files have none: this run's new id
 }
 
 StepStats Trainer::train_step() {
@@ -63,8 +77,8 @@ StepStats Trainer::train_step() {
     source_->fill(step_, first_seq + int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
     st.data_seconds += seconds_since(td);
     ForwardResult r = model_.forward(tokens_.data(), targets_.data(), mb);
-    RMOE_CHECK(std::isfinite(r.total), "loss is not finite (" << r.total << ") at step " << step_
-                                           << "; lower --lr or check the data");
+    // Backward even for a non-finite loss: every rank takes part in the same
+    // collectives; the verdict comes once the ranks' sums are known.
     model_.backward(1.0 / accum);
     st.loss += r.ce / (accum * P);
     st.lb += r.lb / accum;
@@ -81,22 +95,6 @@ StepStats Trainer::train_step() {
   allreduce_grads(*groups_, grads, st.loss);
   st.allreduce_seconds = seconds_since(tr);
   st.grad_norm = global_grad_norm(*groups_, grads);
-  RMOE_CHECK(std::isfinite(st.grad_norm), "gradient norm is not finite at step " << step_);
-  if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
-    const float s = float(cfg_.clip_grad / st.grad_norm);
-    scale(gr.data(), int64_t(gr.size()), s);
-    scale(ge.data(), int64_t(ge.size()), s);
-  }
-  AdamWHyper h;
-  h.beta1 = cfg_.adam_beta1;
-  h.beta2 = cfg_.adam_beta2;
-  h.eps = cfg_.adam_eps;
-  for (const auto& s : params.specs()) {
-    float* m = (s.expert ? m_exp_.data() : m_rep_.data()) + s.offset;
-    float* v = (s.expert ? v_exp_.data() : v_rep_.data()) + s.offset;
-    adamw_step(params.data_of(s), grads.data_of(s), m, v, s.numel(), h, step_ + 1, float(st.lr),
-               s.decay ? float(cfg_.weight_decay) : 0.f);
-  }
   // Expert load: max share / mean share per layer; report the worst layer.
   for (int l = 0; l < cfg_.model.num_layers; ++l) {
     int64_t mx = 0, sum = 0;
@@ -111,6 +109,70 @@ StepStats Trainer::train_step() {
       st.worst_layer = l;
     }
   }
+  const int64_t step_tokens = int64_t(cfg_.global_batch_size) * cfg_.model.seq_length;
+
+  // A non-finite step: skipped, or the end of the run (trainer.h). Loss, aux
+  // terms and the norm are global sums, so every rank decides alike.
+  if (!(std::isfinite(st.loss) && std::isfinite(st.grad_norm) && std::isfinite(st.lb) && std::isfinite(st.z))) {
+    if (skipped_in_a_row_ >= cfg_.max_skipped_steps)
+      throw Error("step " + std::to_string(step_ + 1) + ": loss " + shortest_text(st.loss) + ", gradient norm " +
+                  shortest_text(st.grad_norm) + " are not finite, and so were the " +
+                  std::to_string(skipped_in_a_row_) + " step(s) before it (--max-skipped-steps=" +
+                  std::to_string(cfg_.max_skipped_steps) + "): stopping without saving. The weights are those "
+                  "of step " + std::to_string(step_ - skipped_in_a_row_) + ", the last update applied, as in "
+                  "every checkpoint saved since; lower --lr or check the data, and resume from a checkpoint "
+                  "saved before the loss diverged");
+    ++skipped_steps_;
+    ++skipped_in_a_row_;
+    consumed_tokens_ += step_tokens;  // the batch is consumed: the next step reads the next one
+    st.skipped = true;
+    st.skipped_in_a_row = skipped_in_a_row_;
+    st.skipped_steps = skipped_steps_;
+    st.consumed_tokens = consumed_tokens_;
+    ++step_;
+    st.seconds = seconds_since(t0);
+    return st;
+  }
+
+  if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
+    const float s = float(cfg_.clip_grad / st.grad_norm);
+    scale(gr.data(), int64_t(gr.size()), s);
+    scale(ge.data(), int64_t(ge.size()), s);
+  }
+  AdamWHyper h;
+  h.beta1 = cfg_.adam_beta1;
+  h.beta2 = cfg_.adam_beta2;
+  h.eps = cfg_.adam_eps;
+  for (const auto& s : params.specs()) {
+    float* m = (s.expert ? m_exp_.data() : m_rep_.data()) + s.offset;
+    float* v = (s.expert ? v_exp_.data() : v_rep_.data()) + s.offset;
+    // t counts the updates applied: a skipped step made none.
+    adamw_step(params.data_of(s), grads.data_of(s), m, v, s.numel(), h, step_ - skipped_steps_ + 1, float(st.lr),
+               s.decay ? float(cfg_.weight_decay) : 0.f);
+  }
+  // Finite gradients, yet a non-finite result: the learning rate is too large
+  // for float. Nothing to skip back to, so the run ends here (every rank: the
+  // replicated values are the same everywhere, expert ones are agreed on).
+  TrainState now;
+  now.params = &params;
+  now.m_rep = &m_rep_;
+  now.v_rep = &v_rep_;
+  now.m_exp = &m_exp_;
+  now.v_exp = &v_exp_;
+  const NonFiniteReport bad = find_non_finite(now, true);
+  double bad_anywhere = double(bad.values);
+  groups_->world->allreduce_max(&bad_anywhere, 1);
+  if (bad_anywhere > 0)
+    throw Error("step " + std::to_string(step_ + 1) + ": the AdamW update (lr " + shortest_text(st.lr) +
+                ") made parameters or moments non-finite although the loss and the gradient norm were finite" +
+                (bad.values > 0 ? " (" + std::to_string(bad.values) + " values on this rank, the first in '" +
+                                      bad.first_tensor + "')"
+                                : std::string()) +
+                "; stopping without saving this state. Lower --lr and resume from the newest checkpoint");
+  skipped_in_a_row_ = 0;
+  consumed_tokens_ += step_tokens;
+  st.skipped_steps = skipped_steps_;
+  st.consumed_tokens = consumed_tokens_;
   ++step_;
   st.seconds = seconds_since(t0);
   return st;
@@ -124,9 +186,14 @@ TrainState Trainer::state() {
   s.m_exp = &m_exp_;
   s.v_exp = &v_exp_;
   s.step = step_;
-  s.consumed_tokens = step_ * int64_t(cfg_.global_batch_size) * cfg_.model.seq_length;
+  s.consumed_tokens = consumed_tokens_;
   s.seed = cfg_.seed;
   s.config_ini = config_to_ini(cfg_);
+  s.skipped_steps = skipped_steps_;
+  s.skipped_in_a_row = skipped_in_a_row_;
+  s.run_id = run_id_;
+  s.tokenizer_fingerprint = tokenizer_fingerprint_;
+  s.tokenizer = tokenizer_description_;
   return s;
 }
 

@@ -9,6 +9,10 @@
 #  4. Errors, each one line naming the problem, exit status 2: a missing
 #     checkpoint, a directory without one, a dataset of another vocabulary
 #     (eval and generate), bad sampling options, generate under mpirun -n 2.
+#  5. The tokenizer: a dataset of another SentencePiece model with the same
+#     vocabulary size is refused by eval and generate (status 2, one line
+#     naming both fingerprints) unless --allow-tokenizer-mismatch; another
+#     byte-level dataset is the same tokenizer and is accepted.
 # Usage: eval_generate.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -99,6 +103,35 @@ expect_usage "no such file" "$build/rmoe_generate" --load "$work/nothing" --prom
 expect_usage "which has no tokenizer" "$build/rmoe_generate" --load "$work/cksyn" --prompt x
 out=$("${mpi[@]}" -n 2 "$build/rmoe_generate" --load "$work/ck" --prompt x 2>&1); st=$?
 [[ $st -ne 0 ]] && grep -q "one process" <<<"$out" || bad "rmoe_generate under mpiexec -n 2: status $st, $out"
+
+
+# 5. tokenizers: two SentencePiece datasets of vocabulary 300 from different text.
+awk 'BEGIN { srand(9); split("zebra quantum violet marble orbit copper saffron tundra glyph whisper nebula fjord", w, " ");
+             for (i = 0; i < 6000; i++) { printf "%s%s", w[int(rand() * 12) + 1], (rand() < 0.1 ? ".\n" : " ") } }' \
+  >"$work/other.txt"
+for d in text other; do
+  "$build/rmoe_prepare" --input "$work/$d.txt" --output "$work/sp_$d" --tokenizer sentencepiece --vocab-size 300 \
+    --val-tokens 1000 --quiet >/dev/null 2>&1 || { echo "FAIL: rmoe_prepare sentencepiece $d"; exit 1; }
+done
+"$build/rmoe_prepare" --input "$work/other.txt" --output "$work/byte_other" --tokenizer byte --val-tokens 3000 --quiet \
+  >/dev/null 2>&1 || { echo "FAIL: rmoe_prepare byte other"; exit 1; }
+"$build/rmoe_train" --config "$src/configs/tiny.ini" --vocab-size 300 --data-path "$work/sp_text" --train-iters 2 \
+  --save "$work/cksp" >"$work/sp.log" 2>&1 || { echo "FAIL: training the sentencepiece checkpoint"; cat "$work/sp.log"; exit 1; }
+expect_usage "--allow-tokenizer-mismatch" "$build/rmoe_eval" --load "$work/cksp" --data-path "$work/sp_other"
+expect_usage "is not the one $work/cksp/ckpt_00000002.h5 was trained on" "$build/rmoe_generate" --load "$work/cksp" \
+  --data-path "$work/sp_other" --prompt zebra
+out=$("$build/rmoe_eval" --load "$work/cksp" --data-path "$work/sp_other" 2>&1)
+[[ $(grep -o "\[sentencepiece:[0-9a-f]*:300\]" <<<"$out" | sort -u | wc -l) -eq 2 ]] \
+  || bad "the refusal does not name two different fingerprints: $out"
+out=$("$build/rmoe_eval" --load "$work/cksp" --data-path "$work/sp_other" --allow-tokenizer-mismatch 2>&1) \
+  && grep -q "^warning: --allow-tokenizer-mismatch: " <<<"$out" && grep -q "^val loss " <<<"$out" \
+  || bad "rmoe_eval --allow-tokenizer-mismatch: $out"
+out=$("$build/rmoe_generate" --load "$work/cksp" --data-path "$work/sp_other" --prompt zebra --max-tokens 3 \
+  --allow-tokenizer-mismatch 2>&1) && grep -q "^warning: --allow-tokenizer-mismatch: " <<<"$out" \
+  || bad "rmoe_generate --allow-tokenizer-mismatch: $out"
+out=$("$build/rmoe_eval" --load "$work/cksp" 2>&1) && ! grep -q warning <<<"$out" || bad "rmoe_eval on its own data: $out"
+out=$("$build/rmoe_eval" --load "$work/ck" --data-path "$work/byte_other" 2>&1) && ! grep -q warning <<<"$out" \
+  || bad "rmoe_eval of a byte model on other byte data: $out"
 
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

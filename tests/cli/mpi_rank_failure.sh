@@ -3,7 +3,11 @@
 # non-zero status (no hang):
 #  1. a thrown error, injected with RMOE_FAIL_AT=rank:step;
 #  2. a save that cannot be written (a file size limit stands in for a full
-#     disk): the message, status 1 (not HDF5's crash at exit), no .tmp left.
+#     disk): the message, status 1 (not HDF5's crash at exit), no .tmp left;
+#  3. bad input only one rank sees (mpirun's `A : B` gives rank 1 its own
+#     --data-path): a missing dataset, a damaged shard, for rmoe_train and
+#     rmoe_eval: that rank prints its own line "NAME: rank 1 (HOST): ...",
+#     status 2; and a bad option every rank sees is printed once, by rank 0.
 # Usage: mpi_rank_failure.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -39,6 +43,63 @@ echo "2. status $status"
 grep -q "rmoe_train: error on .*saving checkpoint '$work/full/ckpt_00000001.h5' failed: .*File too large" <<<"$out" \
   || bad "2. the failed save's message is missing"
 [[ -z $(ls -A "$work/full" 2>/dev/null) ]] || bad "2. the failed save left files: $(ls "$work/full")"
+
+# 3. Rank-local bad input. A one-shard dataset (one 32768-token chunk: every
+# read touches it) and a copy with one token byte changed (Fletcher32).
+for ((i = 0; i < 400; i++)); do echo "line $i: In the beginning was the word, and the word was with God."; done > "$work/text.txt"
+"$build/rmoe_prepare" --input "$work/text.txt" --output "$work/good" --tokenizer byte --val-tokens 4000 --quiet \
+  >/dev/null 2>&1 || { echo "FAIL: rmoe_prepare"; exit 1; }
+cp -r "$work/good" "$work/bad"
+for shard in "$work/bad/train/00000.h5" "$work/bad/val/00000.h5"; do
+  at=$(grep -obUaP 'I\x00n\x00 \x00t\x00h\x00e\x00' "$shard" | head -n 1 | cut -d: -f1)
+  [[ -n $at ]] || { echo "FAIL: no token bytes found in $shard"; exit 1; }
+  printf 'J' | dd of="$shard" bs=1 seek="$at" conv=notrunc status=none
+done
+host=$(hostname)
+tiny=(--config "$src/configs/tiny.ini" --vocab-size 256 --log-interval 1)
+# expect_rank_line LABEL STATUS PATTERN CMD...: runs CMD (a command or function, bounded by its own
+# timeout), wants STATUS within 60 s and a line matching PATTERN.
+expect_rank_line() {
+  local label=$1 want=$2 pattern=$3 start out st
+  shift 3
+  start=$(date +%s)
+  out=$("$@" 2>&1)
+  st=$?
+  local took=$(( $(date +%s) - start ))
+  echo "3. $label: status $st after ${took}s: $(grep -m1 "$pattern" <<<"$out" | cut -c1-200)"
+  [[ $st -eq $want ]] || { bad "3. $label: status $st, expected $want"; echo "$out" | tail -n 8; }
+  grep -q "$pattern" <<<"$out" || { bad "3. $label: no line matching: $pattern"; echo "$out" | tail -n 8; }
+  (( took < 60 )) || bad "3. $label: took ${took}s"
+}
+mpmd() {  # mpmd APP RANK0-ARGS... -- RANK1-ARGS...
+  local app=$1 a=() b=()
+  shift
+  while [[ $1 != -- ]]; do a+=("$1"); shift; done
+  shift
+  b=("$@")
+  timeout 120 mpiexec --oversubscribe -n 1 "$build/$app" "${a[@]}" : -n 1 "$build/$app" "${b[@]}"
+}
+expect_rank_line "train, dataset missing on rank 1" 2 \
+  "^rmoe_train: rank 1 ($host): --data-path=$work/missing: does not exist" \
+  mpmd rmoe_train "${tiny[@]}" --data-path "$work/good" -- "${tiny[@]}" --data-path "$work/missing"
+expect_rank_line "train, damaged shard on rank 1" 2 \
+  "^rmoe_train: rank 1 ($host): shard '$work/bad/train/00000.h5' is corrupt: .*checksum" \
+  mpmd rmoe_train "${tiny[@]}" --train-iters 20 --data-path "$work/good" -- "${tiny[@]}" --train-iters 20 --data-path "$work/bad"
+"$build/rmoe_train" "${tiny[@]}" --train-iters 2 --data-path "$work/good" --save "$work/ck" >/dev/null 2>&1 \
+  || { echo "FAIL: training the checkpoint for rmoe_eval"; exit 1; }
+expect_rank_line "eval, damaged shard on rank 1" 2 \
+  "^rmoe_eval: rank 1 ($host): shard '$work/bad/val/00000.h5' is corrupt: .*checksum" \
+  mpmd rmoe_eval --load "$work/ck" --data-path "$work/good" -- --load "$work/ck" --data-path "$work/bad"
+expect_rank_line "eval, dataset missing on rank 1" 2 \
+  "^rmoe_eval: rank 1 ($host): --data-path=$work/missing: " \
+  mpmd rmoe_eval --load "$work/ck" --data-path "$work/good" -- --load "$work/ck" --data-path "$work/missing"
+# A bad option: the same on every rank, printed once (by rank 0, without a rank).
+out=$(timeout 120 mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --lr abc 2>&1)
+st=$?
+n=$(grep -c -- "--lr=abc" <<<"$out")
+echo "3. bad option: status $st, $n line(s) naming it"
+[[ $st -eq 2 ]] || bad "3. bad option: status $st, expected 2"
+[[ $n -eq 1 ]] && grep -q "^rmoe_train: --lr=abc: " <<<"$out" || { bad "3. bad option: printed $n times"; echo "$out"; }
 
 ((fail == 0)) && echo "PASS"
 exit $fail

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # rmoe_train's command line: bad options end with one line naming the option
-# and exit status 2; --dry-run prints sizes; --help works.
+# and exit status 2; --dry-run prints sizes; --help works. Start-up checks
+# (before any step): an unwritable --save and a --load that does not exist
+# are status 2; --load = --save not yet created starts fresh (one line). Exit
+# statuses of an early stop: 3 with a checkpoint, 4 without --save.
 # Usage: train_cli.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 fail=0
 expect_usage() {  # expect_usage "needle" args...
   local needle=$1; shift
@@ -26,5 +31,26 @@ grep -q "2 of 16 experts per rank" <<<"$out" && grep -q "parameters per rank    
   || { echo "FAIL: dry-run layout"; echo "$out" | tail -7; fail=1; }
 expect_usage "must be a multiple of ranks (12)" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run --dry-run-ranks 12
 expect_usage "--expert-parallel-size=3" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run --dry-run-ranks 8 --expert-parallel-size 3
+
+# --save is probed before the first step: a file where the directory should be.
+touch "$work/blocker"
+expect_usage "--save=$work/blocker/ck: cannot write checkpoints there" --config "$src/configs/tiny.ini" \
+  --train-iters 50 --save "$work/blocker/ck"
+expect_usage "--save=$work/blocker: cannot write checkpoints there" --config "$src/configs/tiny.ini" \
+  --train-iters 50 --save "$work/blocker"
+# --load must exist, unless it is also --save (the requeue idiom's first run).
+expect_usage "--load=$work/missing: no such file or directory" --config "$src/configs/tiny.ini" --train-iters 2 \
+  --load "$work/missing"
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 2 --load "$work/fresh" --save "$work/fresh" 2>&1)
+st=$?
+[[ $st -eq 0 ]] && grep -q "^--load=$work/fresh does not exist yet; it is also the --save directory: starting a fresh run at step 0$" <<<"$out" \
+  && [[ -e $work/fresh/ckpt_00000002.h5 ]] || { echo "FAIL: --load = --save not yet created: status $st: $out"; fail=1; }
+# An early stop: 3 only with a checkpoint of the stop step, 4 without --save.
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 20 --exit-interval 10 2>&1); st=$?
+[[ $st -eq 4 ]] && grep -q "^warning: stopped early without --save: nothing to resume from (exit status 4)$" <<<"$out" \
+  || { echo "FAIL: --exit-interval without --save: status $st (expected 4): $(tail -3 <<<"$out")"; fail=1; }
+"$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 20 --exit-interval 10 --save "$work/stop" >/dev/null 2>&1
+st=$?
+[[ $st -eq 3 && -e $work/stop/ckpt_00000010.h5 ]] || { echo "FAIL: --exit-interval with --save: status $st (expected 3)"; fail=1; }
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

@@ -18,6 +18,16 @@ struct UsageError : Error {
   using Error::Error;
 };
 
+// A bad input file found while reading it (a dataset, shard or tokenizer
+// model that is missing, damaged or of another format): exit status 2 like
+// any UsageError, but under MPI only the rank that read the file may see it
+// (another node, another copy of the file), so that rank prints it itself
+// (src/apps/app_main.h). The data layer throws it for every problem of its
+// input files.
+struct InputError : UsageError {
+  using UsageError::UsageError;
+};
+
 // Throws UsageError(msg): for validation code that reads as a list of rules.
 [[noreturn]] void usage_fail(const std::string& msg);
 

@@ -12,8 +12,8 @@
 // The tokenizer travels in dataset.h5 so training, evaluation and generation
 // decode without extra files. Opening validates every file's metadata (not
 // the token data: HDF5 checks those checksums on every read, and
-// verify_all() scans everything); each problem throws UsageError naming the
-// file and what is wrong.
+// verify_all() scans everything); each problem throws InputError (a
+// UsageError) naming the file and what is wrong.
 // Tested by tests/test_data.cpp.
 #pragma once
 #include <cstdint>
@@ -54,7 +54,7 @@ void write_dataset_meta(const std::string& dir, const Tokenizer& tok, const Data
 bool is_dataset_dir(const std::string& path);
 
 // The vocabulary size recorded in DIR/dataset.h5 (cheap: reads one file).
-// Throws UsageError when DIR is not a readable dataset.
+// Throws InputError when DIR is not a readable dataset.
 int dataset_vocab_size(const std::string& dir);
 
 class ShardDataset {

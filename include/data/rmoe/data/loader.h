@@ -61,7 +61,7 @@ struct LoaderOptions {
 class ShardBatchSource final : public BatchSource {
  public:
   // Opens and validates the dataset (ShardDataset) and that every shard holds
-  // at least one window; throws UsageError naming the file otherwise.
+  // at least one window; throws InputError naming the file otherwise.
   ShardBatchSource(const std::string& dir, const LoaderOptions& opts);
   ~ShardBatchSource() override;
 

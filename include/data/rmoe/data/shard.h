@@ -14,8 +14,9 @@
 //                  checksummed object header), and the chunk index of
 //                  /tokens in the HDF5 1.10 format (checksummed as well)
 //
-// Every problem found by ShardReader throws UsageError whose message starts
-// with "shard '<path>'" and says what is wrong and what to do.
+// Every problem found by ShardReader throws InputError (a UsageError, error.h)
+// whose message starts with "shard '<path>'" and says what is wrong and what
+// to do.
 //
 // Threads: readers and writers may be used from several threads (the loader's
 // prefetch threads share readers). Their HDF5 calls go through core/h5, which
@@ -59,7 +60,7 @@ int token_bytes_for_vocab(int vocab_size);
 // The string attribute `name` of a shard or dataset.h5 (`what` names the file
 // in messages: "shard 'P'"). Only fixed-length strings are read: a
 // variable-length one (the files of older rmoe_prepare builds) throws
-// UsageError saying to re-run rmoe_prepare, without touching HDF5's global
+// InputError saying to re-run rmoe_prepare, without touching HDF5's global
 // heap, where such strings live unchecked and a damaged heap can hang HDF5
 // (finding F1, tests/fuzz/README.md).
 std::string read_fixed_string_attr(const h5::File& f, const std::string& name, const std::string& what,
@@ -101,7 +102,7 @@ class ShardReader {
   ~ShardReader();
   const ShardHeader& header() const { return header_; }
   // Tokens [offset, offset + n) into out (HDF5 verifies the checksums of the
-  // chunks read); throws UsageError naming the file for a checksum failure,
+  // chunks read); throws InputError naming the file for a checksum failure,
   // an id outside the vocabulary or a range past the end. May be called
   // from several threads at once (see the file comment).
   void read(int64_t offset, int64_t n, int32_t* out) const;

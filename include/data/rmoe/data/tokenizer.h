@@ -54,12 +54,12 @@ class Tokenizer {
 
 std::unique_ptr<Tokenizer> make_byte_tokenizer();
 
-// Recreates a tokenizer from name() and serialize(). Throws UsageError naming
+// Recreates a tokenizer from name() and serialize(). Throws InputError naming
 // `where` (the file it came from) for an unknown name or a bad blob.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& name, const std::string& blob,
                                           const std::string& where);
 
-// Loads a SentencePiece .model file. Throws UsageError naming the file.
+// Loads a SentencePiece .model file. Throws InputError naming the file.
 std::unique_ptr<Tokenizer> load_sentencepiece_model_file(const std::string& path);
 
 struct SentencePieceTrainOptions {

@@ -1,11 +1,31 @@
 // trainer.h — one optimizer step: micro-batches (forward, backward with
 // gradient accumulation), global-norm clipping, AdamW, and evaluation.
 //
+// Non-finite steps. After the gradients and the loss are summed over the
+// ranks, a step whose loss, aux terms or global gradient norm is not finite
+// (the same verdict on every rank) is skipped: no clipping, no AdamW update
+// (parameters and moments stay exactly as they were), but the step counts —
+// step() advances, so the learning-rate schedule moves on and the next step
+// reads the next batch (the bad batch is consumed, not retried forever), and
+// --train-iters counts it, as Megatron-LM counts its skipped iterations.
+// AdamW's bias correction counts only the updates applied (step - skipped).
+// Such a step is reported in StepStats (skipped, skipped_in_a_row,
+// skipped_steps). A non-finite step when cfg.max_skipped_steps steps in a
+// row were skipped already throws rmoe::Error naming the step (counted from
+// 1, as the log counts) without changing anything, so the caller saves
+// nothing and the last checkpoint stays the newest. An update that makes a
+// parameter or a moment non-finite from finite gradients (a learning rate
+// too large for float) throws rmoe::Error at once, naming the step and the
+// tensor.
+//
 // Tested by tests/test_trainer.cpp (learns the synthetic source to near its
-// entropy rate; two runs are bit-identical; accumulation equals one big batch).
+// entropy rate; two runs are bit-identical, experts included; accumulation
+// equals one big batch; non-finite steps are skipped, counted and stop the
+// run after max_skipped_steps in a row; the token count is a running sum).
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "rmoe/data/batch_source.h"
@@ -31,6 +51,12 @@ struct StepStats {
   // gradient all-reduce, waiting for data; and all-to-all bytes sent.
   double a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
   int64_t a2a_bytes = 0;
+  // Non-finite steps (see the file comment): this step was skipped (no
+  // update); the skipped steps in a row ending with this one (0 when it was
+  // applied); all skipped steps of the run so far, resumes included.
+  bool skipped = false;
+  int64_t skipped_in_a_row = 0, skipped_steps = 0;
+  int64_t consumed_tokens = 0;  // tokens of all steps so far (this one included)
 };
 
 class Trainer {
@@ -45,6 +71,13 @@ class Trainer {
   // the step to continue from after loading one.
   TrainState state();
   void set_step(int64_t step) { step_ = step; }
+  // Continues a loaded checkpoint: its step, token count, skip counts and run id.
+  void restore(const TrainState& loaded);
+  // Drawn on rank 0 at construction (the same on every rank), replaced by restore().
+  const std::string& run_id() const { return run_id_; }
+  // What the token ids of this run's data mean (checkpoint.h, tokenizer_fingerprint_of).
+  const std::string& tokenizer_fingerprint() const { return tokenizer_fingerprint_; }
+  const std::string& tokenizer_description() const { return tokenizer_description_; }
   Model<float>& model() { return model_; }
   const BatchSource& source() const { return *source_; }
   const ProcessGroups& groups() const { return *groups_; }
@@ -57,6 +90,9 @@ class Trainer {
   std::vector<float> m_rep_, v_rep_, m_exp_, v_exp_;  // AdamW moments, mirror the flat buffers
   std::vector<int32_t> tokens_, targets_;
   int64_t step_ = 0;
+  int64_t consumed_tokens_ = 0;
+  int64_t skipped_steps_ = 0, skipped_in_a_row_ = 0;
+  std::string run_id_, tokenizer_fingerprint_, tokenizer_description_;
 };
 
 }  // namespace rmoe
