@@ -136,12 +136,14 @@ inline int mpi_app_main(const char* name, int argc, char** argv, int (*run)(int,
   const RunOutcome outcome = run_and_report(name, report, argc, argv, run);
   const int status = outcome.status;
   const bool hdf5_closed = h5::close_library();
+  const bool failed = status != exit_status_done && status != exit_status_requeue;
+  if (failed) end_on_stop_signals();  // the launcher's SIGTERM (an abort) ends this rank quietly (signals.h)
   if (!outcome.deferred_line.empty()) {  // rank 0 has it too, unless this rank's own (file comment)
     std::this_thread::sleep_for(std::chrono::seconds(kUsageErrorGraceSeconds));
     std::fprintf(stderr, "%s\n", outcome.deferred_line.c_str());
     std::fflush(stderr);
   }
-  if (status != exit_status_done && status != exit_status_requeue && report.ranks > 1) mpi_abort_all(status);
+  if (failed && report.ranks > 1) mpi_abort_all(status);
   mpi_finalize();
   if (!hdf5_closed) close_hdf5_or_quit(status);  // quits: close_library declines again
   return status;

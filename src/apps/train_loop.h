@@ -315,8 +315,13 @@ class CheckpointSaver {
 // rank got (all ranks learn of it at the same step), or --exit-interval.
 // Returns false to go on.
 inline bool stop_after(int64_t done, const TrainConfig& cfg, Comm& world, CheckpointSaver& saver) {
-  if (stop_requested_any(world)) {
-    std::printf("signal %d: stopping after step %ld\n", stop_signal(), long(done));
+  if (const StopRequest stop = stop_request_any(world); stop.signal != 0) {
+    if (stop_signal() != 0)  // received here; else name the rank that did
+      std::printf("signal %d: stopping after step %ld (%s)\n", stop_signal(), long(done),
+                  stop_signal_name(stop_signal()));
+    else
+      std::printf("stopping after step %ld: rank %d got signal %d (%s)\n", long(done), stop.rank, stop.signal,
+                  stop_signal_name(stop.signal));
     saver.save("signal");
     return true;
   }

@@ -7,7 +7,11 @@
 #  3. bad input only one rank sees (mpirun's `A : B` gives rank 1 its own
 #     --data-path): a missing dataset, a damaged shard, for rmoe_train and
 #     rmoe_eval: that rank prints its own line "NAME: rank 1 (HOST): ...",
-#     status 2; and a bad option every rank sees is printed once, by rank 0.
+#     status 2; and a bad option every rank sees is printed once, by rank 0;
+#  4. what the ranks say while they are ended: the rank that another rank's
+#     MPI_Abort ends does not promise a checkpoint it will never write (1.),
+#     and a rank ending after an error of its own says nothing about the
+#     launcher's SIGTERM (a refused resume, decided by rank 0, on 2 ranks).
 # Usage: mpi_rank_failure.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -27,6 +31,7 @@ echo "1. status $status after ${elapsed}s"
 [[ $status -ne 0 && $status -ne 124 ]] || bad "1. expected a non-zero status without timeout"
 grep -q "injected failure on rank 1 at step 5" <<<"$out" || bad "1. the failing rank's message is missing"
 (( elapsed < 60 )) || bad "1. took ${elapsed}s to stop"
+grep -q "caught SIG.*sav" <<<"$out" && bad "4. a rank ended by MPI_Abort promised to save: $(grep "caught SIG" <<<"$out")"
 
 # 2. A save that fails to write. The limit (12 MB per file) leaves MPI's own
 # files alone and stops the ~32 MB checkpoint of this model; SIGXFSZ ignored,
@@ -100,6 +105,18 @@ n=$(grep -c -- "--lr=abc" <<<"$out")
 echo "3. bad option: status $st, $n line(s) naming it"
 [[ $st -eq 2 ]] || bad "3. bad option: status $st, expected 2"
 [[ $n -eq 1 ]] && grep -q "^rmoe_train: --lr=abc: " <<<"$out" || { bad "3. bad option: printed $n times"; echo "$out"; }
+
+# 4. A resume both ranks refuse (another --seed): one line, and no rank
+# reports the SIGTERM with which the abort ends it.
+"$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 2 --save "$work/seeded" >/dev/null 2>&1 \
+  || { echo "FAIL: training the checkpoint to resume"; exit 1; }
+out=$(timeout 120 mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 4 \
+        --save "$work/seeded" --load "$work/seeded" --seed 5 2>&1)
+st=$?
+echo "4. refused resume: status $st; $(grep -c '^rmoe' <<<"$out") rmoe line(s)"
+[[ $st -eq 2 ]] || bad "4. refused resume: status $st, expected 2"
+[[ $(grep -c "^rmoe_train: .*seed" <<<"$out") -eq 1 ]] || { bad "4. refused resume: not one line naming the seed"; echo "$out"; }
+grep -q "caught SIG" <<<"$out" && { bad "4. a rank ending after an error reported a signal"; echo "$out"; }
 
 ((fail == 0)) && echo "PASS"
 exit $fail

@@ -6,7 +6,10 @@
 // (under MPI through stop_requested_any, so all ranks agree), finishes the
 // step, saves a checkpoint and exits with exit_status_requeue. A second
 // SIGINT (Ctrl-C twice) stops at once; repeated SIGTERM/SIGUSR1 (Slurm and
-// mpirun may both deliver one) only keep the flag set.
+// mpirun may both deliver one) only keep the flag set. The handler writes one
+// line on stderr, "rmoe: rank R caught SIGTERM: stopping after the step in
+// progress"; the training loop then says which rank got which signal and
+// whether it saved (src/apps/train_loop.h, stop_after).
 //
 // Slurm: `#SBATCH --signal=USR1@120` sends SIGUSR1 to the job steps two
 // minutes before the time limit (mpirun forwards SIGUSR1 to every rank); on
@@ -40,5 +43,22 @@ int stop_signal();
 void clear_stop_request();
 // Collective over comm: true on every rank if any rank received a stop signal.
 bool stop_requested_any(Comm& comm);
+
+// Collective over comm: the lowest rank of comm that received a stop signal
+// and that signal (signal 0, rank -1: none), the same on every rank.
+struct StopRequest {
+  int signal = 0;
+  int rank = -1;
+};
+StopRequest stop_request_any(Comm& comm);
+// "SIGTERM", "SIGINT", "SIGUSR1" ("no signal" for 0), for messages.
+const char* stop_signal_name(int sig);
+
+// The process is ending after an error (the apps' main calls it before it
+// waits or aborts the other ranks): from now on SIGTERM, SIGINT and SIGUSR1
+// end it at once, silently (their default action), instead of promising to
+// finish a step: such a signal then comes from the launcher ending the job
+// (this rank's own MPI_Abort, or another's), and there is nothing to save.
+void end_on_stop_signals();
 
 }  // namespace rmoe
