@@ -259,7 +259,7 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   EXPECT_TRUE(same_bits(only_params.replicated(), saved.params.replicated()));
   EXPECT_TRUE(same_bits(only_params.expert(), saved.params.expert()));
 
-  // The layout DESIGN.md §5 promises.
+  // The layout include/train/rmoe/train/checkpoint.h promises.
   h5::File f(path, h5::File::readonly);
   EXPECT_EQ(f.attr_string("format"), "rmoe-checkpoint");
   EXPECT_EQ(f.attr_int("version"), 1);
@@ -895,7 +895,7 @@ TEST(Signals, SignalLeadsToCheckpointAndRequeueStatus) {
 // ---- speed (opt-in) ---------------------------------------------------------------
 
 // RMOE_CKPT_BENCH=1 tests/test_checkpoint --gtest_filter='*Speed*'
-// The paper's character-level medium model (DESIGN.md §1): save (write, fsync,
+// The paper's character-level medium model (docs/MODEL.md): save (write, fsync,
 // rename) and load, warm (file in the page cache) and cold (evicted first).
 TEST(CheckpointBench, MediumConfigSaveLoadSpeed) {
   if (!std::getenv("RMOE_CKPT_BENCH")) GTEST_SKIP() << "set RMOE_CKPT_BENCH=1 to measure";

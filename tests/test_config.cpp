@@ -138,7 +138,7 @@ TEST(TrainConfig, HelpListsEveryFlagAndSkipsValidation) {
 }
 
 // Adding, removing or renaming a flag must be deliberate: update this list
-// (and DESIGN.md §6) in the same change.
+// (and README.md / docs/ARCHITECTURE.md §6) in the same change.
 TEST(TrainConfig, CliSurfaceIsFrozen) {
   const std::vector<std::string> expected = {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",

@@ -1,4 +1,4 @@
-// rmoe_eval — the validation loss of a checkpoint (DESIGN.md §2, apps).
+// rmoe_eval — the validation loss of a checkpoint (docs/ARCHITECTURE.md, apps).
 //
 //   rmoe_eval --load CKPT_OR_DIR [--data-path DIR] [--eval-iters N] [--micro-batch-size B]
 //             [--allow-tokenizer-mismatch]

@@ -1,4 +1,4 @@
-// rmoe_generate — samples text from a checkpoint (DESIGN.md §2, apps).
+// rmoe_generate — samples text from a checkpoint (docs/ARCHITECTURE.md, apps).
 //
 //   rmoe_generate --load CKPT_OR_DIR [--data-path DIR | --tokenizer-from DIR] --prompt TEXT
 //                 [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--no-stop-at-eod]

@@ -1,4 +1,4 @@
-// rmoe_train — trains an MoE language model (DESIGN.md). Thin main: parse the
+// rmoe_train — trains an MoE language model (docs/ARCHITECTURE.md). Thin main: parse the
 // configuration, answer --help / --dry-run, build the trainer, then the pieces
 // of train_loop.h (resume, header, the step loop with its log lines, metrics
 // (metrics_writer.h), evaluation and checkpoints, the summary). Exit status: 0

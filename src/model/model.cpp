@@ -153,8 +153,8 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
     ops::add(first_rows(x_out, n_tok), first_rows(L.x_mid, n_tok), first_rows(L.moe_out, n_tok));
   }
   head_forward();
-  // Aux-loss statistics of every layer over every data-parallel rank (DESIGN
-  // §1): slot counts, probability sums, sum of lse^2, token count; one
+  // Aux-loss statistics of every layer over every data-parallel rank (docs/MODEL.md
+  // "Losses"): slot counts, probability sums, sum of lse^2, token count; one
   // collective for all layers.
   if (reduce_stats_) reduce_stats_(stats_);
   // The host reads of a forward, here and nowhere else: the statistics and the

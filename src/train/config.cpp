@@ -589,7 +589,7 @@ std::string train_config_help() {
   size_t width = 0;
   for (auto& r : rows) width = std::max(width, r.first.size());
   std::ostringstream os;
-  os << "rmoe training options (DESIGN.md section 6):\n";
+  os << "rmoe training options (docs/ARCHITECTURE.md section 6):\n";
   for (auto& r : rows) os << "  " << r.first << std::string(width + 2 - r.first.size(), ' ') << r.second << "\n";
   return os.str();
 }

@@ -1,5 +1,5 @@
 // loader.h — the BatchSource over a dataset directory (`--data-path DIR`),
-// with background prefetch (DESIGN.md §4, docs/DATA.md).
+// with background prefetch (docs/DATA.md).
 //
 // Windows. A shard of n tokens holds floor((n - 1) / S) windows of S + 1
 // tokens at stride S (tokens = window[0, S), targets = window[1, S + 1)),

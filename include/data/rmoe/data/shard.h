@@ -1,5 +1,5 @@
-// shard.h — one HDF5 token shard: writer and validating reader (DESIGN.md §4,
-// docs/DATA.md).
+// shard.h — one HDF5 token shard: writer and validating reader
+// (docs/DATA.md).
 //
 // A shard file (written in the HDF5 1.8+ format, whose metadata carries
 // checksums):

@@ -1,6 +1,6 @@
 // synthetic.h — `--data-path synthetic:markov`: token sequences from a seeded
 // random Markov chain whose entropy rate is known exactly, so a run's loss can
-// be judged against the best possible (DESIGN.md §4). No files needed.
+// be judged against the best possible (docs/DATA.md). No files needed.
 //
 // The chain over V tokens: state i has K_i in [4, 8] (at most V) distinct
 // likely successors with Dirichlet(1/2)-like weights w_ij (normal^2, summed

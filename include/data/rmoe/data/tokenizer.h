@@ -1,5 +1,5 @@
 // tokenizer.h — text <-> token ids, and the blob that carries a tokenizer
-// inside a dataset (DESIGN.md §4, docs/DATA.md).
+// inside a dataset (docs/DATA.md).
 //
 // Two tokenizers:
 //   byte           one token per byte: vocabulary 256, as in the usual

@@ -1,5 +1,5 @@
 // expert_dispatcher.h — moves token slots to the experts that own them, runs
-// the grouped expert GEMMs, and brings the results back (DESIGN §3).
+// the grouped expert GEMMs, and brings the results back (docs/ARCHITECTURE.md §3).
 //
 // The model gathers each layer's token slots sorted by global expert id (rows
 // xs[N,d] with offsets[E+1]). The dispatcher's job:

@@ -1,4 +1,4 @@
-// checkpoint.h — HDF5 training checkpoints (DESIGN.md §5): save, find the
+// checkpoint.h — HDF5 training checkpoints (docs/DATA.md, docs/ARCHITECTURE.md): save, find the
 // newest complete one, load into any valid rank layout (resharding), and what
 // a resume checks (configuration, tokenizer, run id).
 //

@@ -1,5 +1,5 @@
 // config.h — every option of a training run in one typed struct, parsed once
-// from the command line and an optional INI file (DESIGN.md §6).
+// from the command line and an optional INI file (docs/ARCHITECTURE.md §6).
 //
 //   TrainConfig cfg = parse_train_config(argc, argv);   // throws UsageError
 //   if (cfg.help) { std::cout << cfg.help_text; return 0; }
@@ -53,7 +53,7 @@ struct TrainConfig {
   // with exit 1, keeping the last good checkpoint. 0 = stop at the first.
   int64_t max_skipped_steps = 10;
 
-  // Parallel layout (DESIGN.md §3).
+  // Parallel layout (docs/ARCHITECTURE.md §3).
   int expert_parallel_size = 0;  // EP; 0 = auto (chosen from world size and E)
 
   // Data, checkpoints, evaluation, logging.
