@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <set>
 #include <sstream>
 
@@ -271,8 +272,7 @@ double ShardBatchSource::data_wait_seconds() const {
   return stats_.wait_seconds;
 }
 
-ShardBatchSource::Stats ShardBatchSource::stats() const {
-  std::lock_guard<std::mutex> lk(mu_);
+ShardBatchSource::Stats ShardBatchSource::stats_locked() const {
   Stats s = stats_;
   s.ready_now = s.reading_now = 0;
   for (const auto& [k, slot] : slots_) {
@@ -280,6 +280,24 @@ ShardBatchSource::Stats ShardBatchSource::stats() const {
     if (slot.state == Slot::reading) ++s.reading_now;
   }
   return s;
+}
+
+ShardBatchSource::Stats ShardBatchSource::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_locked();
+}
+
+ShardBatchSource::Stats ShardBatchSource::wait_until_ready(int64_t n, double timeout_seconds) const {
+  std::unique_lock<std::mutex> lk(mu_);
+  // Every finished read notifies done_cv_; a read that finds its slot gone
+  // does not, hence the bounded waits.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  while (true) {
+    const Stats s = stats_locked();
+    if (s.ready_now >= n || (queue_.empty() && s.reading_now == 0) || std::chrono::steady_clock::now() >= deadline)
+      return s;
+    done_cv_.wait_for(lk, std::chrono::milliseconds(10));
+  }
 }
 
 std::string ShardBatchSource::describe() const {

@@ -90,7 +90,20 @@ TEST(Dispatcher, RoundTripMovesEveryRowOnceAndBack) {
       }
     }
     disp.from_experts(0, Tensor<const double>(xe.data(), {R, d}), Tensor<double>(back.data(), {N, d}));
-    for (int64_t i = 0; i < N * d; ++i) ASSERT_EQ(back[i], x[i]) << "E=" << E << " element " << i;
+    // The verdict is reduced over ranks before anything is asserted (as
+    // nccl-tests does): an early return on one rank would leave the others
+    // waiting in the next E's collectives.
+    int64_t wrong = 0, first_wrong = -1;
+    for (int64_t i = 0; i < N * d; ++i)
+      if (back[i] != x[i] && wrong++ == 0) first_wrong = i;
+    EXPECT_EQ(wrong, 0) << "E=" << E << ": rank " << rank << " got back " << wrong << " wrong elements, first "
+                        << first_wrong;
+    int64_t wrong_anywhere = wrong;
+    world->allreduce_sum(&wrong_anywhere, 1);
+    if (wrong_anywhere != 0) {
+      ADD_FAILURE() << "E=" << E << ": " << wrong_anywhere << " elements came back wrong over all ranks";
+      return;  // every rank returns here together
+    }
   }
 }
 

@@ -723,8 +723,9 @@ TEST(Loader, QueueRunsAheadOfASlowConsumer) {
   step(0);
   step(1);  // the pattern (4 micro-batches per step) is known from here on
   for (int64_t s = 2; s < 6; ++s) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // "training"
-    const auto st = src.stats();
+    // "Training": wait (for the background threads, not a fixed time) until
+    // the next step's 4 batches are waiting or nothing more is being read.
+    const auto st = src.wait_until_ready(4, 60.0);
     EXPECT_GE(st.ready_now, 4) << "step " << s << ": the next step's batches should be waiting";
     EXPECT_LE(st.ready_now + st.reading_now, o.prefetch_steps * (G / mb)) << "the queue is bounded";
     step(s);

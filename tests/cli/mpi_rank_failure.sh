@@ -11,7 +11,10 @@
 #  4. what the ranks say while they are ended: the rank that another rank's
 #     MPI_Abort ends does not promise a checkpoint it will never write (1.),
 #     and a rank ending after an error of its own says nothing about the
-#     launcher's SIGTERM (a refused resume, decided by rank 0, on 2 ranks).
+#     launcher's SIGTERM (a refused resume, decided by rank 0, on 2 ranks);
+#  5. one rank killed with SIGKILL in the middle of training (it can print
+#     nothing): mpirun ends the other within 60 s, non-zero, naming the rank
+#     and the signal, and the checkpoint directory keeps only complete files.
 # Usage: mpi_rank_failure.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -117,6 +120,34 @@ echo "4. refused resume: status $st; $(grep -c '^rmoe' <<<"$out") rmoe line(s)"
 [[ $st -eq 2 ]] || bad "4. refused resume: status $st, expected 2"
 [[ $(grep -c "^rmoe_train: .*seed" <<<"$out") -eq 1 ]] || { bad "4. refused resume: not one line naming the seed"; echo "$out"; }
 grep -q "caught SIG" <<<"$out" && { bad "4. a rank ending after an error reported a signal"; echo "$out"; }
+
+# 5. SIGKILL of rank 1 while it trains (and saves every 2 steps).
+log=$work/kill.log
+mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 100000 \
+  --log-interval 1 --save "$work/killed" --save-interval 2 > "$log" 2>&1 &
+launcher=$!
+for ((i = 0; i < 1200; i++)); do grep -q '^saved ' "$log" && break; kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+rank1=""
+for p in $(ps -o pid= --ppid $launcher); do
+  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=$p
+done
+if [[ -z $rank1 ]]; then
+  bad "5. no checkpoint or no rank 1 found"; tail -n 5 "$log"; kill -KILL $launcher
+else
+  kill -KILL "$rank1"
+  t0=$(date +%s)
+  for ((i = 0; i < 600; i++)); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $launcher 2>/dev/null; then bad "5. still running 60 s after rank 1 was killed"; kill -KILL $launcher; fi
+  wait $launcher
+  st=$?
+  echo "5. SIGKILL of rank 1: status $st after $(( $(date +%s) - t0 ))s; $(grep -m1 -i 'signal 9' "$log")"
+  [[ $st -ne 0 ]] || bad "5. status 0 after a rank was killed"
+  grep -qi "rank 1 .*signal 9" "$log" || { bad "5. no line names rank 1 and signal 9"; tail -n 8 "$log"; }
+  compgen -G "$work/killed/*.tmp" > /dev/null && echo "   (a .tmp of an interrupted save is left; it is never loaded)"
+  for f in "$work"/killed/ckpt_*.h5; do
+    "$build/rmoe_ckpt" info "$f" > /dev/null 2>&1 || bad "5. $f does not load after the kill"
+  done
+fi
 
 ((fail == 0)) && echo "PASS"
 exit $fail

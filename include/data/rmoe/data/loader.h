@@ -93,6 +93,11 @@ class ShardBatchSource final : public BatchSource {
     double wait_seconds = 0;   // total time fill() spent getting its data
   };
   Stats stats() const;
+  // Blocks until at least n batches are read ahead and waiting, or until no
+  // read is queued or running (no more will arrive), or timeout_seconds pass;
+  // returns stats() at that moment. Lets a caller (a test) wait for the
+  // background threads instead of guessing how long they need.
+  Stats wait_until_ready(int64_t n, double timeout_seconds) const;
 
  private:
   struct Key {
@@ -112,6 +117,7 @@ class ShardBatchSource final : public BatchSource {
   void note_request(const Key& k) const;  // under mu_
   void schedule(const Key& k) const;      // under mu_
   void worker_loop() const;
+  Stats stats_locked() const;  // under mu_
 
   ShardDataset dataset_;
   LoaderOptions opts_;
