@@ -36,6 +36,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,12 +72,14 @@ const char* kUsage =
     "Prints the validation loss, BPC (byte data) or perplexity, and the tokens evaluated (rank 0).\n"
     "Exit status: 0 done, 1 failure, 2 bad usage.\n";
 
-int64_t parse_count(const std::string& flag, const std::string& v, int64_t min) {
+int64_t parse_count(const std::string& flag, const std::string& v, int64_t min,
+                    int64_t max = std::numeric_limits<int64_t>::max()) {
   char* end = nullptr;
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < min)
-    throw UsageError(flag + "=" + v + " must be an integer >= " + std::to_string(min));
+  if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max)
+    throw UsageError(flag + "=" + v + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
+                     "]");
   return x;
 }
 
@@ -96,7 +99,7 @@ int run(int argc, char** argv) {
   for (const auto& [name, value] : own) {
     if (name == "load") load = value;
     if (name == "eval-iters") eval_iters = parse_count("--eval-iters", value, 1);
-    if (name == "micro-batch-size") micro_batch = parse_count("--micro-batch-size", value, 1);
+    if (name == "micro-batch-size") micro_batch = parse_count("--micro-batch-size", value, 1, std::numeric_limits<int>::max());
   }
   const std::string path = checkpoint_to_load(load);
   const CheckpointHeader header = read_checkpoint_header(path);

@@ -91,6 +91,7 @@ expect_usage "no such file" "$build/rmoe_eval" --load "$work/nothing.h5" --data-
 mkdir -p "$work/empty"
 expect_usage "holds no checkpoint" "$build/rmoe_eval" --load "$work/empty" --data-path "$work/data"
 expect_usage "--load is required" "$build/rmoe_eval" --data-path "$work/data"
+expect_usage "--micro-batch-size=4294967296 must be an integer in \[1, 2147483647\]" "$build/rmoe_eval" --load "$work/ck" --data-path "$work/data" --micro-batch-size 4294967296
 expect_usage "vocabulary 256" "$build/rmoe_eval" --load "$work/cksyn" --data-path "$work/data"
 expect_usage "vocabulary 256" "$build/rmoe_generate" --load "$work/cksyn" --data-path "$work/data" --prompt x
 expect_usage "not a dataset" "$build/rmoe_eval" --load "$work/ck" --data-path "$work/empty"
