@@ -13,7 +13,7 @@ expect() {  # expect PROBE ok|missing HEADER
     if [[ $rc -ne 0 ]]; then echo "FAIL: probe_$1 should build:"; echo "$out" | tail -5; bad=1; else echo "ok: probe_$1 builds"; fi
   elif [[ $rc -eq 0 ]]; then
     echo "FAIL: probe_$1 built, but its layer must not see $3"; bad=1
-  elif ! grep -q "$3: No such file" <<<"$out"; then
+  elif ! grep -q -e "$3: No such file" -e "'$3' file not found" <<<"$out"; then  # gcc's, clang's words
     echo "FAIL: probe_$1 failed for another reason than the missing $3:"; echo "$out" | tail -5; bad=1
   else
     echo "ok: probe_$1 fails: $3 is not on its include path"
