@@ -1,6 +1,7 @@
 // bench_train_step — tokens/s and achieved GFLOP/s of full training steps
 // (forward, backward, AdamW) for a config, single process.
-// Usage: bench_train_step --config configs/medium_char_rmoe.ini [--steps N] [other rmoe_train flags]
+// Usage: bench_train_step --config configs/medium_char_rmoe.ini [--steps N] [--profile] [other rmoe_train flags]
+// --profile adds the table of where the time of the timed steps went (profile.h).
 // The FLOP count is dry-run's formula (6 * matmul weights + 6 L S d per token).
 #include <algorithm>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "rmoe/core/profile.h"
 #include "rmoe/core/threads.h"
 #include "rmoe/parallel/launcher.h"
 #include "rmoe/train/config.h"
@@ -34,7 +36,9 @@ int main(int argc, char** argv) {
   rmoe::Trainer t(cfg);
   t.train_step();  // warm-up (first touch of buffers)
   std::vector<double> secs;
+  if (cfg.profile) rmoe::profile::enable(true);  // the timed steps only
   for (int i = 0; i < steps; ++i) secs.push_back(t.train_step().seconds);
+  rmoe::profile::pause();
   std::sort(secs.begin(), secs.end());
   const double med = secs[secs.size() / 2];
   const double tokens = double(cfg.global_batch_size) * cfg.model.seq_length;
@@ -44,4 +48,7 @@ int main(int argc, char** argv) {
               cfg.global_batch_size, openblas_get_corename(), openblas_get_num_threads());
   std::printf("step median %.4f s (min %.4f, max %.4f, %d steps) | %.0f tokens/s | %.2f GFLOP/s\n", med, secs.front(),
               secs.back(), steps, tokens / med, stats.flops_per_token * tokens / med / 1e9);
+  double total = 0;
+  for (double x : secs) total += x;
+  if (cfg.profile) std::fputs(rmoe::profile::report(steps, total).c_str(), stdout);
 }

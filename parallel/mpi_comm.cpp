@@ -11,6 +11,7 @@
 
 #include "rmoe/parallel/comm.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/profile.h"
 
 namespace rmoe {
 
@@ -60,6 +61,7 @@ class MpiComm final : public Comm {
   template <class T>
   void sum(T* x, int64_t n) {
     if (size_ == 1 || n == 0) return;
+    profile::RegionScope region(profile::Region::communication);  // --profile
     RMOE_MPI(MPI_Allreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), mpi_type<T>(), MPI_SUM, c_));
   }
   void allreduce_sum(float* x, int64_t n) override { sum(x, n); }
@@ -67,13 +69,16 @@ class MpiComm final : public Comm {
   void allreduce_sum(int64_t* x, int64_t n) override { sum(x, n); }
   void allreduce_max(double* x, int64_t n) override {
     if (size_ == 1 || n == 0) return;
+    profile::RegionScope region(profile::Region::communication);  // --profile
     RMOE_MPI(MPI_Allreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), MPI_DOUBLE, MPI_MAX, c_));
   }
   void alltoall(const int64_t* send, int64_t* recv, int64_t n) override {
+    profile::RegionScope region(profile::Region::communication);  // --profile
     RMOE_MPI(MPI_Alltoall(send, to_int(n, "alltoall"), MPI_INT64_T, recv, to_int(n, "alltoall"), MPI_INT64_T, c_));
   }
   template <class T>
   void a2av(const T* send, const int64_t* sc, T* recv, const int64_t* rc) {
+    profile::RegionScope region(profile::Region::communication);  // --profile
     std::vector<int> scount(size_), sdisp(size_), rcount(size_), rdisp(size_);
     int64_t so = 0, ro = 0;
     for (int r = 0; r < size_; ++r) {
@@ -90,9 +95,11 @@ class MpiComm final : public Comm {
   void alltoallv(const float* s, const int64_t* sc, float* r, const int64_t* rc) override { a2av(s, sc, r, rc); }
   void alltoallv(const double* s, const int64_t* sc, double* r, const int64_t* rc) override { a2av(s, sc, r, rc); }
   void allgather(const float* send, int64_t n, float* recv) override {
+    profile::RegionScope region(profile::Region::communication);  // --profile
     RMOE_MPI(MPI_Allgather(send, to_int(n, "allgather"), MPI_FLOAT, recv, to_int(n, "allgather"), MPI_FLOAT, c_));
   }
   void broadcast(void* data, int64_t bytes, int root) override {
+    profile::RegionScope region(profile::Region::communication);  // --profile
     RMOE_MPI(MPI_Bcast(data, to_int(bytes, "broadcast"), MPI_BYTE, root, c_));
   }
   void barrier() override { RMOE_MPI(MPI_Barrier(c_)); }

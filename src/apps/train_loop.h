@@ -19,6 +19,7 @@
 #include "metrics_writer.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/format.h"
+#include "rmoe/core/profile.h"
 #include "rmoe/core/timer.h"
 #include "rmoe/parallel/comm.h"
 #include "rmoe/train/checkpoint.h"
@@ -221,6 +222,8 @@ inline void print_run_header(const TrainConfig& cfg, const ModelStats& stats, co
 struct RunTimes {
   double window_seconds = 0, total_seconds = 0, a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
   int64_t a2a_bytes = 0, window_steps = 0;
+  double profiled_seconds = 0;  // --profile: the steps the profile covers (all but the run's first)
+  int64_t profiled_steps = 0;
 
   void add(const StepStats& st) {
     window_seconds += st.seconds;
@@ -345,8 +348,19 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
                       CheckpointSaver& saver, RunTimes& times) {
   const double tokens_per_step = double(cfg.global_batch_size) * cfg.model.seq_length;
   const int64_t last = cfg.train_iters, first = trainer.step();
+  if (cfg.profile) profile::enable(true);
   while (trainer.step() < last) {
+    if (cfg.profile) profile::resume();
     const StepStats st = trainer.train_step();
+    if (cfg.profile) {
+      profile::pause();  // evaluation and saves are not part of a step
+      if (st.step == first) {
+        profile::reset();  // the first step touches every buffer: left out
+      } else {
+        times.profiled_seconds += st.seconds;
+        ++times.profiled_steps;
+      }
+    }
     const int64_t done = st.step + 1;
     maybe_inject_failure(groups.world->rank(), done);
     times.add(st);
@@ -388,6 +402,7 @@ inline void print_run_summary(const TrainConfig& cfg, const Trainer& trainer, in
               "%.1f%%; all-to-all sent %.2f MB/step\n",
               tot / n, 100 * t.a2a_seconds / tot, 100 * t.allreduce_seconds / tot, 100 * t.data_seconds / tot,
               100 * (tot - t.a2a_seconds - t.allreduce_seconds - t.data_seconds) / tot, t.a2a_bytes / n / 1e6);
+  if (cfg.profile) std::fputs(profile::report(t.profiled_steps, t.profiled_seconds).c_str(), stdout);
 }
 
 }  // namespace rmoe

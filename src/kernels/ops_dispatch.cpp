@@ -6,6 +6,7 @@
 // yes; any other op on a cuda view throws, naming the op.
 #include "instantiate.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/profile.h"
 #include "rmoe/kernels/ops.h"
 #ifdef RMOE_WITH_CUDA
 #include "rmoe/kernels/cuda_ops.h"
@@ -28,8 +29,10 @@ namespace rmoe::ops {
 #define RMOE_DISPATCH_CUDA_no(call)
 
 // One wrapper per row: cpu, then cuda where the row says so, else an error.
+// Each call is timed under --profile (profile.h; otherwise one atomic load).
 #define RMOE_DISPATCH(kind, name, cuda, device_view, params, args)      \
   RMOE_OP_TEMPLATE_##kind void name params {                            \
+    profile::OpTimer op_timer(#name);                                   \
     const Device dev = op_device device_view;                           \
     if (dev == Device::cpu) return cpu::name RMOE_OP_TARGS_##kind args; \
     RMOE_DISPATCH_CUDA_##cuda(name RMOE_OP_TARGS_##kind args)           \

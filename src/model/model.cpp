@@ -9,6 +9,7 @@
 
 #include "model_util.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/profile.h"
 #include "rmoe/kernels/ops.h"
 
 namespace rmoe {
@@ -143,20 +144,32 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   const int64_t n_tok = num_tokens_;
   ops::copy(first_rows(tokens_, n_tok), Tensor<const int32_t>(tokens, {n_tok}));
   ops::copy(first_rows(targets_, n_tok), Tensor<const int32_t>(targets, {n_tok}));
-  ops::embedding_forward(first_rows(layers_[0].x_in, n_tok), first_rows(tokens_, n_tok), global_weights_.wte);
+  {
+    profile::RegionScope region(profile::Region::embedding);
+    ops::embedding_forward(first_rows(layers_[0].x_in, n_tok), first_rows(tokens_, n_tok), global_weights_.wte);
+  }
   for (int l = 0; l < cfg_.num_layers; ++l) {
-    attention_forward(l);
+    {
+      profile::RegionScope region(profile::Region::attention);
+      attention_forward(l);
+    }
     moe_forward(l);  // also this layer's router statistics, stats_[l]
     auto& L = layers_[l];
     // x_out = x_mid + moe_out, written into the next layer's input (or x_final).
     Tensor<T> x_out = l + 1 < cfg_.num_layers ? layers_[l + 1].x_in : x_final_;
     ops::add(first_rows(x_out, n_tok), first_rows(L.x_mid, n_tok), first_rows(L.moe_out, n_tok));
   }
-  head_forward();
+  {
+    profile::RegionScope region(profile::Region::head);
+    head_forward();
+  }
   // Aux-loss statistics of every layer over every data-parallel rank (docs/MODEL.md
   // "Losses"): slot counts, probability sums, sum of lse^2, token count; one
   // collective for all layers.
-  if (reduce_stats_) reduce_stats_(stats_);
+  if (reduce_stats_) {
+    profile::RegionScope region(profile::Region::communication);
+    reduce_stats_(stats_);
+  }
   // The host reads of a forward, here and nowhere else: the statistics and the
   // CE sum, in one copy, for the loss terms, the expert counts and the global
   // token count that scales the backward.
@@ -188,13 +201,18 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
 template <class T>
 void Model<T>::backward(double loss_scale) {
   RMOE_CHECK(num_tokens_ > 0, "backward called before forward");
-  head_backward(loss_scale);  // scratch_.dx = d/dx_final
+  {
+    profile::RegionScope region(profile::Region::head);
+    head_backward(loss_scale);  // scratch_.dx = d/dx_final
+  }
   if (cfg_.router_type != RouterType::linear)
     zero(first_rows(scratch_.dh, num_tokens_));  // no gradient into h_L from above
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
-    moe_backward(l, loss_scale);   // dx: d/dx_out -> d/dx_mid
-    attention_backward(l);         // dx: d/dx_mid -> d/dx_in
+    moe_backward(l, loss_scale);  // dx: d/dx_out -> d/dx_mid
+    profile::RegionScope region(profile::Region::attention);
+    attention_backward(l);  // dx: d/dx_mid -> d/dx_in
   }
+  profile::RegionScope region(profile::Region::embedding);
   ops::embedding_backward(global_grads_.wte, first_rows(tokens_, num_tokens_), first_rows(scratch_.dx, num_tokens_));
 }
 

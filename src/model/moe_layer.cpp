@@ -6,6 +6,7 @@
 // no slots is skipped. The load-balance and z-loss gradients enter through
 // router_topk_backward.
 #include "model_util.h"
+#include "rmoe/core/profile.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/model/model.h"
 
@@ -16,6 +17,7 @@ void Model<T>::moe_forward(int l) {
   auto& L = layers_[l];
   auto& w = layer_weights_[l];
   const int64_t n_tok = num_tokens_, n_slots = n_tok * cfg_.topk;
+  profile::RegionScope router_region(profile::Region::router);  // --profile: the norm and routing
   ops::rmsnorm_forward(first_rows(L.u, n_tok), first_rows(L.rstd2, n_tok), first_rows(L.x_mid, n_tok), w.moe_norm,
                        cfg_.rms_eps);
   router_forward(l);
@@ -30,6 +32,7 @@ void Model<T>::moe_forward(int l) {
     ops::router_gates(gate, probs, idx);
   }
   ops::router_stats<T>(stats_.slice(l, 1), probs, first_rows(L.lse, n_tok), idx);
+  profile::RegionScope experts_region(profile::Region::experts);  // nested: charged apart from routing
   // Order slots by expert, tokens in order within an expert (deterministic).
   Tensor<int32_t> slot_token = first_rows(L.slot_token, n_slots), slot_of = first_rows(L.slot_of, n_tok);
   ops::moe_route_plan(L.offsets, slot_token, slot_of, idx);
@@ -48,13 +51,17 @@ void Model<T>::moe_backward(int l, double loss_scale) {
   Tensor<const int32_t> slot_of = first_rows(L.slot_of, n_tok);
   Tensor<T> dys = first_rows(scratch_.dys, n_slots), dxs = first_rows(scratch_.dxs, n_slots),
             dgate = first_rows(scratch_.dgate, n_tok), du = first_rows(scratch_.du, n_tok);
-  zero(dys);
-  zero(dgate);
-  ops::moe_combine_backward(dys, dgate, dx, first_rows(L.ys, n_slots), slot_of, first_rows(L.gate, n_tok));
-  zero(dxs);
-  dispatcher_->backward(l, dys, dxs, g.w1, g.w3, g.w2, w.w1, w.w3, w.w2);
-  zero(du);
-  ops::moe_gather_backward(du, dxs, slot_of);
+  {
+    profile::RegionScope experts_region(profile::Region::experts);
+    zero(dys);
+    zero(dgate);
+    ops::moe_combine_backward(dys, dgate, dx, first_rows(L.ys, n_slots), slot_of, first_rows(L.gate, n_tok));
+    zero(dxs);
+    dispatcher_->backward(l, dys, dxs, g.w1, g.w3, g.w2, w.w1, w.w3, w.w2);
+    zero(du);
+    ops::moe_gather_backward(du, dxs, slot_of);
+  }
+  profile::RegionScope router_region(profile::Region::router);
   // total += aux/NL * E * sum_e f_e * P_e, P_e = mean over all ranks' tokens of p[t,e]
   //   =>  d/dp[t,e] = aux/NL * E * f_e / T_global for each of this rank's tokens
   zero(scratch_.dprobs_extra);

@@ -212,6 +212,9 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.dry_run; }));
     t.push_back(field("dry-run-ranks", "P", "with --dry-run: plan for P ranks (0 = the ranks running)",
                       [](auto& c) -> auto& { return c.dry_run_ranks; }));
+    t.push_back(field("profile", "", "time every op and model region of each step after the first; print where "
+                      "the time went at the end (rank 0)",
+                      [](auto& c) -> auto& { return c.profile; }));
     t.push_back(field("metrics-file", "PATH", "write JSON-lines metrics here (empty = none)",
                       [](auto& c) -> auto& { return c.metrics_file; }));
     return t;

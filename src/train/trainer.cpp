@@ -7,6 +7,7 @@
 #include "rmoe/parallel/grad_sync.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
+#include "rmoe/core/profile.h"
 #include "rmoe/core/format.h"
 #include "rmoe/core/timer.h"
 #include "rmoe/train/schedule.h"
@@ -74,7 +75,10 @@ StepStats Trainer::train_step() {
   model_.dispatcher().reset_counters();
   for (int a = 0; a < accum; ++a) {
     const auto td = std::chrono::steady_clock::now();
-    source_->fill(step_, first_seq + int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
+    {
+      profile::RegionScope region(profile::Region::data);
+      source_->fill(step_, first_seq + int64_t(a) * mb, mb, S, tokens_.data(), targets_.data());
+    }
     st.data_seconds += seconds_since(td);
     ForwardResult r = model_.forward(tokens_.data(), targets_.data(), mb);
     // Backward even for a non-finite loss: every rank takes part in the same
@@ -92,8 +96,12 @@ StepStats Trainer::train_step() {
   auto& gr = grads.replicated();
   auto& ge = grads.expert();
   const auto tr = std::chrono::steady_clock::now();
-  allreduce_grads(*groups_, grads, st.loss);
+  {
+    profile::RegionScope region(profile::Region::communication);
+    allreduce_grads(*groups_, grads, st.loss);
+  }
   st.allreduce_seconds = seconds_since(tr);
+  profile::RegionScope optimizer_region(profile::Region::optimizer);  // the norm, clipping, AdamW, the checks
   st.grad_norm = global_grad_norm(*groups_, grads);
   // Expert load: max share / mean share per layer; report the worst layer.
   for (int l = 0; l < cfg_.model.num_layers; ++l) {

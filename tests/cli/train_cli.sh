@@ -3,7 +3,8 @@
 # and exit status 2; --dry-run prints sizes; --help works. Start-up checks
 # (before any step): an unwritable --save and a --load that does not exist
 # are status 2; --load = --save not yet created starts fresh (one line). Exit
-# statuses of an early stop: 3 with a checkpoint, 4 without --save.
+# statuses of an early stop: 3 with a checkpoint, 4 without --save. --profile
+# prints its table.
 # Usage: train_cli.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -52,5 +53,10 @@ out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 20 --ex
 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 20 --exit-interval 10 --save "$work/stop" >/dev/null 2>&1
 st=$?
 [[ $st -eq 3 && -e $work/stop/ckpt_00000010.h5 ]] || { echo "FAIL: --exit-interval with --save: status $st (expected 3)"; fail=1; }
+# --profile: the table of regions and ops, for the steps after the first.
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 6 --profile 2>&1); st=$?
+[[ $st -eq 0 ]] && grep -q "^profile: 5 steps, " <<<"$out" && grep -q "^  attention " <<<"$out" \
+  && grep -q "^  experts_forward  *experts " <<<"$out" \
+  || { echo "FAIL: --profile: status $st: $(tail -25 <<<"$out")"; fail=1; }
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

@@ -68,6 +68,7 @@ struct TrainConfig {
   uint64_t seed = 1234;         // weights, data order, synthetic data
   Device device = Device::cpu;
   bool dry_run = false;         // print sizes, FLOPs and memory, then exit
+  bool profile = false;         // time every op and region of a step; print the table at the end
   int dry_run_ranks = 0;        // --dry-run plans for this many ranks (0 = those running)
   std::string metrics_file;     // JSON-lines metrics; empty = none
 
