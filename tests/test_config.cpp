@@ -147,7 +147,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
-      "dry-run-ranks", "metrics-file"};
+      "dry-run-ranks", "profile", "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "rmoe/core/rng.h"
+#include "rmoe/kernels/ops.h"
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/schedule.h"
 
@@ -110,6 +111,13 @@ TEST(AdamW, DecoupledWeightDecayAlone) {
   adamw_step(p2.data(), g2.data(), m2.data(), v2.data(), 2, AdamWHyper{}, 1, 0.01f, 0.f);
   EXPECT_NEAR(p2[0], -0.01f, 1e-7);
   EXPECT_NEAR(p2[1], 0.01f, 1e-7);
+}
+
+// The gradient norm's sum of squares (ops::sum_squares over a flat buffer).
+double sum_squares(const float* x, int64_t n) {
+  double out = 0;
+  ops::sum_squares<float>(Tensor<double>(&out, {1}), Tensor<const float>(x, {n}));
+  return out;
 }
 
 TEST(AdamW, ThreadCountDoesNotChangeBits) {

@@ -1,13 +1,13 @@
-// adamw.cpp — AdamW, sum_squares and scale over flat buffers (formulas in
+// adamw.cpp — AdamW and scale over flat buffers (formulas in
 // include/rmoe/train/adamw.h). OpenMP over elements or fixed blocks; no
 // reduction depends on the thread count.
 // Tested by tests/test_schedule_adamw.cpp.
 #include "rmoe/train/adamw.h"
 
 #include <cmath>
-#include <vector>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/threads.h"
 
 namespace rmoe {
 
@@ -23,7 +23,7 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, 
   const float inv_bc1 = static_cast<float>(1.0 / bc1);
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     const float g = grad[i];
     const float mi = beta1 * m[i] + (1.0f - beta1) * g;
@@ -36,24 +36,8 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, 
   }
 }
 
-double sum_squares(const float* x, int64_t n) {
-  constexpr int64_t kBlock = 4096;
-  const int64_t num_blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> block_sum(static_cast<size_t>(num_blocks), 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    const int64_t end = std::min(n, (b + 1) * kBlock);
-    double s = 0.0;
-    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
-    block_sum[b] = s;
-  }
-  double total = 0.0;
-  for (double s : block_sum) total += s;  // fixed order
-  return total;
-}
-
 void scale(float* x, int64_t n, float s) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 

@@ -7,8 +7,10 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/tensor.h"
+#include "rmoe/core/threads.h"  // worth_threads
 
 namespace rmoe::cpu {
+
 
 // Every v[i] in [0, bound); `what` names the input, `bound_is` what the bound is.
 template <class I>

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../instantiate.h"
+#include "checks.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 
@@ -35,7 +36,7 @@ void add(Tensor<T> y, In<T> a, In<T> b) {
   const int64_t n = y.numel();
   RMOE_CHECK(a.numel() == n && b.numel() == n,
              "add: y " << y.shape_str() << " a " << a.shape_str() << " b " << b.shape_str());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) y.data[i] = a.data[i] + b.data[i];
 }
 
@@ -54,7 +55,7 @@ void sum_squares(Tensor<double> out, In<T> x) {
   constexpr int64_t kBlock = 4096;
   const int64_t n = x.numel(), num_blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> block_sum(size_t(num_blocks), 0.0);  // once per call (a step's norm), not per element
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t b = 0; b < num_blocks; ++b) {
     const int64_t end = std::min(n, (b + 1) * kBlock);
     double s = 0.0;

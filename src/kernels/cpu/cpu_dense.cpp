@@ -29,7 +29,7 @@ void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
                                   << y.shape_str());
   gemm(false, true, N, out, in, T(1), x.data, in, W.data, in, T(0), y.data, out);
   if (!b.is_null()) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * out))
     for (int64_t n = 0; n < N; ++n)
       for (int64_t o = 0; o < out; ++o) y.data[n * out + o] += b.data[o];
   }
@@ -38,7 +38,7 @@ void linear_forward(Tensor<T> y, In<T> x, In<T> W, In<T> b) {
 // Column sums of a [N, C] matrix added into acc[C]; rows in order per column.
 template <class T>
 static void add_column_sums(T* acc, const T* m, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * C))
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     const int64_t c1 = std::min(C, c0 + 16);
     T s[16] = {};
@@ -63,7 +63,7 @@ void embedding_forward(Tensor<T> out, Tensor<const int32_t> tokens, In<T> W) {
   const int64_t N = tokens.numel(), V = W.size(0), d = W.cols();
   RMOE_CHECK(out.rows() == N && out.cols() == d, "embedding_forward: out " << out.shape_str());
   check_indices(tokens, V, "embedding_forward", "tokens", "the vocabulary");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
   for (int64_t n = 0; n < N; ++n)
     std::copy_n(W.data + tokens.data[n] * d, d, out.data + n * d);
 }
@@ -77,7 +77,7 @@ void embedding_backward(Tensor<T> dW, Tensor<const int32_t> tokens, In<T> dout) 
   check_indices(tokens, dW.size(0), "embedding_backward", "tokens", "the vocabulary");
   // Parallel over column blocks; each block walks tokens in order (repeats are
   // summed in a fixed order, no races).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
   for (int64_t c0 = 0; c0 < d; c0 += 32) {
     const int64_t c1 = std::min(d, c0 + 32);
     for (int64_t n = 0; n < N; ++n) {
@@ -94,7 +94,7 @@ void rmsnorm_forward(Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps
   const int64_t N = x.rows(), d = x.cols();
   RMOE_CHECK(w.numel() == d && out.numel() == x.numel() && rstd.numel() == N,
              "rmsnorm_forward: x " << x.shape_str() << " w " << w.shape_str());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x.data + n * d;
     double ss = 0;
@@ -110,7 +110,7 @@ template <class T>
 void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd) {
   const int64_t N = x.rows(), d = x.cols();
   if (!dx.is_null()) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
     for (int64_t n = 0; n < N; ++n) {
       const T* xr = x.data + n * d;
       const T* g = dout.data + n * d;
@@ -123,7 +123,7 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
     }
   }
   if (!dw.is_null()) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
     for (int64_t c0 = 0; c0 < d; c0 += 16) {
       const int64_t c1 = std::min(d, c0 + 16);
       T s[16] = {};
@@ -146,7 +146,7 @@ static void rope_apply(Tensor<T> x, double theta, double sign) {
       cs[s * half + j] = T(std::cos(ang));
       sn[s * half + j] = T(sign * std::sin(ang));
     }
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (worth_threads(B * S * H * D))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s)
       for (int64_t h = 0; h < H; ++h) {
@@ -168,13 +168,13 @@ void rope_backward(Tensor<T> dx, double theta) { rope_apply(dx, theta, -1.0); }
 template <class T>
 void swiglu_forward(Tensor<T> h, In<T> a, In<T> b) {
   const int64_t n = a.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) h.data[i] = pw::swiglu(a.data[i], b.data[i]);
 }
 template <class T>
 void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
   const int64_t n = a.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
     T ga, gb;
     pw::swiglu_grad(a.data[i], b.data[i], dh.data[i], ga, gb);
@@ -186,14 +186,14 @@ void swiglu_backward(Tensor<T> da, Tensor<T> db, In<T> dh, In<T> a, In<T> b) {
 template <class T>
 void tanh_forward(Tensor<T> y, In<T> x) {
   const int64_t n = x.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n * 8))
   for (int64_t i = 0; i < n; ++i) y.data[i] = std::tanh(x.data[i]);
 }
 template <class T>
 void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
   if (dx.is_null()) return;
   const int64_t n = y.numel();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) dx.data[i] += dy.data[i] * (T(1) - y.data[i] * y.data[i]);
 }
 
@@ -202,7 +202,7 @@ void gru_forward(Tensor<T> hnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> h) {
   const int64_t N = h.rows(), p = h.cols();
   RMOE_CHECK(gi.cols() == 3 * p && gh.cols() == 3 * p && gates.cols() == 3 * p,
              "gru_forward: gi " << gi.shape_str() << " h " << h.shape_str());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * p * 8))
   for (int64_t n = 0; n < N; ++n) {
     const T* i3 = gi.data + n * 3 * p;
     const T* h3 = gh.data + n * 3 * p;
@@ -216,7 +216,7 @@ template <class T>
 void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T> gates, In<T> gh,
                   In<T> h) {
   const int64_t N = h.rows(), p = h.cols();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * p * 8))
   for (int64_t n = 0; n < N; ++n) {
     const T* g3 = gates.data + n * 3 * p;
     T* di = dgi.is_null() ? nullptr : dgi.data + n * 3 * p;  // null: not needed
@@ -248,7 +248,7 @@ void cross_entropy(Tensor<T> losses, Tensor<T> dlogits, In<T> logits, Tensor<con
   const int64_t N = logits.rows(), V = logits.cols();
   RMOE_CHECK(targets.numel() == N && losses.numel() == N, "cross_entropy: logits " << logits.shape_str());
   check_indices(targets, V, "cross_entropy", "targets", "the vocabulary");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * V))
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits.data + n * V;
     const int32_t t = targets.data[n];

@@ -40,7 +40,7 @@ void router_topk_forward(Tensor<T> probs, Tensor<int32_t> idx, Tensor<T> gate, T
   const int64_t N = logits.rows(), E = logits.cols(), K = idx.cols();
   RMOE_CHECK(K >= 1 && K <= E && idx.rows() == N && gate.rows() == N,
              "router_topk_forward: logits " << logits.shape_str() << " idx " << idx.shape_str());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * E))
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits.data + n * E;
     T* p = probs.data + n * E;
@@ -76,7 +76,7 @@ void router_topk_backward(Tensor<T> dlogits, In<T> dgate, In<T> dprobs_extra, do
              "router_topk_backward: probs " << probs.shape_str() << " idx " << idx.shape_str() << " dlogits "
                                             << dlogits.shape_str());
   check_indices(idx, E, "router_topk_backward", "idx", "the experts");
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(N * E))
   {
     T* dprob = thread_scratch<T>(E);  // d loss / d prob of the row at hand
 #pragma omp for schedule(static)
@@ -108,7 +108,7 @@ void router_gates(Tensor<T> gate, In<T> probs, Tensor<const int32_t> idx) {
              "router_gates: probs " << probs.shape_str() << " idx " << idx.shape_str() << " gate "
                                     << gate.shape_str());
   check_indices(idx, E, "router_gates", "idx", "the experts");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * K))
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs.data + n * E;
     const int32_t* id = idx.data + n * K;
@@ -177,7 +177,7 @@ void moe_gather(Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token) {
   const int64_t N = slot_token.numel(), d = x.cols();
   RMOE_CHECK(xs.rows() == N && xs.cols() == d, "moe_gather: xs " << xs.shape_str() << " x " << x.shape_str());
   check_indices(slot_token, x.rows(), "moe_gather", "slot_token", "the tokens of x");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(N * d))
   for (int64_t s = 0; s < N; ++s) std::copy_n(x.data + int64_t(slot_token.data[s]) * d, d, xs.data + s * d);
 }
 
@@ -188,7 +188,7 @@ void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> g
              "moe_combine: out " << out.shape_str() << " slot_of " << slot_of.shape_str() << " gate "
                                  << gate.shape_str());
   check_indices(slot_of, ys.rows(), "moe_combine", "slot_of", "the slots of ys");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t) {
     T* o = out.data + t * d;
     std::fill_n(o, d, T(0));
@@ -207,7 +207,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, 
   RMOE_CHECK(dout.rows() == n_tok && dout.cols() == d && gate.numel() == n_tok * K,
              "moe_combine_backward: dout " << dout.shape_str() << " slot_of " << slot_of.shape_str());
   check_indices(slot_of, ys.rows(), "moe_combine_backward", "slot_of", "the slots of ys");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t) {
     const T* g = dout.data + t * d;
     for (int64_t j = 0; j < K; ++j) {
@@ -235,7 +235,7 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
              "moe_gather_backward: dx " << dx.shape_str() << " dxs " << dxs.shape_str() << " slot_of "
                                         << slot_of.shape_str());
   check_indices(slot_of, dxs.rows(), "moe_gather_backward", "slot_of", "the slots of dxs");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t j = 0; j < K; ++j) {
       const T* g = dxs.data + int64_t(slot_of.data[t * K + j]) * d;
@@ -259,7 +259,7 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
     gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W3.data + e * f * d, d, T(0), b.data + r0 * f, f);
     T* hh = h.data + r0 * f;
     const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n * f))
     for (int64_t i = 0; i < n * f; ++i) hh[i] = pw::swiglu(aa[i], bb[i]);
     gemm(false, true, n, d, f, T(1), hh, f, W2.data + e * d * f, f, T(0), ys.data + r0 * d, d);
   }
@@ -285,7 +285,7 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
     if (!dW2.is_null()) gemm(true, false, d, f, n, T(1), dy, d, h.data + r0 * f, f, T(1), dW2.data + e * d * f, f);
     gemm(false, false, n, f, d, T(1), dy, d, W2.data + e * d * f, f, T(0), db, f);  // dh = dy W2 (into db)
     const T *aa = a.data + r0 * f, *bb = b.data + r0 * f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(n * f))
     for (int64_t i = 0; i < n * f; ++i) {
       T ga, gb;
       pw::swiglu_grad(aa[i], bb[i], db[i], ga, gb);

@@ -7,8 +7,16 @@
 // reads the policy once, when it loads, so a main that wants it must set it
 // and exec itself again, first thing (before MPI_Init).
 #pragma once
+#include <cstdint>
 
 namespace rmoe {
+
+// Whether a loop over `work` elements is worth an OpenMP team: starting one
+// wakes every thread (tens of microseconds under the passive wait policy
+// below), more than a small op's whole work. Results never depend on it (each
+// element is computed by one thread, reductions in a fixed order). Used as
+// `#pragma omp parallel for if (worth_threads(n))`.
+inline bool worth_threads(int64_t work) { return work >= (int64_t(1) << 15); }
 
 // If OMP_WAIT_POLICY is unset, sets it to "passive" and re-executes this
 // program with the same arguments. Before that, when ranks_on_node > 1 (several

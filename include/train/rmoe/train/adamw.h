@@ -1,5 +1,6 @@
-// adamw.h — AdamW and the two reductions the optimizer step needs, each over
-// one flat (pointer, length) buffer.
+// adamw.h — AdamW and gradient scaling (clipping), each over one flat
+// (pointer, length) buffer. The gradient norm's sum of squares is the op
+// ops::sum_squares (kernels/ops.h).
 //
 // adamw_step, with t = step (1-based) and every operation elementwise:
 //   m     = beta1 * m + (1 - beta1) * g
@@ -9,9 +10,7 @@
 // (PyTorch's torch.optim.AdamW, foreach=False.) Elementwise, so the result is
 // the same for any thread count. Call it once per range with its own weight
 // decay (0 for norms and biases).
-//
-// sum_squares accumulates in double over fixed 4096-element blocks and then
-// adds the block sums in index order: bit-identical for any thread count.
+
 // Tested by tests/test_schedule_adamw.cpp.
 #pragma once
 #include <cstdint>
@@ -27,9 +26,6 @@ struct AdamWHyper {
 // param, grad, m, v: [n]. m and v start at 0 and are updated in place.
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWHyper& h,
                 int64_t step /*1-based*/, float lr, float weight_decay);
-
-// sum_i x_i^2 in double, deterministic (see above).
-double sum_squares(const float* x, int64_t n);
 
 // x *= s.
 void scale(float* x, int64_t n, float s);
