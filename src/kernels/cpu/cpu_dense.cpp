@@ -139,20 +139,37 @@ template <class T>
 static void rope_apply(Tensor<T> x, double theta, double sign) {
   RMOE_CHECK(x.ndim == 4 && x.size(3) % 2 == 0, "rope: expects [B,S,H,D] with D even, got " << x.shape_str());
   const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  std::vector<T> cs(S * half), sn(S * half);  // [S, D/2] cos and sin tables
-  for (int64_t s = 0; s < S; ++s)
-    for (int64_t j = 0; j < half; ++j) {
-      const double ang = double(s) * std::pow(theta, -2.0 * double(j) / double(D));
-      cs[s * half + j] = T(std::cos(ang));
-      sn[s * half + j] = T(sign * std::sin(ang));
-    }
+  // [S, D/2] cos and sin tables, kept per thread for the last (S, D, theta):
+  // a model calls this 4 L times per micro-batch with the same shape.
+  struct Tables {
+    int64_t S = -1, D = -1;
+    double theta = 0;
+    std::vector<T> cs, sn;
+  };
+  thread_local Tables tab;
+  if (tab.S != S || tab.D != D || tab.theta != theta) {
+    tab.cs.resize(size_t(S * half));
+    tab.sn.resize(size_t(S * half));
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t j = 0; j < half; ++j) {
+        const double ang = double(s) * std::pow(theta, -2.0 * double(j) / double(D));
+        tab.cs[s * half + j] = T(std::cos(ang));
+        tab.sn[s * half + j] = T(std::sin(ang));
+      }
+    tab.S = S;
+    tab.D = D;
+    tab.theta = theta;
+  }
+  const T* cs = tab.cs.data();
+  const T* sn = tab.sn.data();
+  const T sgn = T(sign);  // the backward rotates by -angle: sin(-a) = -sin(a), exactly
 #pragma omp parallel for collapse(2) schedule(static) if (worth_threads(B * S * H * D))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t s = 0; s < S; ++s)
       for (int64_t h = 0; h < H; ++h) {
         T* v = x.data + ((b * S + s) * H + h) * D;
         for (int64_t j = 0; j < half; ++j) {
-          const T c = cs[s * half + j], si = sn[s * half + j];
+          const T c = cs[s * half + j], si = sgn * sn[s * half + j];
           const T a = v[j], bb = v[j + half];
           v[j] = a * c - bb * si;
           v[j + half] = a * si + bb * c;
