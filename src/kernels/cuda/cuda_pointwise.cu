@@ -5,17 +5,12 @@
 #include <cuda_runtime.h>
 
 #include "../instantiate.h"
+#include "cuda_check.h"
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/kernels/pointwise.h"
 
 namespace rmoe::cuda {
-
-#define RMOE_CUDA_CHECK(call)                                                             \
-  do {                                                                                    \
-    cudaError_t rmoe_e_ = (call);                                                         \
-    RMOE_CHECK(rmoe_e_ == cudaSuccess, #call << ": " << cudaGetErrorString(rmoe_e_));     \
-  } while (0)
 
 namespace {
 constexpr int kBlock = 256;
@@ -81,11 +76,10 @@ int device_count() {
   }
   return n;
 }
-void* device_alloc(size_t bytes) {
-  void* p = nullptr;
-  RMOE_CUDA_CHECK(cudaMalloc(&p, bytes));
-  return p;
-}
+void* device_alloc(size_t bytes) { return detail::device_malloc(bytes, __FILE__, __LINE__); }
+// Not checked: called from destructors, where a throw ends the program; a
+// failure here is an earlier kernel's sticky error, which the next checked
+// call reports.
 void device_free(void* p) { cudaFree(p); }
 void copy_to_device(void* dst, const void* src, size_t bytes) {
   RMOE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
