@@ -6,12 +6,16 @@
 // max_skipped_steps in a row; an update that overflows ends it at once; the
 // token count is a running sum over steps of any batch size.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
 #include <string>
 
 #include "rmoe/train/trainer.h"
+
+extern "C" int openblas_get_num_threads(void);
+extern "C" void openblas_set_num_threads(int);
 #include "test_util.h"
 
 using namespace rmoe;
@@ -96,6 +100,34 @@ TEST(Trainer, TwoRunsWithOneSeedAreBitIdentical) {
   Trainer other(c);
   other.train_step();
   EXPECT_NE(whole_state(other)[1], state[0][1]);
+}
+
+// The thread count changes nothing, bit for bit: OpenMP loops split work
+// only over independent elements (or run serially below worth_threads), the
+// experts run concurrently at 2 threads (8 experts, for_each_expert) and in
+// order at 1, and reductions have a fixed order. Shapes large enough that
+// the threaded paths are taken.
+TEST(Trainer, ThreadCountDoesNotChangeBits) {
+  TrainConfig c = small_run(RouterType::gru);
+  c.model.hidden_size = 128;
+  c.model.ffn_hidden_size = 128;
+  c.model.num_experts = 8;
+  c.model.seq_length = 64;
+  c.train_iters = 3;
+  std::vector<double> losses[2];
+  std::vector<std::vector<float>> state[2];
+  const int saved_omp = omp_get_max_threads(), saved_blas = openblas_get_num_threads();
+  for (int run = 0; run < 2; ++run) {
+    omp_set_num_threads(run + 1);
+    openblas_set_num_threads(run + 1);
+    Trainer t(c);
+    while (t.step() < c.train_iters) losses[run].push_back(t.train_step().loss);
+    state[run] = whole_state(t);
+  }
+  omp_set_num_threads(saved_omp);
+  openblas_set_num_threads(saved_blas);
+  for (size_t i = 0; i < losses[0].size(); ++i) EXPECT_EQ(losses[0][i], losses[1][i]) << "step " << i;
+  for (size_t i = 0; i < state[0].size(); ++i) EXPECT_EQ(state[0][i], state[1][i]) << "state part " << i;
 }
 
 // 4 micro-batches of 2 give the same step as 1 micro-batch of 8, to fp32

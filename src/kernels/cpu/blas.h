@@ -20,4 +20,18 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, con
     cblas_dgemm(CblasRowMajor, opA, opB, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
+// While alive, OpenBLAS runs every GEMM on the calling thread alone (for
+// GEMMs issued from several OpenMP threads at once: OpenBLAS's own pool
+// would otherwise be contended by all of them).
+class OneBlasThread {
+ public:
+  OneBlasThread() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~OneBlasThread() { openblas_set_num_threads(saved_); }
+  OneBlasThread(const OneBlasThread&) = delete;
+  OneBlasThread& operator=(const OneBlasThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 }  // namespace rmoe::cpu

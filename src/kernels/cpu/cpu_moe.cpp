@@ -245,6 +245,30 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
 }
 
 // ---- grouped SwiGLU experts --------------------------------------------------------
+// Runs body(e) for every expert with rows. With several threads and at least
+// two non-empty experts per thread, experts run concurrently, largest first,
+// each on one thread with single-threaded GEMMs: many small GEMMs in a row
+// scale poorly over BLAS threads. Otherwise in order, each GEMM on BLAS's
+// threads. Each expert writes only its own rows and its own weights'
+// gradients, so the result is the same either way.
+template <class Body>
+static void for_each_expert(const int64_t* offsets, int64_t E, Body&& body) {
+  std::vector<int64_t> active;
+  for (int64_t e = 0; e < E; ++e)
+    if (offsets[e + 1] > offsets[e]) active.push_back(e);
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && int64_t(active.size()) >= 2 * threads && !omp_in_parallel()) {
+    std::stable_sort(active.begin(), active.end(), [&](int64_t x, int64_t y) {
+      return offsets[x + 1] - offsets[x] > offsets[y + 1] - offsets[y];
+    });
+    OneBlasThread one;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < active.size(); ++i) body(active[i]);
+  } else {
+    for (int64_t e : active) body(e);
+  }
+}
+
 template <class T>
 void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> xs, Tensor<const int64_t> offsets,
                      In<T> W1, In<T> W3, In<T> W2) {
@@ -252,9 +276,8 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
   RMOE_CHECK(xs.cols() == d && W2.size(1) == d && W2.size(2) == f,
              "experts_forward: W1 " << W1.shape_str() << " W2 " << W2.shape_str() << " xs " << xs.shape_str());
   check_offsets(offsets, E, xs.rows(), "experts_forward");
-  for (int64_t e = 0; e < E; ++e) {
+  for_each_expert(offsets.data, E, [&](int64_t e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
-    if (n == 0) continue;
     gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W1.data + e * f * d, d, T(0), a.data + r0 * f, f);
     gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W3.data + e * f * d, d, T(0), b.data + r0 * f, f);
     T* hh = h.data + r0 * f;
@@ -262,7 +285,7 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
 #pragma omp parallel for schedule(static) if (worth_threads(n * f))
     for (int64_t i = 0; i < n * f; ++i) hh[i] = pw::swiglu(aa[i], bb[i]);
     gemm(false, true, n, d, f, T(1), hh, f, W2.data + e * d * f, f, T(0), ys.data + r0 * d, d);
-  }
+  });
 }
 
 template <class T>
@@ -275,9 +298,8 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
                  scratch_db.numel() >= xs.rows() * f,
              "experts_backward: W1 " << W1.shape_str() << " dys " << dys.shape_str() << " scratch "
                                      << scratch_da.shape_str());
-  for (int64_t e = 0; e < E; ++e) {
+  for_each_expert(offsets.data, E, [&](int64_t e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
-    if (n == 0) continue;
     const T* dy = dys.data + r0 * d;
     const T* x = xs.data + r0 * d;
     T* da = scratch_da.data + r0 * f;
@@ -294,11 +316,11 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
     }
     if (!dW1.is_null()) gemm(true, false, f, d, n, T(1), da, f, x, d, T(1), dW1.data + e * f * d, d);  // += da^T x
     if (!dW3.is_null()) gemm(true, false, f, d, n, T(1), db, f, x, d, T(1), dW3.data + e * f * d, d);  // += db^T x
-    if (dxs.is_null()) continue;
+    if (dxs.is_null()) return;
     T* dx = dxs.data + r0 * d;
     gemm(false, false, n, d, f, T(1), da, f, W1.data + e * f * d, d, T(1), dx, d);  // dx += da W1
     gemm(false, false, n, d, f, T(1), db, f, W3.data + e * f * d, d, T(1), dx, d);  // dx += db W3
-  }
+  });
 }
 
 RMOE_INSTANTIATE_OPS(RMOE_OPS_MOE)
