@@ -97,6 +97,7 @@ TEST(ModelFD, Linear) { fd_check(tiny(RouterType::linear)); }
 TEST(ModelFD, Mlp) { fd_check(tiny(RouterType::mlp)); }
 TEST(ModelFD, Gru) { fd_check(tiny(RouterType::gru)); }
 TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
+TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, GruTied) {
   auto c = tiny(RouterType::gru);
   c.tie_embeddings = true;
@@ -161,6 +162,31 @@ TEST(ModelRouter, DetachCutsOnlyTheRecurrentPath) {
   EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
   EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
   EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
+// gru-np carries no state between layers, so there is no recurrent path for
+// router_detach to cut: detached and not, every gradient is bit-identical;
+// and it is a different model from gru (the lowest layer's projection sees
+// no gradient from the routers above it).
+TEST(ModelRouter, GruNpHasNoRecurrentPath) {
+  auto c = tiny(RouterType::gru_np);
+  Batch b = make_batch(c, 2, 5);
+  std::vector<double> g[3];
+  double loss[3];
+  for (int run = 0; run < 3; ++run) {
+    ModelConfig rc = c;
+    rc.router_detach = run == 1;
+    if (run == 2) rc.router_type = RouterType::gru;  // same parameter table
+    Model<double> m(rc, 2);
+    init_model(m, 42);
+    loss[run] = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    m.grads().zero();
+    m.backward(1.0);
+    g[run] = m.grads().replicated();
+  }
+  EXPECT_EQ(loss[0], loss[1]);
+  EXPECT_EQ(g[0], g[1]);
+  EXPECT_NE(loss[0], loss[2]);
 }
 
 TEST(ModelDeterminism, TwoRunsBitIdentical) {

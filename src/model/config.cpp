@@ -77,15 +77,15 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
   int64_t per_layer = 0;  // one layer's router tensors
   const std::string router = "the router parameters of one layer (--router-dim, --hidden-size, --num-experts)";
   const std::string lower_router = "lower --router-dim, --hidden-size or --num-experts";
-  if (c.router_type == RouterType::linear) {
+  if (!router_has_projection(c.router_type)) {
     per_layer = shape_product({E, d}, "the router parameters of one layer (--num-experts x --hidden-size)",
                               "lower --num-experts or --hidden-size");  // gate_w [E, d]
   } else {  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
     per_layer = shape_sum({shape_product({p, d}, router, lower_router), p, shape_product({E, p}, router, lower_router), E},
                           router, lower_router);
   }
-  if (c.router_type == RouterType::gru || c.router_type == RouterType::rnn) {
-    const int64_t g = (c.router_type == RouterType::gru ? 3 : 1) * p;  // w_ih, w_hh [g, p]; b_ih, b_hh [g]
+  if (router_has_cell(c.router_type)) {
+    const int64_t g = router_cell_gates(c.router_type) * p;  // w_ih, w_hh [g, p]; b_ih, b_hh [g]
     const std::string cell = "the shared router cell (--router-dim^2)";
     n.router_cell = shape_sum({shape_product({2, g, p}, cell, "lower --router-dim"), 2 * g}, cell, "lower --router-dim");
   }
@@ -100,12 +100,16 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
   return n;
 }
 
+namespace {
+constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::gru_np,
+                                       RouterType::rnn};
+const char* const kRouterTypeList = "linear, mlp, gru, gru-np, rnn";
+}  // namespace
+
 RouterType parse_router_type(const std::string& s) {
-  if (s == "linear") return RouterType::linear;
-  if (s == "mlp") return RouterType::mlp;
-  if (s == "gru") return RouterType::gru;
-  if (s == "rnn") return RouterType::rnn;
-  usage_fail("--moe-router-type=" + s + ": unknown router type; allowed: linear, mlp, gru, rnn");
+  for (RouterType r : kRouterTypes)
+    if (s == router_type_name(r)) return r;
+  usage_fail("--moe-router-type=" + s + ": unknown router type; allowed: " + kRouterTypeList);
 }
 
 const char* router_type_name(RouterType r) {
@@ -113,10 +117,23 @@ const char* router_type_name(RouterType r) {
     case RouterType::linear: return "linear";
     case RouterType::mlp: return "mlp";
     case RouterType::gru: return "gru";
+    case RouterType::gru_np: return "gru-np";
     case RouterType::rnn: return "rnn";
   }
   return "unknown";
 }
+
+bool router_has_projection(RouterType r) { return r != RouterType::linear; }
+bool router_has_cell(RouterType r) { return router_cell_gates(r) > 0; }
+int router_cell_gates(RouterType r) {
+  switch (r) {
+    case RouterType::gru:
+    case RouterType::gru_np: return 3;
+    case RouterType::rnn: return 1;
+    default: return 0;
+  }
+}
+bool router_carries_state(RouterType r) { return r == RouterType::gru || r == RouterType::rnn; }
 
 void ModelConfig::validate() const {
   require_at_least("--num-layers", num_layers, 1);
@@ -138,10 +155,9 @@ void ModelConfig::validate() const {
   require_at_least("--router-dim", router_dim, 1);
   require_at_least("--vocab-size", vocab_size, 2);
   require_at_least("--seq-length", seq_length, 1);
-  if (router_type != RouterType::linear && router_type != RouterType::mlp && router_type != RouterType::gru &&
-      router_type != RouterType::rnn)
+  if (std::string(router_type_name(router_type)) == "unknown")
     usage_fail("--moe-router-type=" + std::to_string(static_cast<int>(router_type)) +
-               ": unknown router type; allowed: linear, mlp, gru, rnn");
+               ": unknown router type; allowed: " + kRouterTypeList);
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);
@@ -149,9 +165,11 @@ void ModelConfig::validate() const {
   require_positive("rope_theta", rope_theta);  // not a flag: fixed by MODEL.md
   // The GEMMs take 32-bit dimensions; every other matrix side is one of the
   // 32-bit fields above, the GRU cell's gate rows are 3p.
-  if (router_type == RouterType::gru && int64_t(3) * router_dim > std::numeric_limits<int32_t>::max())
-    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the GRU cell's 3 x --router-dim rows must fit " +
-               "32-bit matrix dimensions; give at most " + std::to_string(std::numeric_limits<int32_t>::max() / 3));
+  if (router_cell_gates(router_type) > 1 && int64_t(router_cell_gates(router_type)) * router_dim > std::numeric_limits<int32_t>::max())
+    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the GRU cell's " +
+               std::to_string(router_cell_gates(router_type)) + " x --router-dim rows must fit " +
+               "32-bit matrix dimensions; give at most " +
+               std::to_string(std::numeric_limits<int32_t>::max() / router_cell_gates(router_type)));
   check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
   check_float_range("--moe-z-loss-coeff", z_loss_coeff);
   check_float_range("--init-method-std", init_std);

@@ -58,7 +58,7 @@ void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeig
     get({{&w.attn_norm, P + "attn_norm"}, {&w.wq, P + "attn/wq"}, {&w.wk, P + "attn/wk"}, {&w.wv, P + "attn/wv"},
          {&w.wo, P + "attn/wo"}, {&w.moe_norm, P + "moe_norm"}, {&w.gate_w, P + "router/gate_w"},
          {&w.w1, P + "experts/w1"}, {&w.w3, P + "experts/w3"}, {&w.w2, P + "experts/w2"}});
-    if (cfg_.router_type != RouterType::linear)
+    if (router_has_projection(cfg_.router_type))
       get({{&w.gate_b, P + "router/gate_b"}, {&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
   }
 }
@@ -68,9 +68,9 @@ void Model<T>::carve(Arena<T>& a) {
   const int64_t max_seqs = max_batch_, S = cfg_.seq_length, max_tok = max_seqs * S, d = cfg_.hidden_size,
                 H = cfg_.num_heads, E = cfg_.num_experts, K = cfg_.topk, p = cfg_.router_dim, V = cfg_.vocab_size,
                 max_slots = max_tok * K;
-  const int64_t g = cfg_.router_type == RouterType::gru ? 3 * p : p;  // cell gate rows
-  const bool has_h = cfg_.router_type != RouterType::linear;
-  const bool has_cell = cfg_.router_type == RouterType::gru || cfg_.router_type == RouterType::rnn;
+  const int64_t g = router_cell_gates(cfg_.router_type) * p;  // cell gate rows
+  const bool has_h = router_has_projection(cfg_.router_type);
+  const bool has_cell = router_has_cell(cfg_.router_type);
   // Every view gets `dims`; the shapes of model.h, grouped.
   auto take = [&a](std::initializer_list<Tensor<T>*> views, std::initializer_list<int64_t> dims) {
     for (Tensor<T>* v : views) *v = a.take(dims);
@@ -205,7 +205,7 @@ void Model<T>::backward(double loss_scale) {
     profile::RegionScope region(profile::Region::head);
     head_backward(loss_scale);  // scratch_.dx = d/dx_final
   }
-  if (cfg_.router_type != RouterType::linear)
+  if (router_has_projection(cfg_.router_type))
     zero(first_rows(scratch_.dh, num_tokens_));  // no gradient into h_L from above
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
     moe_backward(l, loss_scale);  // dx: d/dx_out -> d/dx_mid

@@ -29,9 +29,8 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0});
   };
   add("embed/wte", {V, d}, Init::normal);
-  const bool cell = c.router_type == RouterType::gru || c.router_type == RouterType::rnn;
-  if (cell) {
-    const int64_t g = c.router_type == RouterType::gru ? 3 * p : p;
+  if (router_has_cell(c.router_type)) {
+    const int64_t g = router_cell_gates(c.router_type) * p;
     add("router/cell/w_ih", {g, p}, Init::normal);
     add("router/cell/w_hh", {g, p}, Init::normal);
     add("router/cell/b_ih", {g}, Init::zeros);
@@ -44,7 +43,7 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     add(L + "attn_norm", {d}, Init::ones);
     for (const char* w : {"wq", "wk", "wv", "wo"}) add(L + "attn/" + w, {d, d}, Init::normal);
     add(L + "moe_norm", {d}, Init::ones);
-    if (c.router_type == RouterType::linear) {
+    if (!router_has_projection(c.router_type)) {
       add(L + "router/gate_w", {E, d}, Init::normal);
     } else {
       add(L + "router/proj_w", {p, d}, Init::normal);

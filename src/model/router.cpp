@@ -1,15 +1,27 @@
-// router.cpp — the four routers (docs/MODEL.md):
+// router.cpp — the routers (docs/MODEL.md):
 //   linear: logit = G u
 //   mlp:    logit = G tanh(P u + b) + c
 //   rnn:    h_l = tanh(W_ih u' + b_ih + W_hh h_{l-1} + b_hh), logit = G h_l + c
 //   gru:    h_l = GRUCell(u', h_{l-1}),                    logit = G h_l + c
+//   gru-np: h_l = GRUCell(u', 0),                          logit = G h_l + c
 // with u' = P u + b. The cell is shared by all layers; h_{-1} = 0. The
 // gradient reaches h_{l-1} unless router_detach (the paper's ablation).
+// gru-np passes no state between layers (the paper's "NP" baseline): every
+// layer's h_prev is h0_ = 0, so no gradient crosses layers either.
 #include "model_util.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/model/model.h"
 
 namespace rmoe {
+
+// The state layer l's cell starts from [T, p]: layer l-1's h, or zeros for
+// the first layer and for routers that carry no state.
+template <class T>
+Tensor<T> Model<T>::h_prev_of(int l) const {
+  const int64_t n_tok = num_tokens_;
+  if (l == 0 || !router_carries_state(cfg_.router_type)) return first_rows(h0_, n_tok);
+  return first_rows(layers_[l - 1].h, n_tok);
+}
 
 template <class T>
 void Model<T>::router_forward(int l) {
@@ -23,7 +35,7 @@ void Model<T>::router_forward(int l) {
   }
   Tensor<T> up = first_rows(L.up, n_tok), h = first_rows(L.h, n_tok);
   ops::linear_forward(up, u, w.proj_w, w.proj_b);
-  Tensor<T> h_prev = l == 0 ? first_rows(h0_, n_tok) : first_rows(layers_[l - 1].h, n_tok);
+  Tensor<T> h_prev = h_prev_of(l);
   if (cfg_.router_type == RouterType::mlp) {
     ops::tanh_forward(h, up);
   } else {  // the shared cell (rnn, gru): gi = W_ih u' + b_ih, gh = W_hh h_{l-1} + b_hh
@@ -59,9 +71,11 @@ void Model<T>::router_backward(int l) {
   ops::linear_backward(dh, g.gate_w, g.gate_b, dlogits, h, w.gate_w);  // dh += G^T dlogits
   zero(dup);
   zero(dh_prev);
-  Tensor<T> h_prev = l == 0 ? first_rows(h0_, n_tok) : first_rows(layers_[l - 1].h, n_tok);
-  // The gradient stops at h_{-1} = 0 and, with router_detach, at every h_{l-1}.
-  Tensor<T> dh_prev_or_none = (l == 0 || cfg_.router_detach) ? Tensor<T>{} : dh_prev;
+  Tensor<T> h_prev = h_prev_of(l);
+  // The gradient stops at h_{-1} = 0 and, with router_detach or without a
+  // carried state (gru-np), at every h_{l-1}.
+  Tensor<T> dh_prev_or_none =
+      (l == 0 || cfg_.router_detach || !router_carries_state(cfg_.router_type)) ? Tensor<T>{} : dh_prev;
   switch (cfg_.router_type) {
     case RouterType::mlp:
       ops::tanh_backward(dup, dh, h);
@@ -75,7 +89,8 @@ void Model<T>::router_backward(int l) {
       ops::linear_backward(dh_prev_or_none, global_grads_.w_hh, global_grads_.b_hh, dpre, h_prev, global_weights_.w_hh);
       break;
     }
-    case RouterType::gru: {
+    case RouterType::gru:
+    case RouterType::gru_np: {
       Tensor<T> dgi = first_rows(scratch_.dgi, n_tok), dgh = first_rows(scratch_.dgh, n_tok);
       zero(dgi);
       zero(dgh);
@@ -92,6 +107,8 @@ void Model<T>::router_backward(int l) {
   std::swap(scratch_.dh, scratch_.dh_prev);  // the next (lower) layer's incoming dh
 }
 
+template Tensor<float> Model<float>::h_prev_of(int) const;
+template Tensor<double> Model<double>::h_prev_of(int) const;
 template void Model<float>::router_forward(int);
 template void Model<double>::router_forward(int);
 template void Model<float>::router_backward(int);

@@ -27,7 +27,8 @@ double router_matmul_per_layer(const ModelConfig& m) {
   switch (m.router_type) {
     case RouterType::linear: return E * d;                            // gate_w [E, d]
     case RouterType::mlp: return p * d + E * p;                       // proj_w [p, d], gate_w [E, p]
-    case RouterType::gru: return p * d + E * p + 2 * (3 * p * p);     // + cell w_ih, w_hh [3p, p]
+    case RouterType::gru:
+    case RouterType::gru_np: return p * d + E * p + 2 * (3 * p * p);  // + cell w_ih, w_hh [3p, p]
     case RouterType::rnn: return p * d + E * p + 2 * (p * p);         // + cell w_ih, w_hh [p, p]
   }
   return 0;
@@ -60,9 +61,9 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   const int64_t S = m.seq_length, d = m.hidden_size, H = m.num_heads, E = m.num_experts, K = m.topk,
                 p = m.router_dim, V = m.vocab_size, L = m.num_layers;
   const int64_t Tm = B * S, Tk = Tm * K;  // checked by compute_model_stats: Tk < 2^31
-  const int64_t g = m.router_type == RouterType::gru ? 3 * p : p;  // cell gate rows
-  const bool has_h = m.router_type != RouterType::linear;
-  const bool has_cell = m.router_type == RouterType::gru || m.router_type == RouterType::rnn;
+  const int64_t g = router_cell_gates(m.router_type) * p;  // cell gate rows
+  const bool has_h = router_has_projection(m.router_type);
+  const bool has_cell = router_has_cell(m.router_type);
   const std::string what = "the activations of one micro-batch (--micro-batch-size x --seq-length tokens x the widths)";
   ArenaCount layer(what);
   layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out

@@ -25,7 +25,7 @@ class Config:
     vocab_size: int = 32
     seq_length: int = 8
     batch_size: int = 2
-    router_type: str = "gru"  # linear | mlp | gru | rnn
+    router_type: str = "gru"  # linear | mlp | gru | gru-np | rnn
     router_detach: int = 0
     tie_embeddings: int = 0
     aux_loss_coeff: float = 0.1
@@ -55,7 +55,7 @@ def param_specs(cfg):
         specs.append((layer_name(i, "moe_norm"), (d,), "norm"))
         if cfg.router_type == "linear":
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
-        elif cfg.router_type in ("mlp", "gru", "rnn"):
+        elif cfg.router_type in ("mlp", "gru", "gru-np", "rnn"):
             specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
             specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             specs.append((layer_name(i, "router/gate_w"), (E, p), "matrix"))
@@ -65,8 +65,8 @@ def param_specs(cfg):
         specs.append((layer_name(i, "experts/w1"), (E, f, d), "matrix"))
         specs.append((layer_name(i, "experts/w2"), (E, d, f), "matrix"))
         specs.append((layer_name(i, "experts/w3"), (E, f, d), "matrix"))
-    if cfg.router_type in ("gru", "rnn"):
-        g = 3 * p if cfg.router_type == "gru" else p
+    if cfg.router_type in ("gru", "gru-np", "rnn"):
+        g = 3 * p if cfg.router_type in ("gru", "gru-np") else p
         specs.append(("router/cell/w_ih", (g, p), "matrix"))
         specs.append(("router/cell/w_hh", (g, p), "matrix"))
         specs.append(("router/cell/b_ih", (g,), "bias"))
@@ -150,9 +150,11 @@ def router(u, h_prev, P, i, cfg):
     gate_b = P[layer_name(i, "router/gate_b")]
     if rt == "mlp":
         return torch.tanh(proj) @ gate_w.T + gate_b, None
+    if rt == "gru-np":
+        h_prev = torch.zeros_like(proj)  # "NP": every layer starts from 0
     if cfg.router_detach:
         h_prev = h_prev.detach()
-    cell = gru_cell if rt == "gru" else rnn_cell
+    cell = gru_cell if rt in ("gru", "gru-np") else rnn_cell
     h = cell(proj, h_prev, P["router/cell/w_ih"], P["router/cell/w_hh"],
              P["router/cell/b_ih"], P["router/cell/b_hh"])
     return h @ gate_w.T + gate_b, h
@@ -213,7 +215,7 @@ def forward(P, tokens, targets, cfg):
     wte = P["embed/wte"]
     x = wte[tokens.reshape(-1)]                             # [T, d]
     h = None
-    if cfg.router_type in ("gru", "rnn"):
+    if cfg.router_type in ("gru", "gru-np", "rnn"):
         h = torch.zeros(T, cfg.router_dim, dtype=x.dtype)   # h_0 = 0
     lbs, zs, idxs, probs = [], [], [], []
     for i in range(cfg.num_layers):

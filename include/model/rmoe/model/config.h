@@ -8,10 +8,16 @@
 
 namespace rmoe {
 
-enum class RouterType { linear, mlp, gru, rnn };
+// gru_np: the gru cell with h_{l-1} = 0 in every layer (the paper's "NP").
+enum class RouterType { linear, mlp, gru, rnn, gru_np };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
+// Which parts a router has (docs/MODEL.md "Parameters").
+bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear
+bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn
+int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np), 1 (rnn), 0
+bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn
 
 struct ModelConfig {
   int num_layers = 4;          // L

@@ -113,6 +113,7 @@ class Model {
   void attention_backward(int l);            // scratch.dx: d/dx_mid in, d/dx_in out
   void router_forward(int l);                // u -> logits (and h for gru/rnn/mlp)
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
+  Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
