@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "rmoe/parallel/comm.h"
+#include "rmoe/parallel/watchdog.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/profile.h"
 
@@ -39,6 +40,14 @@ int to_int(int64_t n, const char* what) {
   return int(n);
 }
 
+// A blocking collective: timed under --profile (communication), watched by
+// the --collective-timeout watchdog (watchdog.h).
+struct InCollective {
+  explicit InCollective(const char* call) : wait(call) {}
+  profile::RegionScope region{profile::Region::communication};
+  CollectiveWait wait;
+};
+
 template <class T> MPI_Datatype mpi_type();
 template <> MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
 template <> MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
@@ -61,7 +70,7 @@ class MpiComm final : public Comm {
   template <class T>
   void sum(T* x, int64_t n) {
     if (size_ == 1 || n == 0) return;
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Allreduce (sum)");
     RMOE_MPI(MPI_Allreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), mpi_type<T>(), MPI_SUM, c_));
   }
   void allreduce_sum(float* x, int64_t n) override { sum(x, n); }
@@ -69,16 +78,16 @@ class MpiComm final : public Comm {
   void allreduce_sum(int64_t* x, int64_t n) override { sum(x, n); }
   void allreduce_max(double* x, int64_t n) override {
     if (size_ == 1 || n == 0) return;
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Allreduce (max)");
     RMOE_MPI(MPI_Allreduce(MPI_IN_PLACE, x, to_int(n, "allreduce"), MPI_DOUBLE, MPI_MAX, c_));
   }
   void alltoall(const int64_t* send, int64_t* recv, int64_t n) override {
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Alltoall");
     RMOE_MPI(MPI_Alltoall(send, to_int(n, "alltoall"), MPI_INT64_T, recv, to_int(n, "alltoall"), MPI_INT64_T, c_));
   }
   template <class T>
   void a2av(const T* send, const int64_t* sc, T* recv, const int64_t* rc) {
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Alltoallv");
     std::vector<int> scount(size_), sdisp(size_), rcount(size_), rdisp(size_);
     int64_t so = 0, ro = 0;
     for (int r = 0; r < size_; ++r) {
@@ -95,14 +104,17 @@ class MpiComm final : public Comm {
   void alltoallv(const float* s, const int64_t* sc, float* r, const int64_t* rc) override { a2av(s, sc, r, rc); }
   void alltoallv(const double* s, const int64_t* sc, double* r, const int64_t* rc) override { a2av(s, sc, r, rc); }
   void allgather(const float* send, int64_t n, float* recv) override {
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Allgather");
     RMOE_MPI(MPI_Allgather(send, to_int(n, "allgather"), MPI_FLOAT, recv, to_int(n, "allgather"), MPI_FLOAT, c_));
   }
   void broadcast(void* data, int64_t bytes, int root) override {
-    profile::RegionScope region(profile::Region::communication);  // --profile
+    InCollective in("MPI_Bcast");
     RMOE_MPI(MPI_Bcast(data, to_int(bytes, "broadcast"), MPI_BYTE, root, c_));
   }
-  void barrier() override { RMOE_MPI(MPI_Barrier(c_)); }
+  void barrier() override {
+    InCollective in("MPI_Barrier");
+    RMOE_MPI(MPI_Barrier(c_));
+  }
   std::unique_ptr<Comm> split(int color, int key) override {
     MPI_Comm nc;
     RMOE_MPI(MPI_Comm_split(c_, color, key, &nc));
@@ -143,6 +155,7 @@ void mpi_init(int* argc, char*** argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 }
 void mpi_finalize() {
+  set_collective_timeout(0);  // the watchdog must not outlive MPI
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) MPI_Finalize();

@@ -145,7 +145,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
       "router-dim", "router-detach", "tie-embeddings", "init-method-std", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
-      "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "expert-parallel-size", "data-path", "save", "load",
+      "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
       "dry-run-ranks", "profile", "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);

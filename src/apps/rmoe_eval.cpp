@@ -48,6 +48,7 @@
 #include "rmoe/data/loader.h"
 #include "rmoe/data/synthetic.h"
 #include "rmoe/parallel/comm.h"
+#include "rmoe/parallel/watchdog.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/timer.h"
@@ -129,6 +130,7 @@ int run(int argc, char** argv) {
 
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
+  set_collective_timeout(cfg.collective_timeout);
   check_memory_fits(cfg, ranks_on_this_node(), groups->ep_size, MemoryUse::evaluation);  // before any model buffer
   const int P = groups->world->size(), rank = groups->world->rank();
   const int mb = cfg.micro_batch_size, S = cfg.model.seq_length;

@@ -17,6 +17,7 @@
 #include "app_main.h"
 #include "metrics_writer.h"
 #include "rmoe/parallel/comm.h"
+#include "rmoe/parallel/watchdog.h"
 #include "rmoe/train/config.h"
 #include "rmoe/train/dry_run.h"
 #include "rmoe/train/signals.h"
@@ -46,6 +47,7 @@ int run(int argc, char** argv) {
   }
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
+  set_collective_timeout(cfg.collective_timeout);  // from here on no rank waits forever (watchdog.h)
   const bool root = groups->world->rank() == 0;
   if (cfg.dry_run) {
     const std::string layout = format_layout(cfg, stats, groups->world->size(), groups->ep_size);

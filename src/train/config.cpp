@@ -187,6 +187,10 @@ const std::vector<OptionSpec>& option_table() {
                       "in a row the run stops with exit 1, keeping the last good checkpoint",
                       [](auto& c) -> auto& { return c.max_skipped_steps; }));
     // parallel layout, data, checkpoints, logging
+    t.push_back(field("collective-timeout", "SECONDS",
+                      "a rank that waits longer than this in one collective ends the job, naming the call "
+                      "(0 = wait forever); keep it above the longest checkpoint save or evaluation",
+                      [](auto& c) -> auto& { return c.collective_timeout; }));
     t.push_back(field("expert-parallel-size", "N", "ranks experts are sharded over (0 = auto); divides E",
                       [](auto& c) -> auto& { return c.expert_parallel_size; }));
     t.push_back(field("data-path", "PATH", "dataset directory, or synthetic:markov",
@@ -413,6 +417,7 @@ void validate_train_config(const TrainConfig& c) {
   require_finite_min("--clip-grad", c.clip_grad, 0.0, false);
   check_float_range("--clip-grad", c.clip_grad);
   require_min("--max-skipped-steps", c.max_skipped_steps, 0);
+  require_finite_min("--collective-timeout", c.collective_timeout, 0.0, false);
   require_min("--expert-parallel-size", c.expert_parallel_size, 0);
   if (c.expert_parallel_size > 0 && c.model.num_experts % c.expert_parallel_size != 0)
     usage_fail("--expert-parallel-size=" + std::to_string(c.expert_parallel_size) + " must divide --num-experts=" +

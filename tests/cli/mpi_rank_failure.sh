@@ -14,7 +14,9 @@
 #     launcher's SIGTERM (a refused resume, decided by rank 0, on 2 ranks);
 #  5. one rank killed with SIGKILL in the middle of training (it can print
 #     nothing): mpirun ends the other within 60 s, non-zero, naming the rank
-#     and the signal, and the checkpoint directory keeps only complete files.
+#     and the signal, and the checkpoint directory keeps only complete files;
+#  6. one rank stopped with SIGSTOP (alive, silent): the other gives up after
+#     --collective-timeout, naming itself and the call, and the job ends.
 # Usage: mpi_rank_failure.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -147,6 +149,32 @@ else
   for f in "$work"/killed/ckpt_*.h5; do
     "$build/rmoe_ckpt" info "$f" > /dev/null 2>&1 || bad "5. $f does not load after the kill"
   done
+fi
+
+# 6. SIGSTOP of rank 1, --collective-timeout 5.
+log=$work/stop.log
+mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 100000 \
+  --log-interval 1 --collective-timeout 5 > "$log" 2>&1 &
+launcher=$!
+for ((i = 0; i < 1200; i++)); do grep -q '^step' "$log" && break; kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+rank1=""
+for p in $(ps -o pid= --ppid $launcher); do
+  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=$p
+done
+if [[ -z $rank1 ]]; then
+  bad "6. no step or no rank 1 found"; tail -n 5 "$log"; kill -KILL $launcher
+else
+  kill -STOP "$rank1"
+  t0=$(date +%s)
+  for ((i = 0; i < 600; i++)); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $launcher 2>/dev/null; then bad "6. still running 60 s after rank 1 was stopped"; kill -KILL $launcher; fi
+  wait $launcher
+  st=$?
+  echo "6. SIGSTOP of rank 1: status $st after $(( $(date +%s) - t0 ))s; $(grep -m1 'has waited' "$log")"
+  [[ $st -ne 0 ]] || bad "6. status 0 after a rank stopped answering"
+  grep -q "^rmoe: rank 0 (.*): MPI_[A-Za-z]* .*has waited [0-9]* s for the other ranks (--collective-timeout=5)" "$log" \
+    || { bad "6. rank 0 did not name the collective it waited in"; tail -n 8 "$log"; }
+  grep -q "rank 1 (.*): .*has waited" "$log" && bad "6. the stopped rank blamed the others"
 fi
 
 ((fail == 0)) && echo "PASS"

@@ -52,6 +52,9 @@ struct TrainConfig {
   // skipped (no update); after this many such steps in a row the run stops
   // with exit 1, keeping the last good checkpoint. 0 = stop at the first.
   int64_t max_skipped_steps = 10;
+  // A rank waiting longer than this in one collective ends the job, naming
+  // the call (another rank stopped answering; parallel/watchdog.h). 0 = never.
+  double collective_timeout = 600;
 
   // Parallel layout (docs/ARCHITECTURE.md §3).
   int expert_parallel_size = 0;  // EP; 0 = auto (chosen from world size and E)
