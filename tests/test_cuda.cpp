@@ -4,6 +4,7 @@
 // op of the table's cuda column without a CUDA_CASE here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -17,6 +18,7 @@
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/bf16.h"
 #include "rmoe/kernels/cuda_ops.h"
+#include "rmoe/kernels/flash_attention.h"
 #endif
 
 using namespace rmoe;
@@ -336,5 +338,105 @@ TEST(Cuda, OutOfMemorySaysSizesAndWhatLowersIt) {
   // The device still works after the failed allocation.
   DeviceArray<float> ok(std::vector<float>(16, 1.0f));
   EXPECT_EQ(ok.get()[15], 1.0f);
+#endif
+}
+
+// ---- attention (cuda_attention.cu) -------------------------------------------
+// Against the cpu backend (same flash_attention.h formulas, different tiles and
+// summation order): out and lse, then dq, dk, dv accumulated onto random
+// values, each within 1e-4 of the largest cpu value (float; 1e-10 double).
+// Shapes: S below one tile, partial last tiles, D = 44 (the medium config),
+// 128 (the largest), 1, and several heads and sequences. A null gradient is
+// skipped, and a second run gives the same bits.
+#ifdef RMOE_WITH_CUDA
+namespace {
+template <class T>
+std::vector<T> rnd_t(int64_t n, uint64_t s) {
+  std::vector<T> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = T(random_normal(s, 1, i));
+  return v;
+}
+template <class T>
+double max_rel_t(const std::vector<T>& a, const std::vector<T>& b) {
+  double num = 0, den = 1e-6;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / den;
+}
+
+template <class T>
+void attention_cuda_vs_cpu(int64_t B, int64_t S, int64_t H, int64_t D, double tol) {
+  SCOPED_TRACE(::testing::Message() << (sizeof(T) == 4 ? "float" : "double") << " B=" << B << " S=" << S
+                                    << " H=" << H << " D=" << D);
+  const int64_t n = B * S * H * D, nl = B * H * S;
+  auto q = rnd_t<T>(n, 61), k = rnd_t<T>(n, 62), v = rnd_t<T>(n, 63), dout = rnd_t<T>(n, 64), g0 = rnd_t<T>(n, 65);
+  auto cpu = [&](std::vector<T>& x) { return Tensor<T>(x.data(), {B, S, H, D}); };
+  auto gpu = [&](DeviceArray<T>& x) { return Tensor<T>(x.p, {B, S, H, D}, Device::cuda); };
+  // cpu
+  std::vector<T> out(n), lse(nl), dq = g0, dk = g0, dv = g0;
+  std::vector<T> scratch(size_t(flash::cpu_scratch_elements(S, 2)));
+  cpu::attention_forward(cpu(out), Tensor<T>(lse.data(), {B, H, S}), cpu(q), cpu(k), cpu(v));
+  cpu::attention_backward(cpu(dq), cpu(dk), cpu(dv), Tensor<T>(scratch.data(), {int64_t(scratch.size())}), cpu(dout),
+                          cpu(out), Tensor<T>(lse.data(), {B, H, S}), cpu(q), cpu(k), cpu(v));
+  // cuda
+  DeviceArray<T> Q(q), K(k), V(v), DO(dout), O{size_t(n)}, L{size_t(nl)}, DQ(g0), DK(g0), DV(g0);
+  const Tensor<T> Lv(L.p, {B, H, S}, Device::cuda);
+  ops::attention_forward(gpu(O), Lv, gpu(Q), gpu(K), gpu(V));
+  EXPECT_LT(max_rel_t(O.get(), out), tol) << "out";
+  EXPECT_LT(max_rel_t(L.get(), lse), tol) << "lse";
+  ops::attention_backward(gpu(DQ), gpu(DK), gpu(DV), Tensor<T>{}, gpu(DO), gpu(O), Lv, gpu(Q), gpu(K), gpu(V));
+  const auto dq1 = DQ.get(), dk1 = DK.get(), dv1 = DV.get();
+  EXPECT_LT(max_rel_t(dq1, dq), tol) << "dq";
+  EXPECT_LT(max_rel_t(dk1, dk), tol) << "dk";
+  EXPECT_LT(max_rel_t(dv1, dv), tol) << "dv";
+  // Repeatable: the same inputs give the same bits (fresh outputs).
+  DeviceArray<T> O2{size_t(n)}, L2{size_t(nl)}, DQ2(g0), DK2(g0), DV2(g0);
+  const Tensor<T> L2v(L2.p, {B, H, S}, Device::cuda);
+  ops::attention_forward(gpu(O2), L2v, gpu(Q), gpu(K), gpu(V));
+  EXPECT_TRUE(O2.get() == O.get() && L2.get() == L.get()) << "forward not repeatable";
+  ops::attention_backward(gpu(DQ2), gpu(DK2), gpu(DV2), Tensor<T>{}, gpu(DO), gpu(O), Lv, gpu(Q), gpu(K), gpu(V));
+  EXPECT_TRUE(DQ2.get() == dq1 && DK2.get() == dk1 && DV2.get() == dv1) << "backward not repeatable";
+  // Null gradients are skipped: dq and dk null, dv alone; then dv null.
+  DeviceArray<T> DV3(g0), DQ3(g0);
+  ops::attention_backward(Tensor<T>(nullptr, {B, S, H, D}, Device::cuda), Tensor<T>(nullptr, {B, S, H, D}, Device::cuda),
+                          gpu(DV3), Tensor<T>{}, gpu(DO), gpu(O), Lv, gpu(Q), gpu(K), gpu(V));
+  EXPECT_TRUE(DV3.get() == dv1) << "dv alone differs from dv with dq, dk";
+  ops::attention_backward(gpu(DQ3), Tensor<T>(nullptr, {B, S, H, D}, Device::cuda),
+                          Tensor<T>(nullptr, {B, S, H, D}, Device::cuda), Tensor<T>{}, gpu(DO), gpu(O), Lv, gpu(Q),
+                          gpu(K), gpu(V));
+  EXPECT_TRUE(DQ3.get() == dq1) << "dq alone differs from dq with dk, dv";
+}
+}  // namespace
+#endif
+
+CUDA_CASE(AttentionMatchesCpu, "attention_forward", "attention_backward") {
+#ifndef RMOE_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA (-DRMOE_CUDA=OFF or no toolkit)";
+#else
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  struct Shape {
+    int64_t B, S, H, D;
+  };
+  for (Shape s : {Shape{1, 1, 1, 1}, Shape{2, 5, 3, 4}, Shape{1, 64, 2, 16}, Shape{2, 100, 2, 44}, Shape{1, 130, 3, 20},
+                  Shape{1, 257, 1, 128}, Shape{3, 33, 2, 64}}) {
+    attention_cuda_vs_cpu<float>(s.B, s.S, s.H, s.D, 1e-4);
+    attention_cuda_vs_cpu<double>(s.B, s.S, s.H, s.D, 1e-10);
+  }
+  // Bad shapes are refused before any launch.
+  DeviceArray<float> X{size_t(4 * 130)}, L{size_t(4)};
+  EXPECT_THROW(ops::attention_forward(Tensor<float>(X.p, {1, 4, 1, 130}, Device::cuda),
+                                      Tensor<float>(L.p, {1, 1, 4}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 130}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 130}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 130}, Device::cuda)),
+               Error);  // D = 130 > 128
+  EXPECT_THROW(ops::attention_forward(Tensor<float>(X.p, {1, 4, 1, 8}, Device::cuda),
+                                      Tensor<float>(L.p, {1, 1, 3}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 8}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 8}, Device::cuda),
+                                      Tensor<float>(X.p, {1, 4, 1, 8}, Device::cuda)),
+               Error);  // lse [1, 1, 3] for S = 4
 #endif
 }

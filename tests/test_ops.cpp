@@ -14,7 +14,7 @@
 //                 against a per-op threshold: kExact (copies, top-k ids),
 //                 kElem = 1e-5 (pointwise), kReduce = 1e-5 (norm, softmax, lse),
 //                 kGemm = 1e-4 (linear, attention, experts). Backward inputs saved
-//                 by the forward (P, rstd, gates, a/b/h, probs) come from ref.
+//                 by the forward (attention out and lse, rstd, gates, a/b/h, probs) come from ref.
 //  NullGrad.*     the contract of ops.h for every gradient output of every op:
 //                 that output null ("not needed") in turn, the others still
 //                 equal ref (cpu and ref both called with the same nulls).
@@ -33,6 +33,7 @@
 //  OpTable.*      every op of the table (ops.h) has its cases: each case is
 //                 an OP_CASE naming the ops it checks and how.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -49,6 +50,7 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/core/rng.h"
+#include "rmoe/kernels/flash_attention.h"
 #include "rmoe/kernels/ops.h"
 
 using namespace rmoe;
@@ -500,35 +502,73 @@ struct AttnShape {
   int64_t B, S_, H, D;
 };
 
+// The cpu backward's scratch, for `workers` threads (ops.h).
+Buf<F> attention_scratch(int64_t S, int64_t workers) {
+  return Buf<F>({flash::cpu_scratch_elements(S, workers)}, garbage<F>());
+}
+
 void attention_vs_ref(Rng& rng, AttnShape s) {
   SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D);
   const std::vector<int64_t> qs{s.B, s.S_, s.H, s.D};
   auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs);
   auto out = fwd_pair<F>(qs);
-  auto P = fwd_pair<F>({s.B, s.H, s.S_, s.S_});
-  Cpu::attention_forward(out.c.t(), P.c.t(), q.t(), k.t(), v.t());
-  Ref::attention_forward(out.r.t(), P.r.t(), q.t(), k.t(), v.t());
+  auto lse = fwd_pair<F>({s.B, s.H, s.S_});
+  Cpu::attention_forward(out.c.t(), lse.c.t(), q.t(), k.t(), v.t());
+  Ref::attention_forward(out.r.t(), lse.r.t(), q.t(), k.t(), v.t());
   EXPECT_TRUE(close("out", out, kGemm));
-  EXPECT_TRUE(close("P", P, kGemm));
+  EXPECT_TRUE(close("lse", lse, kGemm));
 
   auto dout = rng.randn<F>(qs);
   auto dq = grad_pair<F>(rng, qs), dk = grad_pair<F>(rng, qs), dv = grad_pair<F>(rng, qs);
-  Buf<F> scratch({s.S_, s.S_}, garbage<F>());
-  Cpu::attention_backward(dq.c.t(), dk.c.t(), dv.c.t(), scratch.t(), dout.t(), P.r.t(), q.t(),
-                          k.t(), v.t());
-  Ref::attention_backward(dq.r.t(), dk.r.t(), dv.r.t(), Tensor<F>{}, dout.t(), P.r.t(), q.t(),
-                          k.t(), v.t());
+  auto scratch = attention_scratch(s.S_, 3);
+  Cpu::attention_backward(dq.c.t(), dk.c.t(), dv.c.t(), scratch.t(), dout.t(), out.r.t(), lse.r.t(), q.t(), k.t(),
+                          v.t());
+  Ref::attention_backward(dq.r.t(), dk.r.t(), dv.r.t(), Tensor<F>{}, dout.t(), out.r.t(), lse.r.t(), q.t(), k.t(),
+                          v.t());
   EXPECT_TRUE(guards_intact("scratch", scratch));
   EXPECT_TRUE(close("dq", dq, kGemm));
   EXPECT_TRUE(close("dk", dk, kGemm));
   EXPECT_TRUE(close("dv", dv, kGemm));
 }
 
+// Blocks of flash::kCpuBlockQ/K = 64 rows: S below one block, exactly one, a
+// partial last block (65, 100, 130), several heads and sequences, D = 44 (the
+// medium config) and other head dims that are no multiple of anything.
 OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref") {
   Rng rng = test_rng();
   for (AttnShape s : {AttnShape{1, 1, 1, 2}, AttnShape{2, 5, 3, 4}, AttnShape{1, 64, 2, 16},
-                      AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}})
+                      AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}, AttnShape{2, 65, 2, 8},
+                      AttnShape{1, 100, 3, 44}, AttnShape{2, 130, 2, 20}, AttnShape{1, 129, 1, 44}})
     attention_vs_ref(rng, s);
+}
+
+// The cpu op's two schedules (whole heads per thread; key-block and
+// query-block passes when there are fewer heads than threads) and every
+// thread count give the same bits; the forward too.
+OP_CASE(CpuVsRef, AttentionThreadsSameBits, "attention_forward: ref", "attention_backward: ref") {
+  Rng rng = test_rng();
+  const int saved = omp_get_max_threads();
+  for (AttnShape s : {AttnShape{1, 130, 1, 20}, AttnShape{2, 200, 1, 44}, AttnShape{1, 150, 3, 16}}) {
+    SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D);
+    const std::vector<int64_t> qs{s.B, s.S_, s.H, s.D};
+    auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs), dout = rng.randn<F>(qs);
+    auto g0 = rng.randn<F>(qs);
+    std::vector<std::vector<F>> got;
+    for (int threads : {1, 2, 4})
+      for (int64_t workers : {int64_t(1), int64_t(4)}) {
+        omp_set_num_threads(threads);
+        Buf<F> out(qs, garbage<F>()), lse({s.B, s.H, s.S_}, garbage<F>());
+        Cpu::attention_forward(out.t(), lse.t(), q.t(), k.t(), v.t());
+        auto dq = g0, dk = g0, dv = g0;
+        auto scratch = attention_scratch(s.S_, workers);
+        Cpu::attention_backward(dq.t(), dk.t(), dv.t(), scratch.t(), dout.t(), out.t(), lse.t(), q.t(), k.t(), v.t());
+        std::vector<F> all;
+        for (const Buf<F>* b : {&out, &lse, &dq, &dk, &dv}) all.insert(all.end(), b->data(), b->data() + b->size());
+        got.push_back(all);
+      }
+    omp_set_num_threads(saved);
+    for (size_t i = 1; i < got.size(); ++i) EXPECT_TRUE(got[i] == got[0]) << "run " << i << " differs from run 0";
+  }
 }
 
 OP_CASE(CpuVsRef, SwigluTanh, "swiglu_forward: ref", "swiglu_backward: ref", "tanh_forward: ref", "tanh_backward: ref") {
@@ -937,16 +977,19 @@ OP_CASE(NullGrad, RmsNorm, "rmsnorm_backward: null:dx null:dw") {
 
 OP_CASE(NullGrad, Attention, "attention_backward: null:dq null:dk null:dv") {
   Rng rng = test_rng();
-  const std::vector<int64_t> qs{2, 5, 3, 4};
-  auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs), dout = rng.randn<F>(qs);
-  Buf<F> out(qs), P({2, 3, 5, 5}), scratch({5, 5});
-  Ref::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
-  null_grads_vs_ref(rng, {{"dq", qs, true}, {"dk", qs, true}, {"dv", qs, true}}, kGemm,
-                    [&](auto B, std::vector<Tensor<F>> o) {
-                      decltype(B)::attention_backward(o[0], o[1], o[2], scratch.t(), dout.t(), P.t(), q.t(), k.t(),
-                                                      v.t());
-                    });
-  EXPECT_TRUE(guards_intact("scratch", scratch));
+  for (const std::vector<int64_t>& qs : {std::vector<int64_t>{2, 5, 3, 4}, std::vector<int64_t>{1, 100, 2, 44}}) {
+    SHAPE_TRACE("S=" << qs[1]);
+    auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs), dout = rng.randn<F>(qs);
+    Buf<F> out(qs), lse({qs[0], qs[2], qs[1]});
+    auto scratch = attention_scratch(qs[1], 2);
+    Ref::attention_forward(out.t(), lse.t(), q.t(), k.t(), v.t());
+    null_grads_vs_ref(rng, {{"dq", qs, true}, {"dk", qs, true}, {"dv", qs, true}}, kGemm,
+                      [&](auto B, std::vector<Tensor<F>> o) {
+                        decltype(B)::attention_backward(o[0], o[1], o[2], scratch.t(), dout.t(), out.t(), lse.t(),
+                                                        q.t(), k.t(), v.t());
+                      });
+    EXPECT_TRUE(guards_intact("scratch", scratch));
+  }
 }
 
 OP_CASE(NullGrad, SwigluTanh, "swiglu_backward: null:da null:db", "tanh_backward: null:dx") {
@@ -1303,22 +1346,25 @@ OP_TYPED_CASE(Fd, RopeAdjoint, "rope_backward: fd") {
 OP_TYPED_CASE(Fd, Attention, "attention_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
-  const int64_t Bn = 2, S = 5, H = 2, Dh = 4;
-  const std::vector<int64_t> qs{Bn, S, H, Dh};
-  auto q = rng.randn<D>(qs), k = rng.randn<D>(qs), v = rng.randn<D>(qs), R = rng.randn<D>(qs);
-  Buf<D> out(qs), P({Bn, H, S, S});
-  auto loss = [&] {
-    B::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
-    return dot(out, R);
-  };
-  loss();
-  auto dq0 = rng.randn<D>(qs), dk0 = rng.randn<D>(qs), dv0 = rng.randn<D>(qs);
-  auto dq = dq0, dk = dk0, dv = dv0;
-  Buf<D> scratch({S, S});
-  B::attention_backward(dq.t(), dk.t(), dv.t(), scratch.t(), R.t(), P.t(), q.t(), k.t(), v.t());
-  EXPECT_TRUE(fd_check("q", q, added(dq, dq0), loss));
-  EXPECT_TRUE(fd_check("k", k, added(dk, dk0), loss));
-  EXPECT_TRUE(fd_check("v", v, added(dv, dv0), loss));
+  // One block, and (cpu) several blocks with a partial last one.
+  for (const std::vector<int64_t>& qs : {std::vector<int64_t>{2, 5, 2, 4}, std::vector<int64_t>{1, 70, 1, 3}}) {
+    SHAPE_TRACE("S=" << qs[1]);
+    const int64_t Bn = qs[0], S = qs[1], H = qs[2];
+    auto q = rng.randn<D>(qs), k = rng.randn<D>(qs), v = rng.randn<D>(qs), R = rng.randn<D>(qs);
+    Buf<D> out(qs), lse({Bn, H, S});
+    auto loss = [&] {
+      B::attention_forward(out.t(), lse.t(), q.t(), k.t(), v.t());
+      return dot(out, R);
+    };
+    loss();
+    auto dq0 = rng.randn<D>(qs), dk0 = rng.randn<D>(qs), dv0 = rng.randn<D>(qs);
+    auto dq = dq0, dk = dk0, dv = dv0;
+    Buf<D> scratch({flash::cpu_scratch_elements(S, 2)});
+    B::attention_backward(dq.t(), dk.t(), dv.t(), scratch.t(), R.t(), out.t(), lse.t(), q.t(), k.t(), v.t());
+    EXPECT_TRUE(fd_check("q", q, added(dq, dq0), loss));
+    EXPECT_TRUE(fd_check("k", k, added(dk, dk0), loss));
+    EXPECT_TRUE(fd_check("v", v, added(dv, dv0), loss));
+  }
 }
 
 OP_TYPED_CASE(Fd, Swiglu, "swiglu_backward: fd") {
@@ -1618,10 +1664,11 @@ TYPED_TEST(Known, Attention) {
   q[4] = 2.0;
   k[4] = 1.0;
   for (int s = 0; s < 3; ++s) v[s * 4] = double(1 << (2 * s));  // v[:,0] = 1, 4, 16
-  Buf<D> out({1, 3, 1, 4}), P({1, 1, 3, 3});
-  B::attention_forward(out.t(), P.t(), q.t(), k.t(), v.t());
+  Buf<D> out({1, 3, 1, 4}), lse({1, 1, 3});
+  B::attention_forward(out.t(), lse.t(), q.t(), k.t(), v.t());
   const double p1 = std::exp(1.0) / (1.0 + std::exp(1.0));
-  EXPECT_TRUE(values("P", P, {1, 0, 0, 1 - p1, p1, 0, 1.0 / 3, 1.0 / 3, 1.0 / 3}));
+  // lse_i = log sum_{j<=i} exp(s_ij): scores (0), (0, 1), (0, 0, 0).
+  EXPECT_TRUE(values("lse", lse, {0, std::log(1 + std::exp(1.0)), std::log(3.0)}));
   EXPECT_TRUE(values("out", out, {1, 0, 0, 0, (1 - p1) + 4 * p1, 0, 0, 0, 7, 0, 0, 0}));
 }
 
@@ -1717,8 +1764,8 @@ TEST(RefChecks, RejectsBadShapesAndIndices) {
   Buf<D> x({2, 3}), W({4, 5}), y({2, 4});
   EXPECT_THROW(ref::linear_forward(y.t(), x.t(), W.t(), Tensor<D>{}), rmoe::Error);  // in 3 vs 5
 
-  Buf<D> q({1, 4, 2, 2}), out({1, 4, 2, 2}), P({1, 2, 4, 3});
-  EXPECT_THROW(ref::attention_forward(out.t(), P.t(), q.t(), q.t(), q.t()), rmoe::Error);
+  Buf<D> q({1, 4, 2, 2}), out({1, 4, 2, 2}), att_lse({1, 2, 3});  // lse [B, H, S] with S = 3, not 4
+  EXPECT_THROW(ref::attention_forward(out.t(), att_lse.t(), q.t(), q.t(), q.t()), rmoe::Error);
 
   Buf<D> xs({3, 2}), ys({3, 2}), ab({3, 4}), W13({2, 4, 2}), W2({2, 2, 4});
   auto offsets = offsets_from_counts({1, 1});  // ends at 2, not N = 3

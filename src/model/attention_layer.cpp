@@ -1,5 +1,7 @@
 // attention_layer.cpp — x_mid = x_in + Wo · attn(RoPE(Wq a), RoPE(Wk a), Wv a),
-// a = RMSNorm(x_in). Causal multi-head attention, no biases.
+// a = RMSNorm(x_in). Causal multi-head attention, no biases; the attention op
+// saves lse [B,H,S] (not the probabilities), its backward recomputes P per
+// block from q, k and lse, and D_i from dout and the saved o.
 #include "model_util.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/model/model.h"
@@ -18,7 +20,7 @@ void Model<T>::attention_forward(int l) {
   ops::linear_forward(first_rows(L.v, n_tok), first_rows(L.a, n_tok), w.wv, {});
   ops::rope_forward(reshape(L.q, {B_, S, H, D}), cfg_.rope_theta);
   ops::rope_forward(reshape(L.k, {B_, S, H, D}), cfg_.rope_theta);
-  ops::attention_forward(reshape(L.o, {B_, S, H, D}), first_rows(L.P, B_), reshape(L.q, {B_, S, H, D}),
+  ops::attention_forward(reshape(L.o, {B_, S, H, D}), first_rows(L.lse_att, B_), reshape(L.q, {B_, S, H, D}),
                          reshape(L.k, {B_, S, H, D}), reshape(L.v, {B_, S, H, D}));
   // x_mid = x_in + o Wo^T
   ops::linear_forward(first_rows(L.x_mid, n_tok), first_rows(L.o, n_tok), w.wo, {});
@@ -41,8 +43,9 @@ void Model<T>::attention_backward(int l) {
   zero(dk);
   zero(dv);
   ops::attention_backward(reshape(dq, {B_, S, H, D}), reshape(dk, {B_, S, H, D}), reshape(dv, {B_, S, H, D}),
-                          scratch_.att, reshape(d_o, {B_, S, H, D}), first_rows(L.P, B_), reshape(L.q, {B_, S, H, D}),
-                          reshape(L.k, {B_, S, H, D}), reshape(L.v, {B_, S, H, D}));
+                          scratch_.att, reshape(d_o, {B_, S, H, D}), reshape(L.o, {B_, S, H, D}),
+                          first_rows(L.lse_att, B_), reshape(L.q, {B_, S, H, D}), reshape(L.k, {B_, S, H, D}),
+                          reshape(L.v, {B_, S, H, D}));
   ops::rope_backward(reshape(dq, {B_, S, H, D}), cfg_.rope_theta);
   ops::rope_backward(reshape(dk, {B_, S, H, D}), cfg_.rope_theta);
   zero(da);

@@ -10,6 +10,7 @@
 #include "model_util.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/profile.h"
+#include "rmoe/kernels/flash_attention.h"  // the attention backward scratch
 #include "rmoe/kernels/ops.h"
 
 namespace rmoe {
@@ -78,7 +79,7 @@ void Model<T>::carve(Arena<T>& a) {
   for (auto& L : layers_) {
     take({&L.x_in, &L.a, &L.q, &L.k, &L.v, &L.o, &L.x_mid, &L.u, &L.moe_out}, {max_tok, d});
     take({&L.rstd1, &L.rstd2, &L.lse}, {max_tok});
-    take({&L.P}, {max_seqs, H, S, S});
+    take({&L.lse_att}, {max_seqs, H, S});
     if (has_h) take({&L.up, &L.h}, {max_tok, p});
     if (has_cell) take({&L.gi, &L.gh, &L.gates}, {max_tok, g});
     take({&L.logits, &L.probs}, {max_tok, E});
@@ -91,7 +92,7 @@ void Model<T>::carve(Arena<T>& a) {
   take({&h0_}, {max_tok, has_h ? p : 1});
   Scratch& s = scratch_;
   take({&s.dx, &s.da, &s.dq, &s.dk, &s.dv, &s.d_o, &s.du, &s.dxf}, {max_tok, d});
-  take({&s.att}, {S, S});
+  take({&s.att}, {flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});
   take({&s.dlogits_r}, {max_tok, E});
   take({&s.dgate}, {max_tok, K});
   take({&s.dprobs_extra}, {E});

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "rmoe/core/error.h"
+#include "rmoe/kernels/flash_attention.h"  // the attention backward scratch
 
 namespace rmoe {
 
@@ -68,10 +69,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   ArenaCount layer(what);
   layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out
   layer.take_n(3, {Tm});     // rstd1, rstd2, lse
-  layer.take({shape_product({B, H, S, S},
-                            "the attention probabilities of one layer (--micro-batch-size x --num-attention-heads x "
-                            "--seq-length^2)",
-                            "lower --seq-length, --micro-batch-size or --num-attention-heads")});  // P
+  layer.take({B, H, S});     // lse_att
   if (has_h) layer.take_n(2, {Tm, p});     // up, h
   if (has_cell) layer.take_n(3, {Tm, g});  // gi, gh, gates
   layer.take_n(2, {Tm, E});  // logits, probs
@@ -85,7 +83,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.take({Tm, has_h ? p : 1});  // h0
   // backward scratch
   all.take_n(8, {Tm, d});    // dx, da, dq, dk, dv, d_o, du, dxf
-  all.take({S, S});          // att
+  all.take({flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});  // att
   all.take({Tm, E});         // dlogits_r
   all.take({Tm, K});         // dgate
   all.take({E});             // dprobs_extra
@@ -384,8 +382,7 @@ void check_memory_fits_in(int64_t available, const TrainConfig& cfg, int ranks_o
   const std::string batch = use == MemoryUse::generation ? std::string("one sequence of ")
                                                          : "--micro-batch-size=" + std::to_string(cfg.micro_batch_size) + " x ";
   msg += "activations " + size_text(double(need.activations + need.indices)) + " for " + batch + "--seq-length=" +
-         std::to_string(m.seq_length) + " tokens in " + std::to_string(m.num_layers) + " layers, with --seq-length^2 x " +
-         "--num-attention-heads=" + std::to_string(m.num_heads) + " attention probabilities per sequence and layer)";
+         std::to_string(m.seq_length) + " tokens in " + std::to_string(m.num_layers) + " layers)";
   if (ranks > 1) msg += " x " + std::to_string(ranks) + " processes on this node = " + size_text(node);
   msg += ", but the machine has " + size_text(double(available)) + " available; ";
   const bool activations_larger = need.activations + need.indices >= need.weights;

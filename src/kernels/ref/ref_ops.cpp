@@ -313,8 +313,31 @@ void rope_backward(Tensor<T> dx, double theta) {
 
 // ---- attention ----------------------------------------------------------------
 
+// Row i of (b, h): p[0..i] = softmax_j(s_ij), s_ij = q_i.k_j / sqrt(D), j <= i;
+// returns lse_i = log sum_j exp(s_ij). Full rows, in double.
+namespace {
 template <class T>
-void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v) {
+double ref_attention_row(const T* q, const T* k, int64_t S, int64_t H, int64_t D, int64_t b, int64_t h, int64_t i,
+                         std::vector<double>& p) {
+  auto at = [&](int64_t s) { return ((b * S + s) * H + h) * D; };
+  const double scale = 1.0 / std::sqrt(double(D));
+  double mx = -INFINITY;
+  for (int64_t j = 0; j <= i; ++j) {
+    double dot = 0.0;
+    for (int64_t c = 0; c < D; ++c) dot += double(q[at(i) + c]) * double(k[at(j) + c]);
+    p[j] = dot * scale;
+    mx = std::max(mx, p[j]);
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j <= i; ++j) sum += std::exp(p[j] - mx);
+  const double lse = mx + std::log(sum);
+  for (int64_t j = 0; j <= i; ++j) p[j] = std::exp(p[j] - lse);
+  return lse;
+}
+}  // namespace
+
+template <class T>
+void attention_forward(Tensor<T> out, Tensor<T> lse, In<T> q, In<T> k, In<T> v) {
   const char* op = "ref::attention_forward";
   check_cpu(q, op, "q");
   RMOE_CHECK(q.ndim == 4, op << ": q is " << q.shape_str() << ", want [B, S, H, D]");
@@ -322,31 +345,13 @@ void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v) {
   check_shape(k, {B, S, H, D}, op, "k");
   check_shape(v, {B, S, H, D}, op, "v");
   check_shape(out, {B, S, H, D}, op, "out");
-  check_shape(P, {B, H, S, S}, op, "P");
-  const double scale = 1.0 / std::sqrt(double(D));
+  check_shape(lse, {B, H, S}, op, "lse");
   auto at = [&](int64_t b, int64_t s, int64_t h) { return ((b * S + s) * H + h) * D; };
   std::vector<double> p(S);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < S; ++i) {
-        double mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          double dot = 0.0;
-          for (int64_t c = 0; c < D; ++c)
-            dot += double(q.data[at(b, i, h) + c]) * double(k.data[at(b, j, h) + c]);
-          p[j] = dot * scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0.0;
-        for (int64_t j = 0; j <= i; ++j) {
-          p[j] = std::exp(p[j] - mx);
-          sum += p[j];
-        }
-        T* prow = P.data + ((b * H + h) * S + i) * S;
-        for (int64_t j = 0; j < S; ++j) {
-          if (j <= i) p[j] /= sum;
-          prow[j] = j <= i ? T(p[j]) : T(0);
-        }
+        lse.data[(b * H + h) * S + i] = T(ref_attention_row(q.data, k.data, S, H, D, b, h, i, p));
         for (int64_t c = 0; c < D; ++c) {
           double acc = 0.0;
           for (int64_t j = 0; j <= i; ++j) acc += p[j] * double(v.data[at(b, j, h) + c]);
@@ -355,14 +360,15 @@ void attention_forward(Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v) {
       }
 }
 
-// With s_ij = q_i.k_j / sqrt(D) and P = softmax_j(s) (j <= i), out_i = sum_j P_ij v_j:
-//   dv_j += sum_i P_ij dout_i,   dP_ij = dout_i.v_j,
-//   ds_ij = P_ij (dP_ij - sum_l P_il dP_il),
+// With s_ij = q_i.k_j / sqrt(D), P_ij = exp(s_ij - lse_i) (j <= i), out_i = sum_j P_ij v_j:
+//   dv_j += sum_i P_ij dout_i,   dP_ij = dout_i.v_j,   D_i = dout_i.out_i (= sum_j P_ij dP_ij),
+//   ds_ij = P_ij (dP_ij - D_i),
 //   dq_i += sum_j ds_ij k_j / sqrt(D),   dk_j += sum_i ds_ij q_i / sqrt(D).
-// The ref backend needs no scratch (it keeps ds in its own double buffer).
+// P is recomputed here from the saved lse, in double; the ref backend needs no
+// scratch (it keeps P and ds in its own double buffers).
 template <class T>
-void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*scratch*/, In<T> dout,
-                        In<T> P, In<T> q, In<T> k, In<T> v) {
+void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*scratch*/, In<T> dout, In<T> out,
+                        In<T> lse, In<T> q, In<T> k, In<T> v) {
   const char* op = "ref::attention_backward";
   check_cpu(q, op, "q");
   RMOE_CHECK(q.ndim == 4, op << ": q is " << q.shape_str() << ", want [B, S, H, D]");
@@ -370,36 +376,40 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> /*sc
   check_shape(k, {B, S, H, D}, op, "k");
   check_shape(v, {B, S, H, D}, op, "v");
   check_shape(dout, {B, S, H, D}, op, "dout");
-  check_shape(P, {B, H, S, S}, op, "P");
+  check_shape(out, {B, S, H, D}, op, "out");
+  check_shape(lse, {B, H, S}, op, "lse");
   if (!dq.is_null()) check_shape(dq, {B, S, H, D}, op, "dq");
   if (!dk.is_null()) check_shape(dk, {B, S, H, D}, op, "dk");
   if (!dv.is_null()) check_shape(dv, {B, S, H, D}, op, "dv");
   const double scale = 1.0 / std::sqrt(double(D));
   auto at = [&](int64_t b, int64_t s, int64_t h) { return ((b * S + s) * H + h) * D; };
-  std::vector<double> ds(S * S);
+  std::vector<double> P(S * S), ds(S * S);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      const T* Pbh = P.data + (b * H + h) * S * S;
+      for (int64_t i = 0; i < S; ++i) {
+        const double l = double(lse.data[(b * H + h) * S + i]);
+        for (int64_t j = 0; j <= i; ++j) {
+          double dot = 0.0;
+          for (int64_t c = 0; c < D; ++c) dot += double(q.data[at(b, i, h) + c]) * double(k.data[at(b, j, h) + c]);
+          P[i * S + j] = std::exp(dot * scale - l);
+        }
+      }
       if (!dv.is_null())
         for (int64_t j = 0; j < S; ++j)
           for (int64_t c = 0; c < D; ++c) {
             double acc = double(dv.data[at(b, j, h) + c]);
-            for (int64_t i = j; i < S; ++i)
-              acc += double(Pbh[i * S + j]) * double(dout.data[at(b, i, h) + c]);
+            for (int64_t i = j; i < S; ++i) acc += P[i * S + j] * double(dout.data[at(b, i, h) + c]);
             dv.data[at(b, j, h) + c] = T(acc);
           }
       if (dq.is_null() && dk.is_null()) continue;
       for (int64_t i = 0; i < S; ++i) {
-        double pdp = 0.0;  // sum_l P_il dP_il
+        double Di = 0.0;
+        for (int64_t c = 0; c < D; ++c) Di += double(dout.data[at(b, i, h) + c]) * double(out.data[at(b, i, h) + c]);
         for (int64_t j = 0; j <= i; ++j) {
           double dP = 0.0;
-          for (int64_t c = 0; c < D; ++c)
-            dP += double(dout.data[at(b, i, h) + c]) * double(v.data[at(b, j, h) + c]);
-          ds[i * S + j] = dP;
-          pdp += double(Pbh[i * S + j]) * dP;
+          for (int64_t c = 0; c < D; ++c) dP += double(dout.data[at(b, i, h) + c]) * double(v.data[at(b, j, h) + c]);
+          ds[i * S + j] = P[i * S + j] * (dP - Di);
         }
-        for (int64_t j = 0; j <= i; ++j)
-          ds[i * S + j] = double(Pbh[i * S + j]) * (ds[i * S + j] - pdp);
       }
       if (!dq.is_null())
         for (int64_t i = 0; i < S; ++i)

@@ -154,16 +154,22 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
     (losses, dlogits, logits, targets, dloss_scale))
 
 // ---- cpu_attention.cpp ----------------------------------------------------------
+// Blocked causal attention (rmoe/kernels/flash_attention.h, shared by cpu and cuda).
 #define RMOE_OPS_ATTENTION(X)                                                                          \
   /* Causal softmax attention per (b,h): P = softmax(q k^T / sqrt(D)) masked to j <= i, */             \
-  /* out = P v. q,k,v,out are [B,S,H,D]; P[B,H,S,S] is saved (0 above the diagonal). */                \
-  X(real, attention_forward, no, (out),                                                                \
-    (Tensor<T> out, Tensor<T> P, In<T> q, In<T> k, In<T> v), (out, P, q, k, v))                        \
-  /* scratch: [S,S] (heads are processed one after another). */                                        \
-  X(real, attention_backward, no, (dout),                                                              \
-    (Grad<T> dq, Grad<T> dk, Grad<T> dv, Tensor<T> scratch, In<T> dout, In<T> P, In<T> q,              \
-     In<T> k, In<T> v),                                                                                \
-    (dq, dk, dv, scratch, dout, P, q, k, v))
+  /* out = P v. q,k,v,out are [B,S,H,D]. P is never stored: lse[B,H,S] = log sum_j */                  \
+  /* exp(s_ij) (row i's log-sum-exp of the scaled scores) is saved for the backward. */                \
+  X(real, attention_forward, yes, (out),                                                               \
+    (Tensor<T> out, Tensor<T> lse, In<T> q, In<T> k, In<T> v), (out, lse, q, k, v))                    \
+  /* dq, dk, dv [B,S,H,D] +=, from dout, the forward's out and lse (P recomputed per */                \
+  /* block). No atomics: dk/dv and dq are each summed over blocks in a fixed order. */                 \
+  /* scratch, cpu: flash::cpu_scratch_elements(S, W) elements, per worker thread a P and */            \
+  /* a dS block and D_i of a query block; the op uses at most W threads (W >= 1). */                   \
+  /* cuda: unused (may be null; the blocks live in shared memory). */                                  \
+  X(real, attention_backward, yes, (dout),                                                             \
+    (Grad<T> dq, Grad<T> dk, Grad<T> dv, Tensor<T> scratch, In<T> dout, In<T> out, In<T> lse,          \
+     In<T> q, In<T> k, In<T> v),                                                                       \
+    (dq, dk, dv, scratch, dout, out, lse, q, k, v))
 
 // ---- cpu_moe.cpp: routing, dispatch and combine, experts --------------------------
 #define RMOE_OPS_MOE(X)                                                                                \

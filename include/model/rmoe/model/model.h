@@ -87,7 +87,8 @@ class Model {
     Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn)
   };
   struct LayerActs {
-    Tensor<T> x_in, rstd1, a, q, k, v, P, o;   // attention: x_in, a, q, k, v, o [T,d]; P [B,H,S,S]
+    Tensor<T> x_in, rstd1, a, q, k, v, o;      // attention: x_in, a, q, k, v, o [T,d]
+    Tensor<T> lse_att;                         // attention's row log-sum-exp [B,H,S]
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
     Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
@@ -97,7 +98,7 @@ class Model {
     Tensor<int64_t> offsets;                   // [E+1] each expert's slots
   };
   struct Scratch {  // backward buffers, shared by all layers
-    Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att [S,S]
+    Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
     Tensor<T> dxs, dys;                             // [Tk,d] x2
