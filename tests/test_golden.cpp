@@ -96,7 +96,7 @@ void check_case(const std::string& name, double tol) {
   EXPECT_EQ(checked, int(m.grads().specs().size()));
 }
 
-const char* kCases[] = {"golden_linear", "golden_mlp", "golden_gru", "golden_rnn", "golden_gru_detach",
+const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
                         "golden_gru_tied", "golden_gru_np"};
 
 }  // namespace

@@ -95,6 +95,7 @@ void fd_check(ModelConfig c) {
 
 TEST(ModelFD, Linear) { fd_check(tiny(RouterType::linear)); }
 TEST(ModelFD, Mlp) { fd_check(tiny(RouterType::mlp)); }
+TEST(ModelFD, MlpTanh) { fd_check(tiny(RouterType::mlp_tanh)); }
 TEST(ModelFD, Gru) { fd_check(tiny(RouterType::gru)); }
 TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }

@@ -601,6 +601,37 @@ OP_CASE(CpuVsRef, SwigluTanh, "swiglu_forward: ref", "swiglu_backward: ref", "ta
   }
 }
 
+OP_CASE(CpuVsRef, Gelu, "gelu_forward: ref", "gelu_backward: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, f;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{33, 257}}) {
+    SHAPE_TRACE("N=" << s.N << " f=" << s.f);
+    auto x = rng.randn<F>({s.N, s.f}, 3.0), dy = rng.randn<F>({s.N, s.f});
+    auto y = fwd_pair<F>({s.N, s.f});
+    Cpu::gelu_forward(y.c.t(), x.t());
+    Ref::gelu_forward(y.r.t(), x.t());
+    EXPECT_TRUE(close("gelu y", y, kElem));
+    auto dx = grad_pair<F>(rng, {s.N, s.f});
+    Cpu::gelu_backward(dx.c.t(), dy.t(), x.t());
+    Ref::gelu_backward(dx.r.t(), dy.t(), x.t());
+    EXPECT_TRUE(close("gelu dx", dx, kElem));
+  }
+}
+
+// gelu against known values of x Phi(x) (torch.nn.GELU()): exact erf, not the tanh form.
+TEST(Ops, GeluValues) {
+  Buf<double> x({1, 4}), y({1, 4});
+  const double xs[] = {0.0, 1.0, -1.0, 2.5};
+  for (int i = 0; i < 4; ++i) x.data()[i] = xs[i];
+  Ref::gelu_forward(y.t(), x.t());
+  EXPECT_EQ(y.data()[0], 0.0);
+  EXPECT_NEAR(y.data()[1], 0.841344746068543, 1e-15);  // torch.nn.GELU() in float64
+  EXPECT_NEAR(y.data()[2], -0.15865525393145702, 1e-15);
+  EXPECT_NEAR(y.data()[3], 2.4844758366855597, 1e-14);
+}
+
 OP_CASE(CpuVsRef, Gru, "gru_forward: ref", "gru_backward: ref") {
   Rng rng = test_rng();
   struct S {
@@ -1006,6 +1037,15 @@ OP_CASE(NullGrad, SwigluTanh, "swiglu_backward: null:da null:db", "tanh_backward
   });
 }
 
+OP_CASE(NullGrad, Gelu, "gelu_backward: null:dx") {
+  Rng rng = test_rng();
+  const int64_t N = 6, f = 13;
+  auto x = rng.randn<F>({N, f}, 3.0), dy = rng.randn<F>({N, f});
+  null_grads_vs_ref(rng, {{"dx", {N, f}, true}}, kElem, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::gelu_backward(o[0], dy.t(), x.t());
+  });
+}
+
 OP_CASE(NullGrad, Gru, "gru_backward: null:dgi null:dgh null:dh") {
   Rng rng = test_rng();
   const int64_t N = 5, p = 7;
@@ -1397,6 +1437,21 @@ OP_TYPED_CASE(Fd, Tanh, "tanh_backward: fd") {
   auto dx0 = rng.randn<D>({3, 7});
   auto dx = dx0;
   B::tanh_backward(dx.t(), R.t(), y.t());
+  EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+}
+
+OP_TYPED_CASE(Fd, Gelu, "gelu_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  auto x = rng.randn<D>({3, 7}, 2.0), R = rng.randn<D>({3, 7});
+  Buf<D> y({3, 7});
+  auto loss = [&] {
+    B::gelu_forward(y.t(), x.t());
+    return dot(y, R);
+  };
+  auto dx0 = rng.randn<D>({3, 7});
+  auto dx = dx0;
+  B::gelu_backward(dx.t(), R.t(), x.t());
   EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
 }
 

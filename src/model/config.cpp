@@ -101,9 +101,9 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
 }
 
 namespace {
-constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::mlp, RouterType::gru, RouterType::gru_np,
-                                       RouterType::rnn};
-const char* const kRouterTypeList = "linear, mlp, gru, gru-np, rnn";
+constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::mlp,    RouterType::mlp_tanh,
+                                       RouterType::gru,    RouterType::gru_np, RouterType::rnn};
+const char* const kRouterTypeList = "linear, mlp, mlp-tanh, gru, gru-np, rnn";
 }  // namespace
 
 RouterType parse_router_type(const std::string& s) {
@@ -116,6 +116,7 @@ const char* router_type_name(RouterType r) {
   switch (r) {
     case RouterType::linear: return "linear";
     case RouterType::mlp: return "mlp";
+    case RouterType::mlp_tanh: return "mlp-tanh";
     case RouterType::gru: return "gru";
     case RouterType::gru_np: return "gru-np";
     case RouterType::rnn: return "rnn";

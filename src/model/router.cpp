@@ -1,6 +1,7 @@
 // router.cpp — the routers (docs/MODEL.md):
 //   linear: logit = G u
-//   mlp:    logit = G tanh(P u + b) + c
+//   mlp:    logit = G gelu(P u + b) + c      (exact erf GELU, the paper's SMoE-MLP)
+//   mlp-tanh: logit = G tanh(P u + b) + c    (what "mlp" was before)
 //   rnn:    h_l = tanh(W_ih u' + b_ih + W_hh h_{l-1} + b_hh), logit = G h_l + c
 //   gru:    h_l = GRUCell(u', h_{l-1}),                    logit = G h_l + c
 //   gru-np: h_l = GRUCell(u', 0),                          logit = G h_l + c
@@ -37,6 +38,8 @@ void Model<T>::router_forward(int l) {
   ops::linear_forward(up, u, w.proj_w, w.proj_b);
   Tensor<T> h_prev = h_prev_of(l);
   if (cfg_.router_type == RouterType::mlp) {
+    ops::gelu_forward(h, up);
+  } else if (cfg_.router_type == RouterType::mlp_tanh) {
     ops::tanh_forward(h, up);
   } else {  // the shared cell (rnn, gru): gi = W_ih u' + b_ih, gh = W_hh h_{l-1} + b_hh
     Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
@@ -78,6 +81,9 @@ void Model<T>::router_backward(int l) {
       (l == 0 || cfg_.router_detach || !router_carries_state(cfg_.router_type)) ? Tensor<T>{} : dh_prev;
   switch (cfg_.router_type) {
     case RouterType::mlp:
+      ops::gelu_backward(dup, dh, first_rows(L.up, n_tok));  // from the pre-activation
+      break;
+    case RouterType::mlp_tanh:
       ops::tanh_backward(dup, dh, h);
       break;
     case RouterType::rnn: {

@@ -27,7 +27,8 @@ double router_matmul_per_layer(const ModelConfig& m) {
   const double d = m.hidden_size, E = m.num_experts, p = m.router_dim;
   switch (m.router_type) {
     case RouterType::linear: return E * d;                            // gate_w [E, d]
-    case RouterType::mlp: return p * d + E * p;                       // proj_w [p, d], gate_w [E, p]
+    case RouterType::mlp:
+    case RouterType::mlp_tanh: return p * d + E * p;                  // proj_w [p, d], gate_w [E, p]
     case RouterType::gru:
     case RouterType::gru_np: return p * d + E * p + 2 * (3 * p * p);  // + cell w_ih, w_hh [3p, p]
     case RouterType::rnn: return p * d + E * p + 2 * (p * p);         // + cell w_ih, w_hh [p, p]

@@ -30,7 +30,8 @@ OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden
 # (file name, router_type, router_detach, tie_embeddings, first seed to try)
 CASES = [
     ("golden_linear.h5", "linear", 0, 0, 1000),
-    ("golden_mlp.h5", "mlp", 0, 0, 2000),
+    ("golden_mlp_tanh.h5", "mlp-tanh", 0, 0, 2000),  # was golden_mlp.h5 before "mlp" became GELU
+    ("golden_mlp.h5", "mlp", 0, 0, 8000),
     ("golden_gru.h5", "gru", 0, 0, 3000),
     ("golden_rnn.h5", "rnn", 0, 0, 4000),
     ("golden_gru_detach.h5", "gru", 1, 0, 5000),

@@ -25,7 +25,7 @@ class Config:
     vocab_size: int = 32
     seq_length: int = 8
     batch_size: int = 2
-    router_type: str = "gru"  # linear | mlp | gru | gru-np | rnn
+    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn
     router_detach: int = 0
     tie_embeddings: int = 0
     aux_loss_coeff: float = 0.1
@@ -55,7 +55,7 @@ def param_specs(cfg):
         specs.append((layer_name(i, "moe_norm"), (d,), "norm"))
         if cfg.router_type == "linear":
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
-        elif cfg.router_type in ("mlp", "gru", "gru-np", "rnn"):
+        elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn"):
             specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
             specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             specs.append((layer_name(i, "router/gate_w"), (E, p), "matrix"))
@@ -148,7 +148,9 @@ def router(u, h_prev, P, i, cfg):
         return u @ gate_w.T, None
     proj = u @ P[layer_name(i, "router/proj_w")].T + P[layer_name(i, "router/proj_b")]
     gate_b = P[layer_name(i, "router/gate_b")]
-    if rt == "mlp":
+    if rt == "mlp":  # the paper's SMoE-MLP: exact (erf) GELU
+        return torch.nn.functional.gelu(proj) @ gate_w.T + gate_b, None
+    if rt == "mlp-tanh":
         return torch.tanh(proj) @ gate_w.T + gate_b, None
     if rt == "gru-np":
         h_prev = torch.zeros_like(proj)  # "NP": every layer starts from 0

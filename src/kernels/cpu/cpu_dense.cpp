@@ -1,5 +1,5 @@
 // cpu_dense.cpp — the cpu backend's token-wise ops: linear, embedding, RMSNorm,
-// RoPE, SwiGLU, tanh, the GRU cell, cross-entropy.
+// RoPE, SwiGLU, tanh, GELU, the GRU cell, cross-entropy.
 //
 // GEMMs go to OpenBLAS; row-wise loops are OpenMP-parallel over rows. Column
 // reductions (bias, norm-weight and embedding gradients) are parallel over
@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <vector>
 
 #include "../instantiate.h"
@@ -212,6 +213,28 @@ void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
   const int64_t n = y.numel();
 #pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) dx.data[i] += dy.data[i] * (T(1) - y.data[i] * y.data[i]);
+}
+
+// gelu(x) = x Phi(x), Phi the standard normal CDF; d/dx = Phi(x) + x phi(x).
+// Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation for x << 0 (1 + erf would lose
+// every digit in float).
+template <class T>
+void gelu_forward(Tensor<T> y, In<T> x) {
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n * 8))
+  for (int64_t i = 0; i < n; ++i) y.data[i] = T(0.5) * x.data[i] * std::erfc(-x.data[i] * T(1 / std::numbers::sqrt2));
+}
+template <class T>
+void gelu_backward(Tensor<T> dx, In<T> dy, In<T> x) {
+  if (dx.is_null()) return;
+  const int64_t n = x.numel();
+  const T inv_sqrt_2pi = T(std::numbers::inv_sqrtpi / std::numbers::sqrt2);  // 1/sqrt(2 pi)
+#pragma omp parallel for schedule(static) if (worth_threads(n * 8))
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = x.data[i];
+    const T cdf = T(0.5) * std::erfc(-v * T(1 / std::numbers::sqrt2));
+    dx.data[i] += dy.data[i] * (cdf + v * inv_sqrt_2pi * std::exp(T(-0.5) * v * v));
+  }
 }
 
 template <class T>

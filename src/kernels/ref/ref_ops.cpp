@@ -482,6 +482,35 @@ void tanh_backward(Tensor<T> dx, In<T> dy, In<T> y) {
   }
 }
 
+// gelu(x) = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) / 2 (the
+// form without cancellation for x << 0); gelu'(x) = Phi(x) + x phi(x),
+// phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+template <class T>
+void gelu_forward(Tensor<T> y, In<T> x) {
+  const char* op = "ref::gelu_forward";
+  check_cpu(x, op, "x");
+  check_rc(y, x.rows(), x.cols(), op, "y");
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = double(x.data[i]);
+    y.data[i] = T(v * 0.5 * std::erfc(-v / std::sqrt(2.0)));
+  }
+}
+
+template <class T>
+void gelu_backward(Tensor<T> dx, In<T> dy, In<T> x) {
+  const char* op = "ref::gelu_backward";
+  if (dx.is_null()) return;
+  check_cpu(x, op, "x");
+  check_rc(dy, x.rows(), x.cols(), op, "dy");
+  check_rc(dx, x.rows(), x.cols(), op, "dx");
+  const double pi = std::acos(-1.0);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = double(x.data[i]);
+    const double Phi = 0.5 * std::erfc(-v / std::sqrt(2.0)), phi = std::exp(-0.5 * v * v) / std::sqrt(2.0 * pi);
+    dx.data[i] = T(double(dx.data[i]) + double(dy.data[i]) * (Phi + v * phi));
+  }
+}
+
 // ---- GRU cell (pointwise part, PyTorch GRUCell) -------------------------------
 // r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r gh_n),
 // hnew = (1 - z) n + z h.

@@ -138,6 +138,10 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   X(real, tanh_forward, no, (y), (Tensor<T> y, In<T> x), (y, x))                                       \
   /* dx += dy * (1 - y^2), from the saved output y. */                                                 \
   X(real, tanh_backward, no, (dy), (Grad<T> dx, In<T> dy, In<T> y), (dx, dy, y))                       \
+  /* y = gelu(x) = x Phi(x) = x/2 (1 + erf(x/sqrt 2)), exact (torch.nn.GELU()): the mlp router's. */     \
+  X(real, gelu_forward, no, (y), (Tensor<T> y, In<T> x), (y, x))                                       \
+  /* dx += dy * (Phi(x) + x phi(x)), from the saved input x. */                                       \
+  X(real, gelu_backward, no, (dy), (Grad<T> dx, In<T> dy, In<T> x), (dx, dy, x))                       \
   /* GRU pointwise: gi, gh [N,3p] (r,z,n thirds), h[N,p] -> hnew[N,p]; gates[N,3p] */                  \
   /* saves (r,z,n). */                                                                                 \
   X(real, gru_forward, yes, (hnew),                                                                    \

@@ -9,7 +9,9 @@
 namespace rmoe {
 
 // gru_np: the gru cell with h_{l-1} = 0 in every layer (the paper's "NP").
-enum class RouterType { linear, mlp, gru, rnn, gru_np };
+// mlp: the paper's SMoE-MLP, G gelu(P u + b) + c; mlp_tanh: G tanh(P u + b) + c,
+// what "mlp" meant before (same parameters, so old checkpoints name it).
+enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
