@@ -283,6 +283,20 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   }
 }
 
+// The random router's frozen gates are saved and loaded like every tensor.
+TEST(Checkpoint, RandomRouterRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_type = RouterType::random;
+  const std::string dir = fresh_dir("random_router");
+  OwnedState saved = make_state(cfg, 12);
+  const std::string path = save_state(dir, saved, 3);
+  OwnedState loaded = zero_state(cfg);
+  TrainState l = loaded.view();
+  load_checkpoint(path, l, one_process(4));
+  EXPECT_TRUE(same_state(saved, loaded));
+  EXPECT_NE(loaded.params.get("layers/01/router/gate_w").data[0], 0.0f);
+}
+
 TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
   const ModelConfig cfg = tiny_model();  // E = 4
   const std::string dir = fresh_dir("slice");

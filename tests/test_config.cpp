@@ -125,7 +125,7 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_TRUE(c.dry_run);
   EXPECT_EQ(c.metrics_file, "m.jsonl");
   EXPECT_FALSE(parse_args({"--router-detach=false"}).model.router_detach);
-  for (const char* t : {"linear", "mlp", "mlp-tanh", "gru", "gru-np", "rnn"})
+  for (const char* t : {"linear", "random", "mlp", "mlp-tanh", "gru", "gru-np", "rnn"})
     EXPECT_STREQ(router_type_name(parse_args({std::string("--moe-router-type=") + t}).model.router_type), t);
 }
 
@@ -223,7 +223,7 @@ TEST(TrainConfigErrors, BadValuesAndUnknownOptions) {
   expect_usage_error({"--lr=nan"}, {"--lr=nan"});
   expect_usage_error({"--router-detach=maybe"}, {"--router-detach=maybe", "true or false"});
   expect_usage_error({"--moe-router-type=gru2"},
-                     {"--moe-router-type=gru2", "unknown router type", "linear, mlp, mlp-tanh, gru, gru-np, rnn"});
+                     {"--moe-router-type=gru2", "unknown router type", "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"});
   expect_usage_error({"--device=tpu"}, {"--device=tpu", "cpu, cuda"});
   expect_usage_error({"--data-path=synthetic:foo"},
                      {"--data-path=synthetic:foo: unknown synthetic source; available: synthetic:markov"});
@@ -517,8 +517,8 @@ TEST(TrainConfig, StoredIniWithOverrides) {
 }
 
 TEST(ModelConfig, RouterTypeNames) {
-  for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru, RouterType::gru_np,
-                       RouterType::rnn})
+  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
+                       RouterType::gru_np, RouterType::rnn})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);
   EXPECT_THROW(parse_router_type("GRU"), UsageError);
   EXPECT_THROW(parse_router_type("gru_np"), UsageError);  // the flag spells it gru-np

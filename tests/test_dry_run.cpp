@@ -49,8 +49,8 @@ TrainConfig paper_config() {
 // and untied, one and several sequences per micro-batch.
 std::vector<TrainConfig> varied_configs() {
   std::vector<TrainConfig> out;
-  for (RouterType r : {RouterType::linear, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru, RouterType::gru_np,
-                       RouterType::rnn}) {
+  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
+                       RouterType::gru_np, RouterType::rnn}) {
     for (bool tied : {false, true}) {
       for (int mb : {1, 3}) {
         TrainConfig c;

@@ -71,6 +71,10 @@ void fd_check(ModelConfig c) {
   for (const auto& s : m.params().specs()) {
     double* p = m.params().data_of(s);
     const double* g = m.grads().data_of(s);
+    if (s.frozen) {  // the random router's gate: no gradient at all (FD would see one)
+      for (int64_t i = 0; i < s.numel(); ++i) ASSERT_EQ(g[i], 0.0) << s.name << "[" << i << "]";
+      continue;
+    }
     std::uniform_int_distribution<int64_t> pick(0, s.numel() - 1);
     for (int r = 0; r < 4; ++r) {
       const int64_t i = pick(rng);
@@ -99,6 +103,43 @@ TEST(ModelFD, MlpTanh) { fd_check(tiny(RouterType::mlp_tanh)); }
 TEST(ModelFD, Gru) { fd_check(tiny(RouterType::gru)); }
 TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
+TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
+
+// The random router is the linear router with its gate frozen: the same
+// forward, and the same gradient everywhere except the gate's, which is 0.
+TEST(ModelRouter, RandomIsLinearWithAFrozenGate) {
+  auto c = tiny(RouterType::linear);
+  Batch b = make_batch(c, 2, 5);
+  Model<double> lin(c, 2);
+  c.router_type = RouterType::random;
+  Model<double> rnd(c, 2);
+  init_model(lin, 42);
+  init_model(rnd, 42);
+  EXPECT_EQ(lin.forward(b.tokens.data(), b.targets.data(), 2).total, rnd.forward(b.tokens.data(), b.targets.data(), 2).total);
+  lin.grads().zero();
+  rnd.grads().zero();
+  lin.backward(1.0);
+  rnd.backward(1.0);
+  int frozen = 0;
+  for (const auto& s : rnd.params().specs()) {
+    const double* gl = lin.grads().data_of(*lin.params().find(s.name));
+    const double* gr = rnd.grads().data_of(s);
+    const bool gate = s.name.find("router/gate_w") != std::string::npos;
+    EXPECT_EQ(s.frozen, gate) << s.name;
+    EXPECT_EQ(s.decay, !gate && s.init == Init::normal) << s.name;
+    frozen += s.frozen;
+    double diff = 0, norm = 0;
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      diff = std::max(diff, std::abs(gl[i] - gr[i]));
+      norm = std::max(norm, std::abs(gr[i]));
+    }
+    if (gate)
+      EXPECT_EQ(norm, 0.0) << s.name;
+    else
+      EXPECT_EQ(diff, 0.0) << s.name;
+  }
+  EXPECT_EQ(frozen, c.num_layers);
+}
 TEST(ModelFD, GruTied) {
   auto c = tiny(RouterType::gru);
   c.tie_embeddings = true;

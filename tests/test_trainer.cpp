@@ -78,6 +78,32 @@ bool bitwise_equal(const std::vector<std::vector<float>>& a, const std::vector<s
   return true;
 }
 
+// The random router's gates never move (AdamW skips them; weight decay is on),
+// everything else trains; a checkpoint holds them like any tensor.
+TEST(Trainer, RandomRouterGateStaysAsInitialised) {
+  TrainConfig c = small_run(RouterType::random);
+  c.weight_decay = 0.1;
+  c.train_iters = 3;
+  Trainer t(c);
+  ASSERT_GT(c.weight_decay, 0.0);
+  const std::vector<float> before = t.model().params().replicated();
+  while (t.step() < c.train_iters) t.train_step();
+  const std::vector<float>& after = t.model().params().replicated();
+  int frozen = 0;
+  for (const auto& s : t.model().params().specs()) {
+    if (s.expert) continue;
+    bool same = true;
+    for (int64_t i = 0; i < s.numel(); ++i) same = same && before[s.offset + i] == after[s.offset + i];
+    if (s.frozen) {
+      EXPECT_TRUE(same) << s.name;
+      ++frozen;
+    } else if (s.init == Init::normal) {
+      EXPECT_FALSE(same) << s.name;
+    }
+  }
+  EXPECT_EQ(frozen, c.model.num_layers);
+}
+
 TEST(Trainer, TwoRunsWithOneSeedAreBitIdentical) {
   TrainConfig c = small_run(RouterType::gru);
   c.train_iters = 8;

@@ -101,9 +101,9 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
 }
 
 namespace {
-constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::mlp,    RouterType::mlp_tanh,
+constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh,
                                        RouterType::gru,    RouterType::gru_np, RouterType::rnn};
-const char* const kRouterTypeList = "linear, mlp, mlp-tanh, gru, gru-np, rnn";
+const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn";
 }  // namespace
 
 RouterType parse_router_type(const std::string& s) {
@@ -117,6 +117,7 @@ const char* router_type_name(RouterType r) {
     case RouterType::linear: return "linear";
     case RouterType::mlp: return "mlp";
     case RouterType::mlp_tanh: return "mlp-tanh";
+    case RouterType::random: return "random";
     case RouterType::gru: return "gru";
     case RouterType::gru_np: return "gru-np";
     case RouterType::rnn: return "rnn";
@@ -124,7 +125,7 @@ const char* router_type_name(RouterType r) {
   return "unknown";
 }
 
-bool router_has_projection(RouterType r) { return r != RouterType::linear; }
+bool router_has_projection(RouterType r) { return r != RouterType::linear && r != RouterType::random; }
 bool router_has_cell(RouterType r) { return router_cell_gates(r) > 0; }
 int router_cell_gates(RouterType r) {
   switch (r) {

@@ -24,9 +24,9 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
   const int64_t El = num_local_experts < 0 ? E : num_local_experts;
   (void)first_expert;
   std::vector<ParamSpec> s;
-  auto add = [&](std::string name, std::vector<int64_t> shape, Init init, bool expert = false) {
-    const bool decay = init == Init::normal;  // matrices; norms and biases are not decayed
-    s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0});
+  auto add = [&](std::string name, std::vector<int64_t> shape, Init init, bool expert = false, bool frozen = false) {
+    const bool decay = init == Init::normal && !frozen;  // matrices; norms, biases and frozen tensors are not decayed
+    s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0, frozen});
   };
   add("embed/wte", {V, d}, Init::normal);
   if (router_has_cell(c.router_type)) {
@@ -44,7 +44,7 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     for (const char* w : {"wq", "wk", "wv", "wo"}) add(L + "attn/" + w, {d, d}, Init::normal);
     add(L + "moe_norm", {d}, Init::ones);
     if (!router_has_projection(c.router_type)) {
-      add(L + "router/gate_w", {E, d}, Init::normal);
+      add(L + "router/gate_w", {E, d}, Init::normal, false, c.router_type == RouterType::random);
     } else {
       add(L + "router/proj_w", {p, d}, Init::normal);
       add(L + "router/proj_b", {p}, Init::zeros);

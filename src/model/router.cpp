@@ -1,5 +1,6 @@
 // router.cpp — the routers (docs/MODEL.md):
 //   linear: logit = G u
+//   random: logit = G u, G frozen at its random init (no gradient for G)
 //   mlp:    logit = G gelu(P u + b) + c      (exact erf GELU, the paper's SMoE-MLP)
 //   mlp-tanh: logit = G tanh(P u + b) + c    (what "mlp" was before)
 //   rnn:    h_l = tanh(W_ih u' + b_ih + W_hh h_{l-1} + b_hh), logit = G h_l + c
@@ -30,7 +31,7 @@ void Model<T>::router_forward(int l) {
   auto& w = layer_weights_[l];
   const int64_t n_tok = num_tokens_;
   Tensor<T> u = first_rows(L.u, n_tok), logits = first_rows(L.logits, n_tok);
-  if (cfg_.router_type == RouterType::linear) {
+  if (!router_has_projection(cfg_.router_type)) {  // linear, random
     ops::linear_forward(logits, u, w.gate_w, {});
     return;
   }
@@ -65,8 +66,10 @@ void Model<T>::router_backward(int l) {
   const int64_t n_tok = num_tokens_;
   Tensor<T> u = first_rows(L.u, n_tok), du = first_rows(scratch_.du, n_tok),
             dlogits = first_rows(scratch_.dlogits_r, n_tok);
-  if (cfg_.router_type == RouterType::linear) {
-    ops::linear_backward(du, g.gate_w, Tensor<T>{}, dlogits, u, w.gate_w);
+  if (!router_has_projection(cfg_.router_type)) {
+    // random: a null dW view, so the frozen gate's gradient stays 0.
+    const Tensor<T> dgate_w = cfg_.router_type == RouterType::random ? Tensor<T>{} : g.gate_w;
+    ops::linear_backward(du, dgate_w, Tensor<T>{}, dlogits, u, w.gate_w);
     return;
   }
   Tensor<T> h = first_rows(L.h, n_tok), dh = first_rows(scratch_.dh, n_tok), dup = first_rows(scratch_.dup, n_tok),
@@ -107,6 +110,7 @@ void Model<T>::router_backward(int l) {
       break;
     }
     case RouterType::linear:
+    case RouterType::random:
       break;
   }
   ops::linear_backward(du, g.proj_w, g.proj_b, dup, u, w.proj_w);

@@ -148,7 +148,7 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
     t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",
                       [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
-    t.push_back(field("moe-router-type", "TYPE", "router: linear | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn",
+    t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn",
                       [](auto& c) -> auto& { return c.model.router_type; }));
     t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn)",
                       [](auto& c) -> auto& { return c.model.router_dim; }));

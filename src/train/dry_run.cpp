@@ -26,7 +26,8 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 double router_matmul_per_layer(const ModelConfig& m) {
   const double d = m.hidden_size, E = m.num_experts, p = m.router_dim;
   switch (m.router_type) {
-    case RouterType::linear: return E * d;                            // gate_w [E, d]
+    case RouterType::linear:
+    case RouterType::random: return E * d;                            // gate_w [E, d]
     case RouterType::mlp:
     case RouterType::mlp_tanh: return p * d + E * p;                  // proj_w [p, d], gate_w [E, p]
     case RouterType::gru:
@@ -210,7 +211,8 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
      << m.head_dim() << ") E=" << m.num_experts << " k=" << m.topk << " f=" << m.ffn_hidden_size
      << " V=" << m.vocab_size << " S=" << m.seq_length << "\n";
   os << "  router: " << router_type_name(m.router_type);
-  if (m.router_type != RouterType::linear) os << " p=" << m.router_dim;
+  if (router_has_projection(m.router_type)) os << " p=" << m.router_dim;
+  if (m.router_type == RouterType::random) os << " (frozen)";
   if (m.router_detach) os << " (detached)";
   os << ", embeddings " << (m.tie_embeddings ? "tied" : "untied") << "\n";
   const int64_t tokens_per_step = static_cast<int64_t>(cfg.global_batch_size) * m.seq_length;

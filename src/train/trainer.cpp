@@ -152,6 +152,7 @@ StepStats Trainer::train_step() {
   h.beta2 = cfg_.adam_beta2;
   h.eps = cfg_.adam_eps;
   for (const auto& s : params.specs()) {
+    if (s.frozen) continue;  // the random router's gate: kept as initialised (its gradient is 0 too)
     float* m = (s.expert ? m_exp_.data() : m_rep_.data()) + s.offset;
     float* v = (s.expert ? v_exp_.data() : v_rep_.data()) + s.offset;
     // t counts the updates applied: a skipped step made none.

@@ -11,12 +11,14 @@ namespace rmoe {
 // gru_np: the gru cell with h_{l-1} = 0 in every layer (the paper's "NP").
 // mlp: the paper's SMoE-MLP, G gelu(P u + b) + c; mlp_tanh: G tanh(P u + b) + c,
 // what "mlp" meant before (same parameters, so old checkpoints name it).
-enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh };
+// random: logit = G u like linear, but G keeps its random init (frozen: no
+// gradient, the optimizer skips it; ParamSpec::frozen).
+enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh, random };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
 // Which parts a router has (docs/MODEL.md "Parameters").
-bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear
+bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear, random
 bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn
 int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np), 1 (rnn), 0
 bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn
@@ -28,7 +30,7 @@ struct ModelConfig {
   int num_experts = 8;         // E
   int topk = 2;                // k
   int ffn_hidden_size = 128;   // f (each expert's SwiGLU width)
-  int router_dim = 128;        // p (mlp, gru, rnn routers)
+  int router_dim = 128;        // p (all routers but linear, random)
   int vocab_size = 256;        // V
   int seq_length = 128;        // S
   RouterType router_type = RouterType::gru;

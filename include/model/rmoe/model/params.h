@@ -24,6 +24,7 @@ struct ParamSpec {
   bool decay = true;           // AdamW weight decay (matrices only)
   bool expert = false;         // lives in the expert buffer
   int64_t offset = 0;          // into its buffer
+  bool frozen = false;         // never trained: no gradient, AdamW skips it (the random router's gate)
   int64_t numel() const;
 };
 
