@@ -569,6 +569,7 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   b.model.router_detach = true;
   b.model.tie_embeddings = true;
   b.model.init_std = 0.01;
+  b.model.router_init = RouterInit::torch;
   b.seed = 99;
   ResumeChanges r = compare(b);
   std::vector<std::string> refused = keys(r.refused);
@@ -606,6 +607,30 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   EXPECT_NE(t.refused[0].to.find("byte:cbf29ce484222325:32"), std::string::npos);
   saved.tokenizer_fingerprint.clear();
   EXPECT_TRUE(compare(a, "byte:cbf29ce484222325:32").refused.empty());
+}
+
+// A checkpoint older than --router-init has no such key: it was initialised
+// the default way, so resuming with the default is no model change; torch is.
+TEST(CheckpointResume, OptionNewerThanTheCheckpointMeansItsDefault) {
+  TrainConfig a;
+  a.model = tiny_model();
+  a.lr_decay_iters = a.resolved_lr_decay_iters();
+  TrainState saved;
+  saved.config_ini = config_to_ini(a);
+  const std::string line = "router-init = normal\n";
+  const size_t at = saved.config_ini.find(line);
+  ASSERT_NE(at, std::string::npos) << saved.config_ini;
+  saved.config_ini.erase(at, line.size());
+  ResumeChanges same = compare_for_resume(saved, config_to_ini(a), "", "");
+  EXPECT_TRUE(same.refused.empty()) << same.refused.front().key;
+  ASSERT_EQ(same.reported.size(), 1u);
+  EXPECT_EQ(same.reported[0].key, "router-init");
+  EXPECT_EQ(same.reported[0].from, "(none)");
+  TrainConfig b = a;
+  b.model.router_init = RouterInit::torch;
+  ResumeChanges torch = compare_for_resume(saved, config_to_ini(b), "", "");
+  ASSERT_EQ(torch.refused.size(), 1u);
+  EXPECT_EQ(torch.refused[0].key, "router-init");
 }
 
 TEST(CheckpointResume, TokenizerFingerprints) {

@@ -143,7 +143,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
   const std::vector<std::string> expected = {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
       "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
-      "router-dim", "router-detach", "tie-embeddings", "init-method-std", "micro-batch-size", "global-batch-size",
+      "router-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",

@@ -250,6 +250,56 @@ TEST(ModelDeterminism, TwoRunsBitIdentical) {
   EXPECT_EQ(0, std::memcmp(g[0].data(), g[1].data(), g[0].size() * sizeof(float)));
 }
 
+// --router-init torch: each router tensor uniform in +-1/sqrt(fan_in) (biases
+// too; the cell's fan-in is p as nn.GRUCell's hidden size), decay as before
+// (matrices only); every other tensor is exactly the normal init's.
+TEST(ModelParams, TorchRouterInitIsPytorchsUniform) {
+  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::gru, RouterType::rnn}) {
+    SCOPED_TRACE(router_type_name(r));
+    auto c = tiny(r);
+    ParamStore<double> normal(model_param_specs(c));
+    c.router_init = RouterInit::torch;
+    ParamStore<double> torch(model_param_specs(c));
+    normal.init(5, 0.02);
+    torch.init(5, 0.02);
+    ASSERT_EQ(normal.specs().size(), torch.specs().size());
+    int router = 0;
+    for (size_t k = 0; k < torch.specs().size(); ++k) {
+      const ParamSpec &s = torch.specs()[k], &n = normal.specs()[k];
+      ASSERT_EQ(s.name, n.name);
+      EXPECT_EQ(s.decay, n.decay) << s.name;
+      EXPECT_EQ(s.frozen, n.frozen) << s.name;
+      const double* t = torch.data_of(s);
+      if (s.name.find("router/") == std::string::npos) {
+        EXPECT_EQ(s.init, n.init) << s.name;
+        EXPECT_EQ(std::memcmp(t, normal.data_of(n), sizeof(double) * s.numel()), 0) << s.name;
+        continue;
+      }
+      ++router;
+      const bool cell = s.name.rfind("router/cell/", 0) == 0;
+      const bool from_p = cell || (r != RouterType::linear && r != RouterType::random &&
+                                   s.name.find("router/gate_") != std::string::npos);
+      const double bound = 1 / std::sqrt(double(from_p ? c.router_dim : c.hidden_size));
+      EXPECT_EQ(s.init, Init::uniform) << s.name;
+      EXPECT_DOUBLE_EQ(s.bound, bound) << s.name;
+      double lo = 0, hi = 0, mean = 0;
+      for (int64_t i = 0; i < s.numel(); ++i) {
+        lo = std::min(lo, t[i]);
+        hi = std::max(hi, t[i]);
+        mean += t[i] / double(s.numel());
+      }
+      EXPECT_GE(lo, -bound) << s.name;
+      EXPECT_LT(hi, bound) << s.name;
+      if (s.numel() >= 40) {  // spread over the interval, not normal(0, 0.02)
+        EXPECT_LT(lo, -0.5 * bound) << s.name;
+        EXPECT_GT(hi, 0.5 * bound) << s.name;
+        EXPECT_LT(std::abs(mean), 0.3 * bound) << s.name;
+      }
+    }
+    EXPECT_GT(router, 0);
+  }
+}
+
 // Expert init depends on the global expert index, not on how experts are split.
 TEST(ModelParams, ExpertSliceInitEqualsRowsOfWhole) {
   auto c = tiny(RouterType::gru);

@@ -125,6 +125,20 @@ const char* router_type_name(RouterType r) {
   return "unknown";
 }
 
+RouterInit parse_router_init(const std::string& s) {
+  if (s == "normal") return RouterInit::normal;
+  if (s == "torch") return RouterInit::torch;
+  usage_fail("--router-init=" + s + ": unknown router init; allowed: normal, torch");
+}
+
+const char* router_init_name(RouterInit r) {
+  switch (r) {
+    case RouterInit::normal: return "normal";
+    case RouterInit::torch: return "torch";
+  }
+  return "unknown";
+}
+
 bool router_has_projection(RouterType r) { return r != RouterType::linear && r != RouterType::random; }
 bool router_has_cell(RouterType r) { return router_cell_gates(r) > 0; }
 int router_cell_gates(RouterType r) {
@@ -160,6 +174,9 @@ void ModelConfig::validate() const {
   if (std::string(router_type_name(router_type)) == "unknown")
     usage_fail("--moe-router-type=" + std::to_string(static_cast<int>(router_type)) +
                ": unknown router type; allowed: " + kRouterTypeList);
+  if (std::string(router_init_name(router_init)) == "unknown")
+    usage_fail("--router-init=" + std::to_string(static_cast<int>(router_init)) +
+               ": unknown router init; allowed: normal, torch");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);

@@ -2,6 +2,7 @@
 // buffers. Tested by tests/test_model.cpp (init independence, names).
 #include "rmoe/model/params.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "rmoe/core/error.h"
@@ -24,17 +25,27 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
   const int64_t El = num_local_experts < 0 ? E : num_local_experts;
   (void)first_expert;
   std::vector<ParamSpec> s;
-  auto add = [&](std::string name, std::vector<int64_t> shape, Init init, bool expert = false, bool frozen = false) {
-    const bool decay = init == Init::normal && !frozen;  // matrices; norms, biases and frozen tensors are not decayed
-    s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0, frozen});
+  auto add = [&](std::string name, std::vector<int64_t> shape, Init init, bool expert = false, bool frozen = false,
+                 double bound = 0) {
+    const bool decay = shape.size() >= 2 && !frozen;  // matrices; norms, biases and frozen tensors are not decayed
+    s.push_back(ParamSpec{std::move(name), std::move(shape), init, decay, expert, 0, frozen, bound});
+  };
+  // A router tensor: `init` (normal or zeros) under --router-init normal;
+  // uniform in +-1/sqrt(fan_in) under torch (PyTorch's nn.Linear / nn.GRUCell).
+  const bool torch_init = c.router_init == RouterInit::torch;
+  auto add_router = [&](std::string name, std::vector<int64_t> shape, Init init, int64_t fan_in, bool frozen = false) {
+    if (torch_init)
+      add(std::move(name), std::move(shape), Init::uniform, false, frozen, 1.0 / std::sqrt(double(fan_in)));
+    else
+      add(std::move(name), std::move(shape), init, false, frozen);
   };
   add("embed/wte", {V, d}, Init::normal);
   if (router_has_cell(c.router_type)) {
     const int64_t g = router_cell_gates(c.router_type) * p;
-    add("router/cell/w_ih", {g, p}, Init::normal);
-    add("router/cell/w_hh", {g, p}, Init::normal);
-    add("router/cell/b_ih", {g}, Init::zeros);
-    add("router/cell/b_hh", {g}, Init::zeros);
+    add_router("router/cell/w_ih", {g, p}, Init::normal, p);  // GRUCell: +-1/sqrt(hidden) = +-1/sqrt(p)
+    add_router("router/cell/w_hh", {g, p}, Init::normal, p);
+    add_router("router/cell/b_ih", {g}, Init::zeros, p);
+    add_router("router/cell/b_hh", {g}, Init::zeros, p);
   }
   for (int i = 0; i < c.num_layers; ++i) {
     char pre[32];
@@ -44,12 +55,12 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     for (const char* w : {"wq", "wk", "wv", "wo"}) add(L + "attn/" + w, {d, d}, Init::normal);
     add(L + "moe_norm", {d}, Init::ones);
     if (!router_has_projection(c.router_type)) {
-      add(L + "router/gate_w", {E, d}, Init::normal, false, c.router_type == RouterType::random);
+      add_router(L + "router/gate_w", {E, d}, Init::normal, d, c.router_type == RouterType::random);
     } else {
-      add(L + "router/proj_w", {p, d}, Init::normal);
-      add(L + "router/proj_b", {p}, Init::zeros);
-      add(L + "router/gate_w", {E, p}, Init::normal);
-      add(L + "router/gate_b", {E}, Init::zeros);
+      add_router(L + "router/proj_w", {p, d}, Init::normal, d);
+      add_router(L + "router/proj_b", {p}, Init::zeros, d);
+      add_router(L + "router/gate_w", {E, p}, Init::normal, p);
+      add_router(L + "router/gate_b", {E}, Init::zeros, p);
     }
     add(L + "experts/w1", {El, f, d}, Init::normal, true);
     add(L + "experts/w3", {El, f, d}, Init::normal, true);
@@ -108,6 +119,7 @@ void ParamStore<T>::init(uint64_t seed, double std, int first_expert) {
         case Init::ones: p[i] = T(1); break;
         case Init::zeros: p[i] = T(0); break;
         case Init::normal: p[i] = T(std * random_normal(seed, stream, uint64_t(base + i))); break;
+        case Init::uniform: p[i] = T(s.bound * (2 * random_uniform(seed, stream, uint64_t(base + i)) - 1)); break;
       }
     }
   }

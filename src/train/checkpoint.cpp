@@ -5,6 +5,7 @@
 // expert-parallel size (E = EP * E_local).
 // Tested by tests/test_checkpoint.cpp and tests/mpi_test_checkpoint.cpp.
 #include "rmoe/train/checkpoint.h"
+#include "rmoe/train/config.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -505,13 +506,13 @@ const std::vector<std::string>& model_shaping_options() {
   // and width, vocabulary, tied embeddings. The function computed from the
   // same parameters: top-k. The gradient that made the weights: router-detach
   // (an ablation, a model variant of its own). How the weights came to be:
-  // init-method-std and seed (also the data order). Everything else
+  // init-method-std, router-init and seed (also the data order). Everything else
   // (sequence length, batch sizes, learning rates, aux/z loss coefficients,
   // AdamW, clipping, intervals, paths, layout, device) may change on resume.
   static const std::vector<std::string> keys = {
       "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
       "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",
-      "tie-embeddings", "init-method-std", "seed"};
+      "tie-embeddings", "init-method-std", "router-init", "seed"};
   return keys;
 }
 
@@ -523,8 +524,14 @@ bool is_model_shaping_option(const std::string& key) {
 ResumeChanges compare_for_resume(const TrainState& saved, const std::string& now_ini,
                                  const std::string& now_tokenizer_fingerprint, const std::string& now_tokenizer) {
   ResumeChanges out;
-  for (ConfigChange& c : config_changes(saved.config_ini, now_ini))
-    (is_model_shaping_option(c.key) ? out.refused : out.reported).push_back(std::move(c));
+  // A model-shaping option newer than the checkpoint (absent from its INI, e.g.
+  // router-init) meant its default then: the default now is no model change.
+  std::map<std::string, std::string> defaults;
+  for (const ConfigChange& c : config_changes("", config_to_ini(TrainConfig{}))) defaults[c.key] = c.to;
+  for (ConfigChange& c : config_changes(saved.config_ini, now_ini)) {
+    const bool newer_at_default = c.from == "(none)" && defaults.count(c.key) && defaults[c.key] == c.to;
+    (is_model_shaping_option(c.key) && !newer_at_default ? out.refused : out.reported).push_back(std::move(c));
+  }
   // An old file without a fingerprint cannot be checked (the caller warns).
   if (!saved.tokenizer_fingerprint.empty() && saved.tokenizer_fingerprint != now_tokenizer_fingerprint)
     out.refused.push_back({"tokenizer", saved.tokenizer + " [" + saved.tokenizer_fingerprint + "]",

@@ -44,6 +44,7 @@ std::string to_text(double x) { return shortest_text(x); }
 std::string to_text(bool x) { return x ? "true" : "false"; }
 std::string to_text(const std::string& x) { return x; }
 std::string to_text(RouterType x) { return router_type_name(x); }
+std::string to_text(RouterInit x) { return router_init_name(x); }
 std::string to_text(Device x) { return x == Device::cuda ? "cuda" : "cpu"; }
 
 template <class Int>
@@ -84,6 +85,9 @@ void from_text(const std::string& flag, const std::string& v, bool& out) {
 void from_text(const std::string&, const std::string& v, std::string& out) { out = v; }
 void from_text(const std::string&, const std::string& v, RouterType& out) {
   out = parse_router_type(v);  // its message names --moe-router-type
+}
+void from_text(const std::string&, const std::string& v, RouterInit& out) {
+  out = parse_router_init(v);  // its message names --router-init
 }
 void from_text(const std::string& flag, const std::string& v, Device& out) {
   if (v == "cpu") {
@@ -158,6 +162,10 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.tie_embeddings; }));
     t.push_back(field("init-method-std", "X", "std of the normal init of every matrix",
                       [](auto& c) -> auto& { return c.model.init_std; }));
+    t.push_back(field("router-init", "INIT",
+                      "router tensors' init: normal (init-method-std, biases 0) | torch (PyTorch's nn.Linear / "
+                      "nn.GRUCell: uniform +-1/sqrt(fan_in), biases too)",
+                      [](auto& c) -> auto& { return c.model.router_init; }));
     // batch and optimisation
     t.push_back(field("micro-batch-size", "N", "sequences per forward/backward",
                       [](auto& c) -> auto& { return c.micro_batch_size; }));

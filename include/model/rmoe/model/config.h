@@ -17,6 +17,14 @@ enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh, random };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
+
+// How the router's tensors (router/* and router/cell/*) are initialised.
+// normal: matrices normal(0, init_std), biases 0 (like every other matrix).
+// torch: PyTorch's defaults: nn.Linear weight and bias uniform in
+// +-1/sqrt(fan_in), nn.GRUCell's every tensor in +-1/sqrt(p).
+enum class RouterInit { normal, torch };
+RouterInit parse_router_init(const std::string& s);  // throws UsageError
+const char* router_init_name(RouterInit r);
 // Which parts a router has (docs/MODEL.md "Parameters").
 bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear, random
 bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn
@@ -34,6 +42,7 @@ struct ModelConfig {
   int vocab_size = 256;        // V
   int seq_length = 128;        // S
   RouterType router_type = RouterType::gru;
+  RouterInit router_init = RouterInit::normal;
   bool router_detach = false;  // cut the gradient through h_{i-1} (ablation)
   bool tie_embeddings = false; // head shares the embedding matrix
   double aux_loss_coeff = 0.01;

@@ -15,7 +15,7 @@
 
 namespace rmoe {
 
-enum class Init { normal, ones, zeros };
+enum class Init { normal, ones, zeros, uniform };  // uniform: in [-bound, bound)
 
 struct ParamSpec {
   std::string name;            // e.g. "layers/03/attn/wq"
@@ -25,6 +25,7 @@ struct ParamSpec {
   bool expert = false;         // lives in the expert buffer
   int64_t offset = 0;          // into its buffer
   bool frozen = false;         // never trained: no gradient, AdamW skips it (the random router's gate)
+  double bound = 0;            // Init::uniform's half-width
   int64_t numel() const;
 };
 
@@ -46,7 +47,8 @@ class ParamStore {
   std::vector<T>& expert() { return expert_; }
   T* data_of(const ParamSpec& s) { return (s.expert ? expert_.data() : replicated_.data()) + s.offset; }
   void zero();
-  // Initialises every tensor from (seed, name, global element index):
+  // Initialises every tensor from (seed, name, global element index)
+  // (normal: std; uniform: the spec's bound):
   // independent of rank count and creation order. first_expert offsets the
   // element index of expert tensors so a slice equals the same rows of the whole.
   void init(uint64_t seed, double std, int first_expert = 0);
