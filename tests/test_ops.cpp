@@ -531,15 +531,35 @@ void attention_vs_ref(Rng& rng, AttnShape s) {
   EXPECT_TRUE(close("dv", dv, kGemm));
 }
 
-// Blocks of flash::kCpuBlockQ/K = 64 rows: S below one block, exactly one, a
-// partial last block (65, 100, 130), several heads and sequences, D = 44 (the
-// medium config) and other head dims that are no multiple of anything.
+// The cpu's query blocks of flash::kCpuBlockQ = 32 rows, key blocks of
+// kCpuBlockK = 128: S below one block, exactly one, partial last blocks (33,
+// 65, 100, 129, 130, 300), several key blocks, several heads and sequences,
+// D = 44 (the medium config) and other head dims that are no multiple of anything.
 OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref") {
   Rng rng = test_rng();
   for (AttnShape s : {AttnShape{1, 1, 1, 2}, AttnShape{2, 5, 3, 4}, AttnShape{1, 64, 2, 16},
                       AttnShape{3, 7, 1, 6}, AttnShape{1, 33, 4, 8}, AttnShape{2, 65, 2, 8},
-                      AttnShape{1, 100, 3, 44}, AttnShape{2, 130, 2, 20}, AttnShape{1, 129, 1, 44}})
+                      AttnShape{1, 100, 3, 44}, AttnShape{2, 130, 2, 20}, AttnShape{1, 129, 1, 44},
+                      AttnShape{1, 300, 2, 12}})
     attention_vs_ref(rng, s);
+}
+
+// The float exp of flash_attention.h (both backends' softmax) against exp in
+// double: within 2 ulp over the normal range, 0 below it, exact at 0.
+TEST(FlashAttention, FloatExpWithinTwoUlp) {
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  for (float x = -87.3f; x <= 88.0f; x += 0.00173f) {
+    const double want = std::exp(double(x));
+    const double ulp = double(std::nextafter(float(want), INFINITY)) - double(float(want));
+    const double err = std::abs(double(flash::fexp(x)) - want) / ulp;
+    if (err > worst) worst = err, worst_x = x;
+  }
+  EXPECT_LE(worst, 2.0) << "at x = " << worst_x;
+  EXPECT_EQ(flash::fexp(0.0f), 1.0f);
+  EXPECT_EQ(flash::fexp(-100.0f), 0.0f);
+  EXPECT_EQ(flash::fexp(-INFINITY), 0.0f);
+  EXPECT_TRUE(std::isnan(flash::fexp(NAN)));
 }
 
 // The cpu op's two schedules (whole heads per thread; key-block and
@@ -548,7 +568,8 @@ OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref"
 OP_CASE(CpuVsRef, AttentionThreadsSameBits, "attention_forward: ref", "attention_backward: ref") {
   Rng rng = test_rng();
   const int saved = omp_get_max_threads();
-  for (AttnShape s : {AttnShape{1, 130, 1, 20}, AttnShape{2, 200, 1, 44}, AttnShape{1, 150, 3, 16}}) {
+  for (AttnShape s : {AttnShape{1, 130, 1, 20}, AttnShape{2, 200, 1, 44}, AttnShape{1, 150, 3, 16},
+                      AttnShape{1, 300, 1, 12}}) {
     SHAPE_TRACE("B=" << s.B << " S=" << s.S_ << " H=" << s.H << " D=" << s.D);
     const std::vector<int64_t> qs{s.B, s.S_, s.H, s.D};
     auto q = rng.randn<F>(qs), k = rng.randn<F>(qs), v = rng.randn<F>(qs), dout = rng.randn<F>(qs);

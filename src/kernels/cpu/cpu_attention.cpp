@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../instantiate.h"
 #include "blas.h"
@@ -42,15 +43,16 @@ void check_lse(const Tensor<U>& lse, int64_t B, int64_t S, int64_t H, const char
 template <class T>
 void forward_block(const T* q, const T* k, const T* v, T* out, T* lse, int64_t S, int64_t D, int64_t ld, int64_t qb) {
   const T scale = T(1.0 / std::sqrt(double(D)));
-  alignas(64) T s[kBq * kBk];  // scores, then probabilities [rq, ck]
-  T m[kBq], l[kBq];
+  thread_local std::vector<T> buf;  // scores, then probabilities [rq, ck]; m, l [rq]
+  buf.resize(size_t(kBq * kBk + 2 * kBq));
+  T *s = buf.data(), *m = s + kBq * kBk, *l = m + kBq;
   const int64_t r0 = flash::block_begin(qb, kBq), r1 = flash::block_end(qb, kBq, S), rq = r1 - r0;
   const T* qi = q + r0 * ld;
   T* oi = out + r0 * ld;
   for (int64_t r = 0; r < rq; ++r) m[r] = flash::neg_inf<T>(), l[r] = T(0);
   const int64_t nk = flash::key_blocks_visited(r1, kBk);
   for (int64_t kb = 0; kb < nk; ++kb) {
-    const int64_t c0 = flash::block_begin(kb, kBk), c1 = flash::block_end(kb, kBk, S), ck = c1 - c0;
+    const int64_t c0 = flash::block_begin(kb, kBk), c1 = flash::key_block_end(kb, kBk, r1), ck = c1 - c0;
     gemm(false, true, rq, ck, D, scale, qi, ld, k + c0 * ld, ld, T(0), s, kBk);
     for (int64_t r = 0; r < rq; ++r) {
       const T alpha = flash::online_softmax_row(s + r * kBk, flash::visible_keys(r0 + r, c0, c1), ck, m[r], l[r]);
@@ -69,7 +71,7 @@ struct Bwd {
   T *dq, *dk, *dv;
   int64_t S, D, ld;
   T scale;
-  int64_t pl;  // leading dimension of the worker's P and dS blocks
+  int64_t pl;  // leading dimension of the worker's P^T and dS^T blocks
 };
 
 // D_i of query block qb's rows into dd[rq].
@@ -79,26 +81,47 @@ void block_delta(const Bwd<T>& a, int64_t qb, T* dd) {
   for (int64_t r = r0; r < r1; ++r) dd[r - r0] = flash::row_delta(a.dout + r * a.ld, a.out + r * a.ld, a.D);
 }
 
-// The block pair (query block qb, key block kb): adds its part to dq (if
-// want_q) and to dk, dv (if want_kv). p, ds: [kBq, pl] of this worker (pl = min(kBk, S)); dd:
-// D_i of qb (read only when dq or dk is added to).
+// The block pair (query block qb, keys [c0, c1) with c1 <= its end r1): adds
+// its part to dq (if want_q) and to dk, dv (if want_kv). The worker's blocks hold P^T and dS^T
+// [ck, rq] (keys as rows, leading dimension pl = min(kBq, S)): the per-element
+// loops then run along query rows (lse_i, D_i contiguous) and three of the
+// four GEMMs that use them read them untransposed. dd: D_i of qb (read only
+// when dq or dk is added to).
 template <class T>
-void backward_pair(const Bwd<T>& a, int64_t qb, int64_t kb, bool want_q, bool want_kv, T* p, T* ds, const T* dd) {
-  const int64_t r0 = flash::block_begin(qb, kBq), r1 = flash::block_end(qb, kBq, a.S), rq = r1 - r0;
-  const int64_t c0 = flash::block_begin(kb, kBk), c1 = flash::block_end(kb, kBk, a.S), ck = c1 - c0;
+void backward_pair(const Bwd<T>& a, int64_t qb, int64_t c0, int64_t c1, bool want_q, bool want_kv, T* pt, T* dst,
+                   const T* dd) {
+  const int64_t r0 = flash::block_begin(qb, kBq), r1 = flash::block_end(qb, kBq, a.S), rq = r1 - r0, ck = c1 - c0;
   const int64_t ld = a.ld, D = a.D, pl = a.pl;
   const T *qi = a.q + r0 * ld, *kj = a.k + c0 * ld, *vj = a.v + c0 * ld, *doi = a.dout + r0 * ld;
+  const T* lse = a.lse + r0;
   T* dq = want_q ? a.dq : nullptr;
   T* dk = want_kv ? a.dk : nullptr;
   T* dv = want_kv ? a.dv : nullptr;
-  gemm(false, true, rq, ck, D, a.scale, qi, ld, kj, ld, T(0), p, pl);
-  for (int64_t r = 0; r < rq; ++r) flash::probs_row(p + r * pl, flash::visible_keys(r0 + r, c0, c1), ck, a.lse[r0 + r]);
-  if (dv) gemm(true, false, ck, D, rq, T(1), p, pl, doi, ld, T(1), dv + c0 * ld, ld);  // dv_j += P^T dout_i
+  gemm(false, true, ck, rq, D, a.scale, kj, ld, qi, ld, T(0), pt, pl);  // s^T = k_j q_i^T scale
+  for (int64_t c = 0; c < ck; ++c) {
+    T* row = pt + c * pl;
+    const int64_t first = std::min(rq, flash::first_row_seeing(c0 + c, r0));
+    for (int64_t r = 0; r < first; ++r) row[r] = T(0);  // masked: key c0 + c > query r0 + r
+    for (int64_t r = first; r < rq; ++r) row[r] = flash::prob(row[r], lse[r]);
+  }
+  if (dv) gemm(false, false, ck, D, rq, T(1), pt, pl, doi, ld, T(1), dv + c0 * ld, ld);  // dv_j += P^T dout_i
   if (!dq && !dk) return;
-  gemm(false, true, rq, ck, D, T(1), doi, ld, vj, ld, T(0), ds, pl);  // dP = dout_i v_j^T
-  for (int64_t r = 0; r < rq; ++r) flash::dscores_row(ds + r * pl, p + r * pl, ck, dd[r], a.scale);
-  if (dq) gemm(false, false, rq, D, ck, T(1), ds, pl, kj, ld, T(1), dq + r0 * ld, ld);  // dq_i += dS k_j
-  if (dk) gemm(true, false, ck, D, rq, T(1), ds, pl, qi, ld, T(1), dk + c0 * ld, ld);   // dk_j += dS^T q_i
+  gemm(false, true, ck, rq, D, T(1), vj, ld, doi, ld, T(0), dst, pl);  // dP^T = v_j dout_i^T
+  for (int64_t c = 0; c < ck; ++c) {
+    T* row = dst + c * pl;
+    const T* prow = pt + c * pl;
+    for (int64_t r = 0; r < rq; ++r) row[r] = flash::dscore(prow[r], row[r], dd[r], a.scale);  // 0 where P is
+  }
+  if (dk) gemm(false, false, ck, D, rq, T(1), dst, pl, qi, ld, T(1), dk + c0 * ld, ld);  // dk_j += dS^T q_i
+  if (dq) gemm(true, false, rq, D, ck, T(1), dst, pl, kj, ld, T(1), dq + r0 * ld, ld);   // dq_i += dS k_j
+}
+
+// Whether B H S^2 D multiply-adds (a score GEMM over every head) repay an
+// OpenMP team: GEMM work runs ~30 times faster per element than the loops
+// worth_threads is tuned for (in double: the product may pass 2^63).
+inline bool worth_team(int64_t B, int64_t H, int64_t S, int64_t D) {
+  const double w = double(B) * double(H) * double(S) * double(S) * double(D) / 32;
+  return worth_threads(w < 9e18 ? int64_t(w) : int64_t(9e18));
 }
 
 }  // namespace
@@ -115,7 +138,7 @@ void attention_forward(Tensor<T> out, Tensor<T> lse, In<T> q, In<T> k, In<T> v) 
   if (q.numel() == 0) return;
   const int64_t nq = flash::num_blocks(S, kBq), tasks = B * H * nq;
   OneBlasThread one;  // tasks run single-threaded GEMMs side by side
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && worth_threads(B * H * S * S * D / 2))
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && worth_team(B, H, S, D))
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t bh = t / nq, qb = nq - 1 - t % nq;  // the longest (last) query blocks first
     const int64_t b = bh / H, h = bh % H, off = b * S * ld + h * D;
@@ -128,7 +151,9 @@ void attention_forward(Tensor<T> out, Tensor<T> lse, In<T> q, In<T> k, In<T> v) 
 // key-block pass (dk, dv) and a query-block pass (dq) that recompute P and dP
 // but give every worker blocks. Either way dq_i receives its key blocks in
 // increasing order and dk_j, dv_j their query blocks in increasing order,
-// from the same block computations: bit-identical results.
+// from the same block GEMMs (same shapes, same operands): bit-identical
+// results (CpuVsRef.AttentionThreadsSameBits). Splitting the passes' blocks
+// further would change GEMM shapes, and OpenBLAS's bits with them.
 template <class T>
 void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scratch, In<T> dout, In<T> out,
                         In<T> lse, In<T> q, In<T> k, In<T> v) {
@@ -152,15 +177,15 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
   const int64_t nq = flash::num_blocks(S, kBq), nk = flash::num_blocks(S, kBk);
   const bool want_q = !dq.is_null(), want_kv = !dk.is_null() || !dv.is_null();
   const bool want_dd = want_q || !dk.is_null();
-  const bool threads = workers > 1 && worth_threads(B * H * S * S * D);
+  const bool threads = workers > 1 && worth_team(B, H, S, D);
   auto head = [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H, off = b * S * ld + h * D;
     auto at = [&](T* g) { return g ? g + off : nullptr; };
     return Bwd<T>{q.data + off,  k.data + off,  v.data + off,  dout.data + off, out.data + off, lse.data + bh * S,
                   at(dq.data),   at(dk.data),   at(dv.data),   S,               D,              ld,
-                  T(1.0 / std::sqrt(double(D))), std::min(kBk, S)};
+                  T(1.0 / std::sqrt(double(D))), std::min(kBq, S)};
   };
-  // A worker's blocks: P [kBq, kBk], dS [kBq, kBk], D_i [kBq] (kBq, kBk capped at S).
+  // A worker's blocks: P^T [kBk, kBq], dS^T [kBk, kBq], D_i [kBq] (kBq, kBk capped at S).
   // (omp_get_thread_num() is 0 in a region run by one thread, nested or not.)
   auto buffers = [&](T*& p, T*& ds, T*& dd) {
     const int64_t w = omp_get_thread_num(), blk = std::min(kBq, S) * std::min(kBk, S);
@@ -169,7 +194,9 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
     dd = ds + blk;
   };
   OneBlasThread one;
-  if (B * H >= workers) {
+  // Passes pay off (7 block GEMMs per pair instead of 5) with threads that
+  // would idle otherwise, and only with two key blocks or more per head.
+  if (B * H >= workers || nk < 2) {
 #pragma omp parallel for num_threads(int(workers)) schedule(dynamic, 1) if (threads)
     for (int64_t bh = 0; bh < B * H; ++bh) {
       T *p, *ds, *dd;
@@ -179,36 +206,41 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
         if (want_dd) block_delta(a, qb, dd);
         const int64_t r1 = flash::block_end(qb, kBq, S);
         for (int64_t kb = 0; kb < flash::key_blocks_visited(r1, kBk); ++kb)
-          backward_pair(a, qb, kb, want_q, want_kv, p, ds, dd);
+          backward_pair(a, qb, flash::block_begin(kb, kBk), flash::key_block_end(kb, kBk, r1), want_q, want_kv, p, ds,
+                        dd);
       }
     }
     return;
   }
-  if (want_kv) {
-    // key block kb of every head; the longest (first) key blocks first
-#pragma omp parallel for num_threads(int(workers)) schedule(dynamic, 1) if (threads)
-    for (int64_t t = 0; t < B * H * nk; ++t) {
-      T *p, *ds, *dd;
-      buffers(p, ds, dd);
-      const Bwd<T> a = head(t / nk);
-      const int64_t kb = t % nk;
-      for (int64_t qb = flash::first_query_block(flash::block_begin(kb, kBk), kBq); qb < nq; ++qb) {
-        if (!dk.is_null()) block_delta(a, qb, dd);
-        backward_pair(a, qb, kb, false, true, p, ds, dd);
+  // One team for both passes (waking it costs more than a small head's work).
+#pragma omp parallel num_threads(int(workers)) if (threads)
+  {
+    T *p, *ds, *dd;
+    buffers(p, ds, dd);
+    if (want_kv) {
+      // key block kb of every head; the longest (first) key blocks first
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < B * H * nk; ++t) {
+        const Bwd<T> a = head(t / nk);
+        const int64_t kb = t % nk, c0 = flash::block_begin(kb, kBk);
+        for (int64_t qb = flash::first_query_block(c0, kBq); qb < nq; ++qb) {
+          if (!dk.is_null()) block_delta(a, qb, dd);
+          backward_pair(a, qb, c0, flash::key_block_end(kb, kBk, flash::block_end(qb, kBq, S)), false, true, p, ds,
+                        dd);
+        }
       }
     }
-  }
-  if (want_q) {
-#pragma omp parallel for num_threads(int(workers)) schedule(dynamic, 1) if (threads)
-    for (int64_t t = 0; t < B * H * nq; ++t) {
-      T *p, *ds, *dd;
-      buffers(p, ds, dd);
-      const Bwd<T> a = head(t / nq);
-      const int64_t qb = nq - 1 - t % nq;  // the longest (last) query blocks first
-      block_delta(a, qb, dd);
-      const int64_t r1 = flash::block_end(qb, kBq, S);
-      for (int64_t kb = 0; kb < flash::key_blocks_visited(r1, kBk); ++kb)
-        backward_pair(a, qb, kb, true, false, p, ds, dd);
+    if (want_q) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < B * H * nq; ++t) {
+        const Bwd<T> a = head(t / nq);
+        const int64_t qb = nq - 1 - t % nq;  // the longest (last) query blocks first
+        block_delta(a, qb, dd);
+        const int64_t r1 = flash::block_end(qb, kBq, S);
+        for (int64_t kb = 0; kb < flash::key_blocks_visited(r1, kBk); ++kb)
+          backward_pair(a, qb, flash::block_begin(kb, kBk), flash::key_block_end(kb, kBk, r1), true, false, p, ds,
+                        dd);
+      }
     }
   }
 }

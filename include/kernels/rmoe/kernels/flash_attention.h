@@ -33,13 +33,40 @@
 namespace rmoe::flash {
 
 // ---- math that host and device code both call ----------------------------------
+// exp in float, written out so that the cpu loops vectorise (std::exp does
+// not) and both backends run the same formula: exp(x) = 2^n exp(r), n =
+// round(x / ln 2), r = x - n ln 2 in two parts (|r| <= ln2 / 2), exp(r) by
+// its Taylor series to r^7 (truncation 5e-9): within 2 ulp of exp for x <= 88
+// (tests/test_ops.cpp); 0 below -87.33 (where 2^n leaves the normal range),
+// +inf above 88. Attention's arguments are all <= 0 (s - max, s - lse).
+RMOE_HD float float_from_bits(int32_t i) {
 #if defined(__CUDA_ARCH__)
-RMOE_HD float fexp(float x) { return ::expf(x); }
+  return __int_as_float(i);
+#else
+  return __builtin_bit_cast(float, i);
+#endif
+}
+RMOE_HD float fexp(float x) {
+  const float lo = -87.33f, hi = 88.0f;
+  const float xc = !(x >= lo) ? lo : (x > hi ? hi : x);  // NaN -> lo, fixed below
+  const float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const float r = (xc - n * 0.693145751953125f) - n * 1.4286068e-6f;  // ln 2 = 0.693145751953125 + 1.4286068e-6
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const float e = p * float_from_bits((int32_t(n) + 127) << 23);
+  return x != x ? x : (x < lo ? 0.0f : (x > hi ? __builtin_huge_valf() : e));
+}
+#if defined(__CUDA_ARCH__)
 RMOE_HD double fexp(double x) { return ::exp(x); }
 RMOE_HD float flog(float x) { return ::logf(x); }
 RMOE_HD double flog(double x) { return ::log(x); }
 #else
-RMOE_HD float fexp(float x) { return std::exp(x); }
 RMOE_HD double fexp(double x) { return std::exp(x); }
 RMOE_HD float flog(float x) { return std::log(x); }
 RMOE_HD double flog(double x) { return std::log(x); }
@@ -53,6 +80,36 @@ RMOE_HD T neg_inf() {
   return -T(__builtin_huge_val());  // -inf in float and double, without <limits>
 }
 
+// Row reductions in kLanes interleaved partials (element j into partial
+// j % kLanes, the partials combined in order at the end): a fixed order, so
+// deterministic, that the compiler turns into vector instructions.
+constexpr int kLanes = 8;
+template <class T>
+RMOE_HD T row_max(const T* x, int64_t n, T init) {
+  T part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = init;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] = fmax2(part[l], x[j + l]);
+  for (int l = 0; j < n; ++j, ++l) part[l] = fmax2(part[l], x[j]);
+  T r = part[0];
+  for (int l = 1; l < kLanes; ++l) r = fmax2(r, part[l]);
+  return r;
+}
+// sum_j x[j] * y[j] (y null: sum_j x[j]).
+template <class T>
+RMOE_HD T row_dot(const T* x, const T* y, int64_t n) {
+  T part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = T(0);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += y ? x[j + l] * y[j + l] : x[j + l];
+  for (int l = 0; j < n; ++j, ++l) part[l] += y ? x[j] * y[j] : x[j];
+  T r = part[0];
+  for (int l = 1; l < kLanes; ++l) r += part[l];
+  return r;
+}
+
 // ---- block geometry --------------------------------------------------------------
 // Block `blk` of size `bs` covers rows [blk*bs, min(S, (blk+1)*bs)).
 RMOE_HD int64_t num_blocks(int64_t S, int64_t bs) { return (S + bs - 1) / bs; }
@@ -64,6 +121,13 @@ RMOE_HD int64_t block_end(int64_t blk, int64_t bs, int64_t S) {
 // Key blocks (size bk) a query block with rows [r0, r1) visits: [0, this).
 // Blocks from there on hold only keys j >= r1 > i: wholly masked, skipped.
 RMOE_HD int64_t key_blocks_visited(int64_t r1, int64_t bk) { return (r1 + bk - 1) / bk; }
+// Key block kb as a query block ending at r1 uses it: [kb*bk, min((kb+1)*bk,
+// r1)), since keys from r1 on are masked for all its rows (with key blocks
+// larger than query blocks, the last one visited is cut there).
+RMOE_HD int64_t key_block_end(int64_t kb, int64_t bk, int64_t r1) {
+  const int64_t e = (kb + 1) * bk;
+  return e < r1 ? e : r1;
+}
 // The first query block (size bq) with a row i >= c0, i.e. that sees a key of
 // a key block starting at c0; every later query block sees it too.
 RMOE_HD int64_t first_query_block(int64_t c0, int64_t bq) { return c0 / bq; }
@@ -81,20 +145,15 @@ RMOE_HD int64_t visible_keys(int64_t i, int64_t c0, int64_t c1) {
 // be multiplied by before this block's P v is added: exp(m_old - m_new).
 template <class T>
 RMOE_HD T online_softmax_row(T* s, int64_t n, int64_t width, T& m, T& l) {
-  T mx = m;
-  for (int64_t j = 0; j < n; ++j) mx = fmax2(mx, s[j]);
+  const T mx = row_max(s, n, m);
   if (mx == neg_inf<T>()) {  // nothing visible yet (a padding row): stay empty
     for (int64_t j = 0; j < width; ++j) s[j] = T(0);
     return T(1);
   }
   const T alpha = fexp(m - mx);  // m = -inf: 0, the accumulator is empty anyway
-  T sum = T(0);
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = fexp(s[j] - mx);
-    sum += s[j];
-  }
+  for (int64_t j = 0; j < n; ++j) s[j] = fexp(s[j] - mx);
   for (int64_t j = n; j < width; ++j) s[j] = T(0);
-  l = l * alpha + sum;
+  l = l * alpha + row_dot(s, static_cast<const T*>(nullptr), n);
   m = mx;
   return alpha;
 }
@@ -111,33 +170,45 @@ RMOE_HD T finish_row(T m, T l, T& lse) {
 }
 
 // ---- backward -------------------------------------------------------------------
+// The two per-element formulas: P_ij from the score and lse_i, and dS_ij.
+template <class T>
+RMOE_HD T prob(T s, T lse) {
+  return fexp(s - lse);
+}
+template <class T>
+RMOE_HD T dscore(T p, T dp, T Di, T scale) {
+  return p * (dp - Di) * scale;
+}
+// Rows of a query block starting at r0 that see key j: from offset
+// max(0, j - r0) on (for a layout with keys as rows, as the cpu backward's).
+RMOE_HD int64_t first_row_seeing(int64_t j, int64_t r0) { return j > r0 ? j - r0 : 0; }
 // D_i = sum_d dout_id out_id (= sum_j P_ij dP_ij).
 template <class T>
 RMOE_HD T row_delta(const T* dout, const T* out, int64_t D) {
-  T acc = T(0);
-  for (int64_t d = 0; d < D; ++d) acc += dout[d] * out[d];
-  return acc;
+  return row_dot(dout, out, D);
 }
 // s[0, width) scaled scores of row i against a key block, first n visible:
 // becomes P_ij = exp(s_ij - lse_i), 0 where masked.
 template <class T>
 RMOE_HD void probs_row(T* s, int64_t n, int64_t width, T lse) {
-  for (int64_t j = 0; j < n; ++j) s[j] = fexp(s[j] - lse);
+  for (int64_t j = 0; j < n; ++j) s[j] = prob(s[j], lse);
   for (int64_t j = n; j < width; ++j) s[j] = T(0);
 }
 // dp[0, width) = dP_ij of row i becomes dS_ij = P_ij (dP_ij - D_i) scale
 // (0 where P is, i.e. masked).
 template <class T>
 RMOE_HD void dscores_row(T* dp, const T* p, int64_t width, T Di, T scale) {
-  for (int64_t j = 0; j < width; ++j) dp[j] = p[j] * (dp[j] - Di) * scale;
+  for (int64_t j = 0; j < width; ++j) dp[j] = dscore(p[j], dp[j], Di, scale);
 }
 
 // ---- the cpu backend's blocks (the CUDA kernels pick their own tiles) -----------
-// Query and key block size of cpu_attention.cpp.
-constexpr int64_t kCpuBlockQ = 64, kCpuBlockK = 64;
+// Query and key block size of cpu_attention.cpp (measured best of 16..128 x
+// 32..256 for S = 64..512, D = 16..64: small query blocks waste little of the
+// diagonal, long key blocks make the GEMMs efficient).
+constexpr int64_t kCpuBlockQ = 32, kCpuBlockK = 128;
 // Elements of attention_backward's scratch on the cpu for up to `workers`
-// threads: per thread a P block and a dS block [bq, bk] and D_i of the query
-// block [bq], with bq, bk the block sizes capped at S. With scratch for fewer
+// threads: per thread P^T and dS^T blocks [bk, bq] and D_i of the query block
+// [bq], with bq, bk the block sizes capped at S. With scratch for fewer
 // workers than threads the op runs on fewer threads (same result).
 constexpr int64_t cpu_scratch_per_worker(int64_t S) {
   const int64_t bq = S < kCpuBlockQ ? S : kCpuBlockQ, bk = S < kCpuBlockK ? S : kCpuBlockK;
