@@ -71,7 +71,7 @@ struct Bwd {
   T *dq, *dk, *dv;
   int64_t S, D, ld;
   T scale;
-  int64_t pl;  // leading dimension of the worker's P^T and dS^T blocks
+  int64_t pl;  // leading dimension of the worker's P and dS blocks
 };
 
 // D_i of query block qb's rows into dd[rq].
@@ -82,38 +82,27 @@ void block_delta(const Bwd<T>& a, int64_t qb, T* dd) {
 }
 
 // The block pair (query block qb, keys [c0, c1) with c1 <= its end r1): adds
-// its part to dq (if want_q) and to dk, dv (if want_kv). The worker's blocks hold P^T and dS^T
-// [ck, rq] (keys as rows, leading dimension pl = min(kBq, S)): the per-element
-// loops then run along query rows (lse_i, D_i contiguous) and three of the
-// four GEMMs that use them read them untransposed. dd: D_i of qb (read only
-// when dq or dk is added to).
+// its part to dq (if want_q) and to dk, dv (if want_kv). p, ds: the worker's
+// P and dS blocks [rq, ck] (leading dimension pl = min(kBk, S)); dd: D_i of
+// qb (read only when dq or dk is added to). With query blocks of 32 rows
+// every GEMM here has 32 rows or reads 32 (OpenBLAS's small-matrix kernels).
 template <class T>
-void backward_pair(const Bwd<T>& a, int64_t qb, int64_t c0, int64_t c1, bool want_q, bool want_kv, T* pt, T* dst,
+void backward_pair(const Bwd<T>& a, int64_t qb, int64_t c0, int64_t c1, bool want_q, bool want_kv, T* p, T* ds,
                    const T* dd) {
   const int64_t r0 = flash::block_begin(qb, kBq), r1 = flash::block_end(qb, kBq, a.S), rq = r1 - r0, ck = c1 - c0;
   const int64_t ld = a.ld, D = a.D, pl = a.pl;
   const T *qi = a.q + r0 * ld, *kj = a.k + c0 * ld, *vj = a.v + c0 * ld, *doi = a.dout + r0 * ld;
-  const T* lse = a.lse + r0;
   T* dq = want_q ? a.dq : nullptr;
   T* dk = want_kv ? a.dk : nullptr;
   T* dv = want_kv ? a.dv : nullptr;
-  gemm(false, true, ck, rq, D, a.scale, kj, ld, qi, ld, T(0), pt, pl);  // s^T = k_j q_i^T scale
-  for (int64_t c = 0; c < ck; ++c) {
-    T* row = pt + c * pl;
-    const int64_t first = std::min(rq, flash::first_row_seeing(c0 + c, r0));
-    for (int64_t r = 0; r < first; ++r) row[r] = T(0);  // masked: key c0 + c > query r0 + r
-    for (int64_t r = first; r < rq; ++r) row[r] = flash::prob(row[r], lse[r]);
-  }
-  if (dv) gemm(false, false, ck, D, rq, T(1), pt, pl, doi, ld, T(1), dv + c0 * ld, ld);  // dv_j += P^T dout_i
+  gemm(false, true, rq, ck, D, a.scale, qi, ld, kj, ld, T(0), p, pl);  // s = q_i k_j^T scale
+  for (int64_t r = 0; r < rq; ++r) flash::probs_row(p + r * pl, flash::visible_keys(r0 + r, c0, c1), ck, a.lse[r0 + r]);
+  if (dv) gemm(true, false, ck, D, rq, T(1), p, pl, doi, ld, T(1), dv + c0 * ld, ld);  // dv_j += P^T dout_i
   if (!dq && !dk) return;
-  gemm(false, true, ck, rq, D, T(1), vj, ld, doi, ld, T(0), dst, pl);  // dP^T = v_j dout_i^T
-  for (int64_t c = 0; c < ck; ++c) {
-    T* row = dst + c * pl;
-    const T* prow = pt + c * pl;
-    for (int64_t r = 0; r < rq; ++r) row[r] = flash::dscore(prow[r], row[r], dd[r], a.scale);  // 0 where P is
-  }
-  if (dk) gemm(false, false, ck, D, rq, T(1), dst, pl, qi, ld, T(1), dk + c0 * ld, ld);  // dk_j += dS^T q_i
-  if (dq) gemm(true, false, rq, D, ck, T(1), dst, pl, kj, ld, T(1), dq + r0 * ld, ld);   // dq_i += dS k_j
+  gemm(false, true, rq, ck, D, T(1), doi, ld, vj, ld, T(0), ds, pl);  // dP = dout_i v_j^T
+  for (int64_t r = 0; r < rq; ++r) flash::dscores_row(ds + r * pl, p + r * pl, ck, dd[r], a.scale);
+  if (dq) gemm(false, false, rq, D, ck, T(1), ds, pl, kj, ld, T(1), dq + r0 * ld, ld);  // dq_i += dS k_j
+  if (dk) gemm(true, false, ck, D, rq, T(1), ds, pl, qi, ld, T(1), dk + c0 * ld, ld);   // dk_j += dS^T q_i
 }
 
 // Whether B H S^2 D multiply-adds (a score GEMM over every head) repay an
@@ -183,9 +172,9 @@ void attention_backward(Tensor<T> dq, Tensor<T> dk, Tensor<T> dv, Tensor<T> scra
     auto at = [&](T* g) { return g ? g + off : nullptr; };
     return Bwd<T>{q.data + off,  k.data + off,  v.data + off,  dout.data + off, out.data + off, lse.data + bh * S,
                   at(dq.data),   at(dk.data),   at(dv.data),   S,               D,              ld,
-                  T(1.0 / std::sqrt(double(D))), std::min(kBq, S)};
+                  T(1.0 / std::sqrt(double(D))), std::min(kBk, S)};
   };
-  // A worker's blocks: P^T [kBk, kBq], dS^T [kBk, kBq], D_i [kBq] (kBq, kBk capped at S).
+  // A worker's blocks: P [kBq, kBk], dS [kBq, kBk], D_i [kBq] (kBq, kBk capped at S).
   // (omp_get_thread_num() is 0 in a region run by one thread, nested or not.)
   auto buffers = [&](T*& p, T*& ds, T*& dd) {
     const int64_t w = omp_get_thread_num(), blk = std::min(kBq, S) * std::min(kBk, S);

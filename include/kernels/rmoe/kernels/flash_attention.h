@@ -96,15 +96,27 @@ RMOE_HD T row_max(const T* x, int64_t n, T init) {
   for (int l = 1; l < kLanes; ++l) r = fmax2(r, part[l]);
   return r;
 }
-// sum_j x[j] * y[j] (y null: sum_j x[j]).
+// sum_j x[j] * y[j], and sum_j x[j].
 template <class T>
 RMOE_HD T row_dot(const T* x, const T* y, int64_t n) {
   T part[kLanes];
   for (int l = 0; l < kLanes; ++l) part[l] = T(0);
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] += y ? x[j + l] * y[j + l] : x[j + l];
-  for (int l = 0; j < n; ++j, ++l) part[l] += y ? x[j] * y[j] : x[j];
+    for (int l = 0; l < kLanes; ++l) part[l] += x[j + l] * y[j + l];
+  for (int l = 0; j < n; ++j, ++l) part[l] += x[j] * y[j];
+  T r = part[0];
+  for (int l = 1; l < kLanes; ++l) r += part[l];
+  return r;
+}
+template <class T>
+RMOE_HD T row_sum(const T* x, int64_t n) {
+  T part[kLanes];
+  for (int l = 0; l < kLanes; ++l) part[l] = T(0);
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += x[j + l];
+  for (int l = 0; j < n; ++j, ++l) part[l] += x[j];
   T r = part[0];
   for (int l = 1; l < kLanes; ++l) r += part[l];
   return r;
@@ -153,7 +165,7 @@ RMOE_HD T online_softmax_row(T* s, int64_t n, int64_t width, T& m, T& l) {
   const T alpha = fexp(m - mx);  // m = -inf: 0, the accumulator is empty anyway
   for (int64_t j = 0; j < n; ++j) s[j] = fexp(s[j] - mx);
   for (int64_t j = n; j < width; ++j) s[j] = T(0);
-  l = l * alpha + row_dot(s, static_cast<const T*>(nullptr), n);
+  l = l * alpha + row_sum(s, n);
   m = mx;
   return alpha;
 }
@@ -179,9 +191,6 @@ template <class T>
 RMOE_HD T dscore(T p, T dp, T Di, T scale) {
   return p * (dp - Di) * scale;
 }
-// Rows of a query block starting at r0 that see key j: from offset
-// max(0, j - r0) on (for a layout with keys as rows, as the cpu backward's).
-RMOE_HD int64_t first_row_seeing(int64_t j, int64_t r0) { return j > r0 ? j - r0 : 0; }
 // D_i = sum_d dout_id out_id (= sum_j P_ij dP_ij).
 template <class T>
 RMOE_HD T row_delta(const T* dout, const T* out, int64_t D) {
@@ -207,7 +216,7 @@ RMOE_HD void dscores_row(T* dp, const T* p, int64_t width, T Di, T scale) {
 // diagonal, long key blocks make the GEMMs efficient).
 constexpr int64_t kCpuBlockQ = 32, kCpuBlockK = 128;
 // Elements of attention_backward's scratch on the cpu for up to `workers`
-// threads: per thread P^T and dS^T blocks [bk, bq] and D_i of the query block
+// threads: per thread a P and a dS block [bq, bk] and D_i of the query block
 // [bq], with bq, bk the block sizes capped at S. With scratch for fewer
 // workers than threads the op runs on fewer threads (same result).
 constexpr int64_t cpu_scratch_per_worker(int64_t S) {
