@@ -63,7 +63,7 @@ inline void* device_malloc(size_t bytes, const char* file, int line) {
                 "out of GPU memory: cudaMalloc of " + bytes_text(bytes) + " failed on device " + std::to_string(dev) +
                     (known ? " with " + bytes_text(free_b) + " free of " + bytes_text(total_b) : std::string()) +
                     " on " + where() +
-                    "; the activations grow with --micro-batch-size x --seq-length (attention with --seq-length^2): "
+                    "; the activations grow with --micro-batch-size x --seq-length (attention keeps [B, H, S] per layer): "
                     "lower --micro-batch-size (the same --global-batch-size then takes more accumulation steps) "
                     "or --seq-length; --dry-run prints the memory a configuration needs");
   }
