@@ -22,13 +22,7 @@
 #include <cmath>
 #endif
 
-#ifndef RMOE_HD
-#if defined(__CUDACC__)
-#define RMOE_HD __host__ __device__ __forceinline__
-#else
-#define RMOE_HD inline
-#endif
-#endif
+#include "rmoe/kernels/host_device.h"
 
 namespace rmoe::flash {
 
@@ -39,13 +33,6 @@ namespace rmoe::flash {
 // its Taylor series to r^7 (truncation 5e-9): within 2 ulp of exp for x <= 88
 // (tests/test_ops.cpp); 0 below -87.33 (where 2^n leaves the normal range),
 // +inf above 88. Attention's arguments are all <= 0 (s - max, s - lse).
-RMOE_HD float float_from_bits(int32_t i) {
-#if defined(__CUDA_ARCH__)
-  return __int_as_float(i);
-#else
-  return __builtin_bit_cast(float, i);
-#endif
-}
 RMOE_HD float fexp(float x) {
   const float lo = -87.33f, hi = 88.0f;
   const float xc = !(x >= lo) ? lo : (x > hi ? hi : x);  // NaN -> lo, fixed below
@@ -59,7 +46,7 @@ RMOE_HD float fexp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const float e = p * float_from_bits((int32_t(n) + 127) << 23);
+  const float e = p * hd::bits_float(uint32_t(int32_t(n) + 127) << 23);
   return x != x ? x : (x < lo ? 0.0f : (x > hi ? __builtin_huge_valf() : e));
 }
 #if defined(__CUDA_ARCH__)

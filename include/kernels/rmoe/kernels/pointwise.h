@@ -7,11 +7,7 @@
 #pragma once
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define RMOE_HD __host__ __device__ __forceinline__
-#else
-#define RMOE_HD inline
-#endif
+#include "rmoe/kernels/host_device.h"  // RMOE_HD
 
 namespace rmoe::pw {
 
