@@ -24,6 +24,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
+source "$src/tests/cli/ranks.sh"
 
 # 1. A thrown error on rank 1.
 start=$(date +%s)
@@ -123,26 +124,35 @@ echo "4. refused resume: status $st; $(grep -c '^rmoe' <<<"$out") rmoe line(s)"
 [[ $(grep -c "^rmoe_train: .*seed" <<<"$out") -eq 1 ]] || { bad "4. refused resume: not one line naming the seed"; echo "$out"; }
 grep -q "caught SIG" <<<"$out" && { bad "4. a rank ending after an error reported a signal"; echo "$out"; }
 
-# 5. SIGKILL of rank 1 while it trains (and saves every 2 steps).
-log=$work/kill.log
-mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 100000 \
-  --log-interval 1 --save "$work/killed" --save-interval 2 > "$log" 2>&1 &
-launcher=$!
-for ((i = 0; i < 1200; i++)); do grep -q '^saved ' "$log" && break; kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
-rank1=""
-for p in $(ps -o pid= --ppid $launcher); do
-  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=$p
-done
-if [[ -z $rank1 ]]; then
-  bad "5. no checkpoint or no rank 1 found"; tail -n 5 "$log"; kill -KILL $launcher
-else
-  kill -KILL "$rank1"
+# signal_rank1 PART SIGNAL LOG READY ARGS...: starts rmoe_train ARGS on 2 ranks
+# (log in LOG), waits for a line matching READY, sends SIGNAL to rank 1 and
+# waits at most 60 s for mpiexec to end; sets st (its status) and elapsed.
+# Returns 1 (after reporting) when the run never got ready.
+signal_rank1() {
+  local part=$1 sig=$2 log=$3 ready=$4 launcher rank1 i t0
+  shift 4
+  mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 100000 \
+    --log-interval 1 "$@" > "$log" 2>&1 &
+  launcher=$!
+  for ((i = 0; i < 1200; i++)); do grep -q "$ready" "$log" && break; kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
+  rank1=$(rank_pid $launcher 1)
+  if [[ -z $rank1 ]]; then
+    bad "$part. no '$ready' line or no rank 1 found"; tail -n 5 "$log"; kill -KILL $launcher
+    return 1
+  fi
+  kill -"$sig" "$rank1"
   t0=$(date +%s)
   for ((i = 0; i < 600; i++)); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $launcher 2>/dev/null; then bad "5. still running 60 s after rank 1 was killed"; kill -KILL $launcher; fi
+  if kill -0 $launcher 2>/dev/null; then bad "$part. still running 60 s after SIG$sig to rank 1"; kill -KILL $launcher; fi
   wait $launcher
   st=$?
-  echo "5. SIGKILL of rank 1: status $st after $(( $(date +%s) - t0 ))s; $(grep -m1 -i 'signal 9' "$log")"
+  elapsed=$(( $(date +%s) - t0 ))
+}
+
+# 5. SIGKILL of rank 1 while it trains (and saves every 2 steps).
+log=$work/kill.log
+if signal_rank1 5 KILL "$log" '^saved ' --save "$work/killed" --save-interval 2; then
+  echo "5. SIGKILL of rank 1: status $st after ${elapsed}s; $(grep -m1 -i 'signal 9' "$log")"
   [[ $st -ne 0 ]] || bad "5. status 0 after a rank was killed"
   grep -qi "rank 1 .*signal 9" "$log" || { bad "5. no line names rank 1 and signal 9"; tail -n 8 "$log"; }
   compgen -G "$work/killed/*.tmp" > /dev/null && echo "   (a .tmp of an interrupted save is left; it is never loaded)"
@@ -153,24 +163,8 @@ fi
 
 # 6. SIGSTOP of rank 1, --collective-timeout 5.
 log=$work/stop.log
-mpiexec --oversubscribe -n 2 "$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 100000 \
-  --log-interval 1 --collective-timeout 5 > "$log" 2>&1 &
-launcher=$!
-for ((i = 0; i < 1200; i++)); do grep -q '^step' "$log" && break; kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
-rank1=""
-for p in $(ps -o pid= --ppid $launcher); do
-  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=$p
-done
-if [[ -z $rank1 ]]; then
-  bad "6. no step or no rank 1 found"; tail -n 5 "$log"; kill -KILL $launcher
-else
-  kill -STOP "$rank1"
-  t0=$(date +%s)
-  for ((i = 0; i < 600; i++)); do kill -0 $launcher 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $launcher 2>/dev/null; then bad "6. still running 60 s after rank 1 was stopped"; kill -KILL $launcher; fi
-  wait $launcher
-  st=$?
-  echo "6. SIGSTOP of rank 1: status $st after $(( $(date +%s) - t0 ))s; $(grep -m1 'has waited' "$log")"
+if signal_rank1 6 STOP "$log" '^step' --collective-timeout 5; then
+  echo "6. SIGSTOP of rank 1: status $st after ${elapsed}s; $(grep -m1 'has waited' "$log")"
   [[ $st -ne 0 ]] || bad "6. status 0 after a rank stopped answering"
   grep -q "^rmoe: rank 0 (.*): MPI_[A-Za-z]* .*has waited [0-9]* s for the other ranks (--collective-timeout=5)" "$log" \
     || { bad "6. rank 0 did not name the collective it waited in"; tail -n 8 "$log"; }

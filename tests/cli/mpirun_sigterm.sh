@@ -24,6 +24,7 @@ cleanup() {
 trap cleanup EXIT
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
+source "$src/tests/cli/ranks.sh"
 tiny=(--config "$src/configs/tiny.ini" --log-interval 1 --train-iters 100000)
 
 # start LOG ARGS...: mpirun -n 2 rmoe_train ARGS in the background (pid in $launcher).
@@ -109,12 +110,7 @@ fi
 # 3. SIGUSR1 to rank 1 only (the ranks are mpirun's children on one node).
 start "$work/rank1.log" "$build/rmoe_train" "${tiny[@]}" --save "$work/rank1" --save-interval 1000
 if wait_for '^step' "$work/rank1.log" 120; then
-  mapfile -t ranks < <(ps -o pid= --ppid "$launcher" --sort=start_time)
-  # Rank 1: the child whose environment says so.
-  rank1=""
-  for p in "${ranks[@]}"; do
-    tr '\0' '\n' < "/proc/${p// /}/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && rank1=${p// /}
-  done
+  rank1=$(rank_pid "$launcher" 1)
   if [[ -n $rank1 ]]; then
     kill -USR1 "$rank1"
     finish 60
@@ -126,7 +122,7 @@ if wait_for '^step' "$work/rank1.log" 120; then
     grep -q "rank 1 caught SIGUSR1" "$work/rank1.log" || bad "3. rank 1 did not report its signal"
     stop_checkpoint "$work/rank1.log" "$work/rank1"
   else
-    bad "3. cannot find rank 1 among mpirun's children (${ranks[*]})"; finish 5
+    bad "3. cannot find rank 1 among mpirun's children ($(ps -o pid= --ppid "$launcher" | tr '\n' ' '))"; finish 5
   fi
 else
   bad "3. no step within 120 s"; tail -n 5 "$work/rank1.log"; finish 5
