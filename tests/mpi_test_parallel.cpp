@@ -149,7 +149,7 @@ Grads parallel_step(const ModelConfig& c, int G, int ep, const std::vector<int32
   ProcessGroups g = make_process_groups(mpi_world(), ep, c.num_experts);
   const int P = g.world->size(), r = g.world->rank(), B = G / P;
   auto disp = std::make_shared<MpiExpertDispatcher<T>>(c.num_layers, c.num_experts, *g.ep);
-  Model<T> m(c, B, disp, world_stats_reducer(*g.world));
+  Model<T> m(c, B, disp, world_stats_reducer(*g.world), world_slot_gatherer(*g.world));
   init_params(m.params(), g.first_local_expert);
   Grads out;
   out.r = m.forward(tok.data() + size_t(r) * B * c.seq_length, tgt.data() + size_t(r) * B * c.seq_length, B);
@@ -176,12 +176,15 @@ double norm_err(const std::vector<double>& a, const double* b, size_t n) {
 }
 
 // Tolerance: 1e-11 normalised max error in double, 3e-5 in float (the only
-// differences are summation orders across ranks).
+// differences are summation orders across ranks). capacity_factor > 0: the
+// capacity decides over all ranks' slots, so every layout drops the slots one
+// process drops.
 template <class T>
-void check_equivalence(double tol) {
+void check_equivalence(double tol, double capacity_factor = 0) {
   auto world = mpi_world();
   const int P = world->size();
-  const ModelConfig c = tiny_model();
+  ModelConfig c = tiny_model();
+  c.capacity_factor = capacity_factor;
   const int G = 4;
   std::vector<int32_t> tok(G * c.seq_length), tgt(G * c.seq_length);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -196,6 +199,11 @@ void check_equivalence(double tol) {
   ref.backward(1.0);
   std::vector<double> ref_rep(ref.grads().replicated().begin(), ref.grads().replicated().end());
   std::vector<double> ref_exp(ref.grads().expert().begin(), ref.grads().expert().end());
+  int64_t ref_dropped = 0;
+  for (int64_t d : rr.dropped_slots) ref_dropped += d;
+  if (capacity_factor > 0) {
+    EXPECT_GT(ref_dropped, 0) << "the capacity drops nothing: the test would not test it";
+  }
   for (int ep : valid_eps(P, c.num_experts)) {
     SCOPED_TRACE("P=" + std::to_string(P) + " EP=" + std::to_string(ep));
     Grads g = parallel_step<T>(c, G, ep, tok, tgt);
@@ -203,6 +211,8 @@ void check_equivalence(double tol) {
     EXPECT_NEAR(g.r.lb, rr.lb, tol * 10);
     EXPECT_NEAR(g.r.z, rr.z, tol * 10 * std::max(1.0, rr.z));
     EXPECT_EQ(g.r.expert_counts, rr.expert_counts);
+    EXPECT_EQ(g.r.dropped_slots, rr.dropped_slots);
+    EXPECT_EQ(g.r.slots_global, rr.slots_global);
     EXPECT_LT(norm_err(g.rep, ref_rep.data(), ref_rep.size()), tol) << "replicated gradients";
     // This rank's experts are rows [first, first + El) of every expert tensor.
     ProcessGroups layout = make_process_groups(mpi_world(), ep, c.num_experts);
@@ -223,6 +233,8 @@ void check_equivalence(double tol) {
 
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11); }
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5); }
+TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11, 0.75); }
+TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5, 0.75); }
 
 TEST(Equivalence, RepeatedRunsAreBitIdentical) {
   auto world = mpi_world();

@@ -137,12 +137,29 @@ TEST(TrainConfig, HelpListsEveryFlagAndSkipsValidation) {
   EXPECT_NE(c.help_text.find("(default: train-iters)"), std::string::npos);
 }
 
+// --moe-expert-capacity-factor: 0 (dropless) by default; C >= 0, finite.
+TEST(TrainConfig, ExpertCapacityFactor) {
+  EXPECT_EQ(parse_args({}).model.capacity_factor, 0.0);
+  EXPECT_EQ(parse_args({"--moe-expert-capacity-factor", "1.25"}).model.capacity_factor, 1.25);
+  for (const char* bad : {"-0.5", "inf", "nan"}) {
+    try {
+      parse_args({"--moe-expert-capacity-factor", bad});
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--moe-expert-capacity-factor="), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(expert_capacity(1.25, 2048, 2, 16), 320);  // 2048 x 2 / 16 = 256 slots per expert, x 1.25
+  EXPECT_EQ(expert_capacity(1.0, 7, 2, 4), 4);          // ceil(3.5)
+}
+
 // Adding, removing or renaming a flag must be deliberate: update this list
 // (and README.md / docs/ARCHITECTURE.md §6) in the same change.
 TEST(TrainConfig, CliSurfaceIsFrozen) {
   const std::vector<std::string> expected = {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
-      "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
+      "vocab-size", "num-experts", "moe-router-topk", "moe-expert-capacity-factor", "moe-aux-loss-coeff",
+      "moe-z-loss-coeff", "moe-router-type",
       "router-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",

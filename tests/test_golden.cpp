@@ -34,6 +34,7 @@ ModelConfig config_from(const h5::File& f) {
   c.z_loss_coeff = f.attr_double("z_loss_coeff");
   c.rms_eps = f.attr_double("rms_eps");
   c.rope_theta = f.attr_double("rope_theta");
+  if (f.has_attr("capacity_factor")) c.capacity_factor = f.attr_double("capacity_factor");  // older files: dropless
   return c;
 }
 
@@ -82,6 +83,11 @@ void check_case(const std::string& name, double tol) {
     ASSERT_EQ(int64_t(want.size()), got.numel());
     for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got.data[i], want[i]) << "top-k layer " << l << " slot " << i;
   }
+  if (f.exists("/outputs/dropped")) {  // the capacity's drops per layer
+    auto want = f.read<int64_t>("/outputs/dropped");
+    ASSERT_EQ(int64_t(want.size()), c.num_layers);
+    for (int l = 0; l < c.num_layers; ++l) EXPECT_EQ(r.dropped_slots[size_t(l)], want[size_t(l)]) << "layer " << l;
+  }
   auto logits = m.logits();
   std::vector<double> got_logits(logits.data, logits.data + int64_t(B) * c.seq_length * c.vocab_size);
   EXPECT_LT(normalised_error("logits", got_logits, f.read<double>("/outputs/logits")), tol);
@@ -97,7 +103,7 @@ void check_case(const std::string& name, double tol) {
 }
 
 const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
-                        "golden_gru_tied", "golden_gru_np"};
+                        "golden_gru_tied", "golden_gru_np", "golden_gru_capacity"};
 
 }  // namespace
 

@@ -105,6 +105,70 @@ TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
 
+// --moe-expert-capacity-factor: with routing (and so the drops) held fixed,
+// the gradient of what is left is exact; CapacityDropCounts shows this shape
+// drops slots.
+ModelConfig capped(RouterType r, double capacity_factor) {
+  ModelConfig c = tiny(r);
+  c.capacity_factor = capacity_factor;
+  return c;
+}
+TEST(ModelFD, GruCapacity) { fd_check(capped(RouterType::gru, 0.6)); }
+TEST(ModelFD, LinearCapacity) { fd_check(capped(RouterType::linear, 0.6)); }
+
+// Each layer drops exactly sum_e max(0, count_e - ceil(C T k / E)) slots of
+// the router's choice (counts before the drop); C >= E / k can drop nothing
+// and then gives the dropless model bit for bit.
+TEST(ModelCapacity, CapacityDropCounts) {
+  const int B = 2;
+  for (double C : {0.25, 0.6, 1.0, 2.0}) {
+    SCOPED_TRACE("C=" + std::to_string(C));
+    const ModelConfig c = capped(RouterType::gru, C);
+    Model<double> m(c, B);
+    init_model(m, 42);
+    Batch b = make_batch(c, B, 9);
+    const ForwardResult r = m.forward(b.tokens.data(), b.targets.data(), B);
+    const int64_t T = int64_t(B) * c.seq_length, cap = expert_capacity(C, T, c.topk, c.num_experts);
+    EXPECT_EQ(r.slots_global, T * c.topk);
+    int64_t all = 0;
+    for (int l = 0; l < c.num_layers; ++l) {
+      int64_t want = 0;
+      for (int e = 0; e < c.num_experts; ++e)
+        want += std::max<int64_t>(0, r.expert_counts[size_t(l) * c.num_experts + e] - cap);
+      EXPECT_EQ(r.dropped_slots[size_t(l)], want) << "layer " << l;
+      all += r.dropped_slots[size_t(l)];
+    }
+    if (C < 1) {
+      EXPECT_GT(all, 0) << "this shape should overflow some expert";
+    }
+    if (C >= double(c.num_experts) / c.topk) {
+      EXPECT_EQ(all, 0);
+    }
+  }
+}
+
+TEST(ModelCapacity, NoDropGivesTheDroplessModelExactly) {
+  const int B = 2;
+  ModelConfig c = tiny(RouterType::gru);
+  Model<double> free_model(c, B);
+  c.capacity_factor = double(c.num_experts) / c.topk;  // capacity T: never full
+  Model<double> capped_model(c, B);
+  init_model(free_model, 42);
+  init_model(capped_model, 42);
+  Batch b = make_batch(c, B, 9);
+  const ForwardResult a = free_model.forward(b.tokens.data(), b.targets.data(), B);
+  const ForwardResult z = capped_model.forward(b.tokens.data(), b.targets.data(), B);
+  EXPECT_EQ(a.total, z.total);
+  free_model.grads().zero();
+  capped_model.grads().zero();
+  free_model.backward(1.0);
+  capped_model.backward(1.0);
+  EXPECT_TRUE(std::equal(free_model.grads().replicated().begin(), free_model.grads().replicated().end(),
+                         capped_model.grads().replicated().begin()));
+  EXPECT_TRUE(std::equal(free_model.grads().expert().begin(), free_model.grads().expert().end(),
+                         capped_model.grads().expert().begin()));
+}
+
 // The random router is the linear router with its gate frozen: the same
 // forward, and the same gradient everywhere except the gate's, which is 0.
 TEST(ModelRouter, RandomIsLinearWithAFrozenGate) {

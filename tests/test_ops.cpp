@@ -916,14 +916,155 @@ OP_CASE(CpuVsRef, RoutingPlan, "moe_route_plan: ref") {
     auto offsets = fwd_pair<int64_t>({s.E + 1});
     auto slot_token = fwd_pair<int32_t>({s.T * s.k});
     auto slot_of = fwd_pair<int32_t>({s.T, s.k});
-    Cpu::moe_route_plan(offsets.c.t(), slot_token.c.t(), slot_of.c.t(), idx.t());
-    Ref::moe_route_plan(offsets.r.t(), slot_token.r.t(), slot_of.r.t(), idx.t());
+    Cpu::moe_route_plan(offsets.c.t(), slot_token.c.t(), slot_of.c.t(), idx.t(), {});
+    Ref::moe_route_plan(offsets.r.t(), slot_token.r.t(), slot_of.r.t(), idx.t(), {});
     EXPECT_TRUE(close("offsets", offsets, kExact));
     EXPECT_TRUE(close("slot_token", slot_token, kExact));
     EXPECT_TRUE(close("slot_of", slot_of, kExact));
     EXPECT_EQ(offsets.c.mem, want.offsets.mem);
     EXPECT_EQ(slot_token.c.mem, want.slot_token.mem);
     EXPECT_EQ(slot_of.c.mem, want.slot_of.mem);
+  }
+}
+
+// With a capacity: random keep masks (none, some, all dropped). Dropped slots
+// get slot_of = -1 and no row; the kept ones form the plan of the kept slots
+// alone, in the same stable order.
+OP_CASE(CpuVsRef, RoutingPlanWithDrops, "moe_route_plan: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t T, k, E;
+    double keep_fraction;
+  };
+  for (const S& s : {S{1, 1, 4, 0.0}, S{9, 2, 6, 0.5}, S{33, 4, 8, 0.7}, S{64, 2, 16, 1.0}, S{16, 1, 4, 0.2}}) {
+    SHAPE_TRACE("T=" << s.T << " k=" << s.k << " E=" << s.E << " keep " << s.keep_fraction);
+    Routing all = random_routing(rng, s.T, s.k, s.E, all_experts(s.E));
+    const int64_t n = s.T * s.k;
+    Buf<int32_t> keep({s.T, s.k});
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; ++i) kept += keep[i] = rng.uniform() < s.keep_fraction ? 1 : 0;
+    auto offsets = fwd_pair<int64_t>({s.E + 1});
+    auto slot_token = fwd_pair<int32_t>({n});
+    auto slot_of = fwd_pair<int32_t>({s.T, s.k});
+    Cpu::moe_route_plan(offsets.c.t(), slot_token.c.t(), slot_of.c.t(), all.idx.t(), keep.t());
+    Ref::moe_route_plan(offsets.r.t(), slot_token.r.t(), slot_of.r.t(), all.idx.t(), keep.t());
+    EXPECT_TRUE(close("offsets", offsets, kExact));
+    EXPECT_TRUE(close("slot_of", slot_of, kExact));
+    EXPECT_EQ(offsets.c[s.E], kept);
+    for (int64_t i = 0; i < kept; ++i) EXPECT_EQ(slot_token.c[i], slot_token.r[i]) << "slot " << i;
+    // The kept slots in expert order, tokens in order: the test's own sort.
+    std::vector<int64_t> order;
+    for (int64_t i = 0; i < n; ++i)
+      if (keep[i]) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return all.idx[a] < all.idx[b]; });
+    for (int64_t i = 0; i < n; ++i)
+      if (!keep[i]) {
+        EXPECT_EQ(slot_of.c[i], -1) << "dropped slot " << i;
+      }
+    for (size_t r = 0; r < order.size(); ++r) {
+      EXPECT_EQ(slot_of.c[order[r]], int32_t(r));
+      EXPECT_EQ(slot_token.c[r], int32_t(order[r] / s.k));
+    }
+  }
+}
+
+// Combine, its backward and the gather backward with dropped slots
+// (slot_of = -1): cpu against ref, and against the same routing with the
+// dropped slots' gates set to 0 (a dropped slot is exactly a zero gate).
+OP_CASE(CpuVsRef, CombineWithDroppedSlots, "moe_combine: ref", "moe_combine_backward: ref",
+        "moe_gather_backward: ref") {
+  Rng rng = test_rng();
+  for (const int64_t T : {1, 7, 40}) {
+    const int64_t k = 2, E = 5, d = 9, N = T * k;
+    SHAPE_TRACE("T=" << T);
+    Routing r = random_routing(rng, T, k, E, all_experts(E));
+    Buf<int32_t> dropped_of = r.slot_of;
+    auto gate = rng.randn<F>({T, k}, 0.3, 0.5);
+    Buf<F> gate0 = gate;
+    for (int64_t i = 0; i < N; ++i)
+      if (i == 0 || rng.uniform() < 0.3) dropped_of[i] = -1, gate0[i] = 0;
+    auto ys = rng.randn<F>({N, d});
+    auto out = fwd_pair<F>({T, d});
+    Buf<F> out0({T, d});
+    Cpu::moe_combine(out.c.t(), ys.t(), dropped_of.t(), gate.t());
+    Ref::moe_combine(out.r.t(), ys.t(), dropped_of.t(), gate.t());
+    Ref::moe_combine(out0.t(), ys.t(), r.slot_of.t(), gate0.t());
+    EXPECT_TRUE(close("out", out, kElem));
+    EXPECT_TRUE(close("out vs zero gates", Pair<F>{out.c, out0}, kElem));
+
+    auto dout = rng.randn<F>({T, d});
+    auto dys = grad_pair<F>(rng, {N, d});
+    auto dgate = grad_pair<F>(rng, {T, k});
+    const Buf<F> dgate_before = dgate.c;
+    Cpu::moe_combine_backward(dys.c.t(), dgate.c.t(), dout.t(), ys.t(), dropped_of.t(), gate.t());
+    Ref::moe_combine_backward(dys.r.t(), dgate.r.t(), dout.t(), ys.t(), dropped_of.t(), gate.t());
+    EXPECT_TRUE(close("dys", dys, kElem));
+    EXPECT_TRUE(close("dgate", dgate, kReduce));
+    for (int64_t i = 0; i < N; ++i)
+      if (dropped_of[i] < 0) {
+        EXPECT_EQ(dgate.c[i], dgate_before[i]) << "dropped slot " << i << " got a gradient";
+      }
+
+    auto dxs = rng.randn<F>({N, d});
+    auto dx = grad_pair<F>(rng, {T, d});
+    Cpu::moe_gather_backward(dx.c.t(), dxs.t(), dropped_of.t());
+    Ref::moe_gather_backward(dx.r.t(), dxs.t(), dropped_of.t());
+    EXPECT_TRUE(close("dx", dx, kElem));
+  }
+}
+
+// The capacity decision: random keys with many ties, capacities from 0 to
+// more than any expert gets, this rank's slots anywhere in the keys. cpu (one
+// sort) against ref (a count per slot), and what it must be: every expert
+// keeps min(capacity, its slots), a kept slot never has a lower probability
+// than a dropped one of its expert.
+OP_CASE(CpuVsRef, CapacityKeep, "moe_capacity_keep: ref", "moe_slot_keys: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t G, E, n, first;
+  };
+  for (const S& s : {S{1, 1, 1, 0}, S{12, 3, 4, 8}, S{40, 4, 40, 0}, S{200, 8, 50, 100}, S{64, 64, 16, 16}}) {
+    Buf<double> keys({s.G, 2});
+    for (int64_t g = 0; g < s.G; ++g) {
+      keys[2 * g] = double(rng.below(s.E));
+      keys[2 * g + 1] = double(rng.below(4)) / 4.0;  // four values: many ties
+    }
+    std::vector<int64_t> per_expert(size_t(s.E), 0);
+    for (int64_t g = 0; g < s.G; ++g) ++per_expert[size_t(keys[2 * g])];
+    for (const int64_t cap : {int64_t(0), int64_t(1), s.G / s.E, s.G}) {
+      SHAPE_TRACE("G=" << s.G << " E=" << s.E << " slots [" << s.first << ", " << s.first + s.n << ") cap " << cap);
+      auto keep = fwd_pair<int32_t>({s.n});
+      auto dropped = fwd_pair<int64_t>({1});
+      Cpu::moe_capacity_keep(keep.c.t(), dropped.c.t(), keys.t(), s.first, cap, s.E);
+      Ref::moe_capacity_keep(keep.r.t(), dropped.r.t(), keys.t(), s.first, cap, s.E);
+      EXPECT_TRUE(close("keep", keep, kExact));
+      EXPECT_TRUE(close("dropped", dropped, kExact));
+      int64_t want_dropped = 0;
+      for (int64_t c : per_expert) want_dropped += std::max<int64_t>(0, c - cap);
+      EXPECT_EQ(dropped.c[0], want_dropped);
+      if (s.first == 0 && s.n == s.G) {  // all keys are this rank's: check the order property
+        for (int64_t a = 0; a < s.G; ++a)
+          for (int64_t b = 0; b < s.G; ++b)
+            if (keys[2 * a] == keys[2 * b] && keep.c[a] && !keep.c[b]) {
+              EXPECT_TRUE(keys[2 * a + 1] > keys[2 * b + 1] || (keys[2 * a + 1] == keys[2 * b + 1] && a < b))
+                  << "kept slot " << a << " ranks below dropped slot " << b;
+            }
+      }
+    }
+  }
+  // The keys of a rank's slots: (expert, its probability).
+  for (const int64_t N : {1, 13}) {
+    const int64_t E = 6, k = 3;
+    auto probs = rng.randn<F>({N, E});
+    Routing r = random_routing(rng, N, k, E, all_experts(E));
+    auto keys = fwd_pair<double>({N * k, 2});
+    Cpu::moe_slot_keys<F>(keys.c.t(), probs.t(), r.idx.t());
+    Ref::moe_slot_keys<F>(keys.r.t(), probs.t(), r.idx.t());
+    EXPECT_TRUE(close("keys", keys, kExact));
+    for (int64_t s = 0; s < N * k; ++s) {
+      EXPECT_EQ(keys.c[2 * s], double(r.idx[s]));
+      EXPECT_EQ(keys.c[2 * s + 1], double(probs[(s / k) * E + r.idx[s]]));
+    }
   }
 }
 
@@ -1236,7 +1377,8 @@ OP_TYPED_CASE(BadIndex, GatherCombine, "moe_gather: index:slot_token", "moe_comb
   Buf<F> x({T, d}), xs({N, d}), ys({N, d}), gate({T, k}), out({T, d}), dys({N, d}), dgate({T, k}), dx({T, d});
   for (int64_t sign : {1, -1}) {
     Routing r = make_routing(T, k, 2, {0, 1, 1, 0, 0, 1});
-    const int32_t bad_token = sign > 0 ? int32_t(T) : -1, bad_slot = sign > 0 ? int32_t(N) : -1;
+    // slot_of = -1 is a dropped slot (capacity), so the negative bad slot is -2.
+    const int32_t bad_token = sign > 0 ? int32_t(T) : -1, bad_slot = sign > 0 ? int32_t(N) : -2;
     r.slot_token[4] = bad_token;
     r.slot_of[5] = bad_slot;
     EXPECT_TRUE(rejects([&] { B::moe_gather(xs.t(), x.t(), r.slot_token.t()); }, "moe_gather", bad_token, T));
@@ -1264,8 +1406,35 @@ OP_TYPED_CASE(BadIndex, RouterIndices, "router_gates: index:idx", "router_stats:
     EXPECT_TRUE(rejects([&] { B::router_gates(gate.t(), probs.t(), idx.t()); }, "router_gates", bad, E));
     EXPECT_TRUE(rejects([&] { B::template router_stats<F>(stats.t(), probs.t(), lse.t(), idx.t()); },
                         "router_stats", bad, E));
-    EXPECT_TRUE(rejects([&] { B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t()); },
+    EXPECT_TRUE(rejects([&] { B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t(), {}); },
                         "moe_route_plan", bad, E));
+  }
+}
+
+OP_TYPED_CASE(BadIndex, Capacity, "moe_route_plan: index:keep", "moe_slot_keys: index:idx") {
+  using B = TypeParam;
+  const int64_t N = 3, E = 4, k = 2;
+  Buf<F> probs({N, E}, 0.25f);
+  Buf<double> keys({N * k, 2});
+  Buf<int64_t> offsets({E + 1}), dropped({1});
+  Buf<int32_t> slot_token({N * k}), slot_of({N, k}), idx({N, k}), keep({N, k}, 1);
+  for (int64_t i = 0; i < N * k; ++i) idx[i] = int32_t(i % E);
+  for (int32_t bad : {int32_t(2), -1}) {
+    Buf<int32_t> keep_bad = keep;
+    keep_bad[3] = bad;
+    EXPECT_TRUE(rejects([&] { B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t(), keep_bad.t()); },
+                        "moe_route_plan", bad, 2));
+  }
+  for (int32_t bad : {int32_t(E), -1}) {
+    Buf<int32_t> idx_bad = idx;
+    idx_bad[4] = bad;
+    EXPECT_TRUE(rejects([&] { B::template moe_slot_keys<F>(keys.t(), probs.t(), idx_bad.t()); }, "moe_slot_keys",
+                        bad, E));
+    Buf<double> keys_bad({N * k, 2}, 0.5);
+    for (int64_t g = 0; g < N * k; ++g) keys_bad[2 * g] = double(g % E);
+    keys_bad[2 * 2] = double(bad);
+    EXPECT_TRUE(rejects([&] { B::moe_capacity_keep(keep.t(), dropped.t(), keys_bad.t(), 0, 1, E); },
+                        "moe_capacity_keep", bad, E));
   }
 }
 
@@ -1811,7 +1980,7 @@ TYPED_TEST(Known, RoutingPlan) {
   std::copy(ch, ch + 6, idx.data());
   Buf<int64_t> offsets({5});
   Buf<int32_t> slot_token({6}), slot_of({3, 2});
-  B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t());
+  B::moe_route_plan(offsets.t(), slot_token.t(), slot_of.t(), idx.t(), {});
   EXPECT_EQ(std::vector<int64_t>(offsets.data(), offsets.data() + 5), (std::vector<int64_t>{0, 1, 3, 5, 6}));
   EXPECT_EQ(std::vector<int32_t>(slot_token.data(), slot_token.data() + 6), (std::vector<int32_t>{2, 0, 1, 0, 2, 1}));
   EXPECT_EQ(std::vector<int32_t>(slot_of.data(), slot_of.data() + 6), (std::vector<int32_t>{3, 1, 2, 5, 4, 0}));

@@ -34,11 +34,16 @@ class MetricsWriter {
   // Step st.step + 1 done; tokens_per_s over the steps since the last record.
   void train(const StepStats& st, double tokens_per_s) {
     if (!out_.is_open()) return;
-    write({{"type", "train"},       {"step", st.step + 1},         {"loss", st.loss},
-           {"lr", st.lr},           {"grad_norm", st.grad_norm},   {"aux_lb", st.lb},
-           {"z", st.z},             {"tokens_per_s", tokens_per_s}, {"max_load", st.max_load},
-           {"worst_layer", st.worst_layer}, {"layer_max_load", st.layer_load},
-           {"skipped_steps", st.skipped_steps}, {"consumed_tokens", st.consumed_tokens}});
+    nlohmann::json r = {{"type", "train"},       {"step", st.step + 1},         {"loss", st.loss},
+                        {"lr", st.lr},           {"grad_norm", st.grad_norm},   {"aux_lb", st.lb},
+                        {"z", st.z},             {"tokens_per_s", tokens_per_s}, {"max_load", st.max_load},
+                        {"worst_layer", st.worst_layer}, {"layer_max_load", st.layer_load},
+                        {"skipped_steps", st.skipped_steps}, {"consumed_tokens", st.consumed_tokens}};
+    if (!st.layer_drop.empty()) {  // --moe-expert-capacity-factor: fraction of slots dropped
+      r["drop"] = st.drop;
+      r["layer_drop"] = st.layer_drop;
+    }
+    write(r);
   }
 
   // Step st.step + 1 was skipped (non-finite loss or gradient norm).

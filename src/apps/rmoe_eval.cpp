@@ -49,6 +49,7 @@
 #include "rmoe/data/synthetic.h"
 #include "rmoe/parallel/comm.h"
 #include "rmoe/parallel/watchdog.h"
+#include "rmoe/parallel/grad_sync.h"
 #include "rmoe/parallel/mpi_dispatcher.h"
 #include "rmoe/core/error.h"
 #include "rmoe/core/timer.h"
@@ -154,7 +155,7 @@ int run(int argc, char** argv) {
   if (P > 1)
     dispatcher = std::make_shared<MpiExpertDispatcher<float>>(cfg.model.num_layers, cfg.model.num_experts,
                                                                *groups->ep);
-  Model<float> model(cfg.model, mb, dispatcher);
+  Model<float> model(cfg.model, mb, dispatcher, {}, world_slot_gatherer(*groups->world));  // the capacity: all ranks
   TrainState state;  // m_rep null: the moments are not read
   state.params = &model.params();
   load_checkpoint(path, state, *groups);

@@ -250,7 +250,18 @@ inline std::string format_step_line(const StepStats& st, int64_t train_iters, do
   const char* format =
       "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | eta %s%s\n";
   const std::string eta = format_duration(eta_seconds);
-  const std::string skipped = st.skipped_steps > 0 ? " | skipped " + std::to_string(st.skipped_steps) : "";
+  std::string skipped = st.skipped_steps > 0 ? " | skipped " + std::to_string(st.skipped_steps) : "";
+  if (!st.layer_drop.empty()) {  // --moe-expert-capacity-factor: dropped slots, mean and per layer
+    char drop[32];
+    std::snprintf(drop, sizeof drop, " | drop %.1f%% [", 100 * st.drop);
+    std::string layers;
+    for (size_t l = 0; l < st.layer_drop.size(); ++l) {
+      char one[16];
+      std::snprintf(one, sizeof one, "%s%.1f", l ? " " : "", 100 * st.layer_drop[l]);
+      layers += one;
+    }
+    skipped = drop + layers + "]" + skipped;
+  }
   auto print = [&](char* out, size_t size) {
     return std::snprintf(out, size, format, long(st.step + 1), long(train_iters), st.loss, st.lr, st.grad_norm, st.lb,
                          tokens_per_s, st.max_load, st.worst_layer, eta.c_str(), skipped.c_str());

@@ -151,6 +151,10 @@ int router_cell_gates(RouterType r) {
 }
 bool router_carries_state(RouterType r) { return r == RouterType::gru || r == RouterType::rnn; }
 
+int64_t expert_capacity(double capacity_factor, int64_t tokens, int topk, int num_experts) {
+  return int64_t(std::ceil(double(tokens) * double(topk) / double(num_experts) * capacity_factor));
+}
+
 void ModelConfig::validate() const {
   require_at_least("--num-layers", num_layers, 1);
   require_at_least("--hidden-size", hidden_size, 1);
@@ -177,6 +181,7 @@ void ModelConfig::validate() const {
   if (std::string(router_init_name(router_init)) == "unknown")
     usage_fail("--router-init=" + std::to_string(static_cast<int>(router_init)) +
                ": unknown router init; allowed: normal, torch");
+  require_nonneg("--moe-expert-capacity-factor", capacity_factor);
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);
@@ -189,6 +194,7 @@ void ModelConfig::validate() const {
                std::to_string(router_cell_gates(router_type)) + " x --router-dim rows must fit " +
                "32-bit matrix dimensions; give at most " +
                std::to_string(std::numeric_limits<int32_t>::max() / router_cell_gates(router_type)));
+  check_float_range("--moe-expert-capacity-factor", capacity_factor);
   check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
   check_float_range("--moe-z-loss-coeff", z_loss_coeff);
   check_float_range("--init-method-std", init_std);

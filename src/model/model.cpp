@@ -17,13 +17,14 @@ namespace rmoe {
 
 template <class T>
 Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher,
-                StatsReducer reduce_stats)
+                StatsReducer reduce_stats, SlotGatherer gather_slots)
     : cfg_(cfg),
       max_batch_(max_batch),
       dispatcher_(dispatcher ? std::move(dispatcher)
                              : std::make_shared<ExpertDispatcher<T>>(cfg.num_layers, cfg.num_experts, 0,
                                                                      cfg.num_experts)),
       reduce_stats_(std::move(reduce_stats)),
+      gather_slots_(std::move(gather_slots)),
       params_(model_param_specs(cfg, dispatcher_->first_local_expert(), dispatcher_->num_local_experts())),
       grads_(params_.specs()) {
   cfg_.validate();
@@ -106,7 +107,7 @@ template <class T>
 void Model<T>::carve_indices() {
   const int64_t max_tok = int64_t(max_batch_) * cfg_.seq_length, K = cfg_.topk, E = cfg_.num_experts,
                 NL = cfg_.num_layers;
-  index_mem_.assign(size_t((3 * NL + 1) * max_tok * K + 2 * max_tok), 0);
+  index_mem_.assign(size_t((4 * NL + 1) * max_tok * K + 2 * max_tok), 0);
   offset_mem_.assign(size_t(NL * (E + 1)), 0);
   scalar_mem_.assign(size_t(NL * (2 * E + 2) + 1), 0.0);
   host_scalars_ = scalar_mem_;
@@ -121,6 +122,7 @@ void Model<T>::carve_indices() {
     L.idx = take({max_tok, K});
     L.slot_token = take({max_tok * K});
     L.slot_of = take({max_tok, K});
+    L.keep = take({max_tok, K});
     L.offsets = Tensor<int64_t>(offset_mem_.data() + l * (E + 1), {E + 1});
   }
   idx_frozen_ = take({max_tok, K});
@@ -129,6 +131,12 @@ void Model<T>::carve_indices() {
   scalars_ = Tensor<double>(scalar_mem_.data(), {int64_t(scalar_mem_.size())});
   stats_ = Tensor<double>(scalars_.data, {NL, 2 * E + 2});
   ce_sum_ = Tensor<double>(scalars_.data + NL * (2 * E + 2), {1});
+  kept_slots_.assign(size_t(NL), 0);
+  dropped_slots_.assign(size_t(NL), 0);
+  if (cfg_.capacity_factor > 0) {
+    slot_key_mem_.assign(size_t(2 * max_tok * K), 0.0);
+    slot_keys_ = Tensor<double>(slot_key_mem_.data(), {max_tok * K, 2});
+  }
 }
 
 template <class T>
@@ -180,6 +188,8 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   num_tokens_global_ = int64_t(all[2 * E + 1]);
   ForwardResult r;
   r.expert_counts.assign(size_t(cfg_.num_layers) * E, 0);
+  r.dropped_slots = dropped_slots_;
+  r.slots_global = cfg_.capacity_factor > 0 ? slots_global_ : num_tokens_global_ * cfg_.topk;
   double lb_sum = 0, z_sum = 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const double* st = all + size_t(l) * (2 * E + 2);

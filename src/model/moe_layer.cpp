@@ -5,6 +5,15 @@
 // -> combine in slot order. Dropless: every slot is computed; an expert with
 // no slots is skipped. The load-balance and z-loss gradients enter through
 // router_topk_backward.
+//
+// With --moe-expert-capacity-factor C > 0 (capacity_drop): each expert keeps
+// at most ceil(C * T_global * k / E) slots of the micro-step over all ranks,
+// its most probable ones (ties to the earlier rank, token, choice); a dropped
+// slot gets no row and adds nothing to its token's output. The surviving gates
+// keep their top-k values (p_j / sum of the k chosen probabilities, dropped
+// ones included): a token that loses a slot simply gets less expert output,
+// as in Switch and GShard. The load-balance statistics count the router's
+// choice before the drop.
 #include "model_util.h"
 #include "rmoe/core/profile.h"
 #include "rmoe/kernels/ops.h"
@@ -32,13 +41,43 @@ void Model<T>::moe_forward(int l) {
     ops::router_gates(gate, probs, idx);
   }
   ops::router_stats<T>(stats_.slice(l, 1), probs, first_rows(L.lse, n_tok), idx);
+  const bool capped = cfg_.capacity_factor > 0;
+  if (!capped) dropped_slots_[l] = 0;
+  if (capped && !freeze_routing_) capacity_drop(l);  // frozen: the last decision stays
   profile::RegionScope experts_region(profile::Region::experts);  // nested: charged apart from routing
-  // Order slots by expert, tokens in order within an expert (deterministic).
+  // Order the kept slots by expert, tokens in order within an expert (deterministic).
   Tensor<int32_t> slot_token = first_rows(L.slot_token, n_slots), slot_of = first_rows(L.slot_of, n_tok);
-  ops::moe_route_plan(L.offsets, slot_token, slot_of, idx);
-  ops::moe_gather(first_rows(L.xs, n_slots), first_rows(L.u, n_tok), slot_token);
-  dispatcher_->forward(l, first_rows(L.xs, n_slots), L.offsets, first_rows(L.ys, n_slots), w.w1, w.w3, w.w2);
-  ops::moe_combine(first_rows(L.moe_out, n_tok), first_rows(L.ys, n_slots), slot_of, gate);
+  const Tensor<const int32_t> keep = capped ? Tensor<const int32_t>(first_rows(L.keep, n_tok)) : Tensor<const int32_t>{};
+  ops::moe_route_plan(L.offsets, slot_token, slot_of, idx, keep);
+  ops::copy(Tensor<int64_t>(&kept_slots_[size_t(l)], {1}), L.offsets.slice(cfg_.num_experts, 1));
+  const int64_t n_rows = kept_slots_[size_t(l)];  // the rows the experts see
+  ops::moe_gather(first_rows(L.xs, n_rows), first_rows(L.u, n_tok), first_rows(slot_token, n_rows));
+  dispatcher_->forward(l, first_rows(L.xs, n_rows), L.offsets, first_rows(L.ys, n_rows), w.w1, w.w3, w.w2);
+  ops::moe_combine(first_rows(L.moe_out, n_tok), first_rows(L.ys, n_rows), slot_of, gate);
+}
+
+// This layer's capacity decision: every rank's slot keys meet (gather_slots_,
+// a collective) and moe_capacity_keep makes the same choice on every rank.
+// Sets L.keep [T,k], dropped_slots_[l] and slots_global_.
+template <class T>
+void Model<T>::capacity_drop(int l) {
+  auto& L = layers_[l];
+  const int64_t n_tok = num_tokens_, n_slots = n_tok * cfg_.topk;
+  const Tensor<double> mine = first_rows(slot_keys_, n_slots);
+  ops::moe_slot_keys<T>(mine, first_rows(L.probs, n_tok), first_rows(L.idx, n_tok));
+  int64_t first = 0;
+  if (gather_slots_) {
+    profile::RegionScope region(profile::Region::communication);
+    first = gather_slots_(mine, all_keys_);
+  } else {
+    all_keys_.resize(size_t(2 * n_slots));
+    ops::copy(Tensor<double>(all_keys_.data(), {n_slots, 2}), mine);
+  }
+  const int64_t G = int64_t(all_keys_.size()) / 2;  // slots of all ranks
+  slots_global_ = G;
+  const int64_t capacity = expert_capacity(cfg_.capacity_factor, G / cfg_.topk, cfg_.topk, cfg_.num_experts);
+  ops::moe_capacity_keep(first_rows(L.keep, n_tok), Tensor<int64_t>(&dropped_slots_[size_t(l)], {1}),
+                         Tensor<const double>(all_keys_.data(), {G, 2}), first, capacity, cfg_.num_experts);
 }
 
 template <class T>
@@ -46,7 +85,8 @@ void Model<T>::moe_backward(int l, double loss_scale) {
   auto& L = layers_[l];
   auto& w = layer_weights_[l];
   auto& g = layer_grads_[l];
-  const int64_t n_tok = num_tokens_, K = cfg_.topk, E = cfg_.num_experts, n_slots = n_tok * K, NL = cfg_.num_layers;
+  const int64_t n_tok = num_tokens_, K = cfg_.topk, E = cfg_.num_experts, NL = cfg_.num_layers;
+  const int64_t n_slots = kept_slots_[size_t(l)];  // the kept slots' rows (all n_tok * K when dropless)
   Tensor<T> dx = first_rows(scratch_.dx, n_tok);  // d/dx_out
   Tensor<const int32_t> slot_of = first_rows(L.slot_of, n_tok);
   Tensor<T> dys = first_rows(scratch_.dys, n_slots), dxs = first_rows(scratch_.dxs, n_slots),
@@ -77,6 +117,8 @@ void Model<T>::moe_backward(int l, double loss_scale) {
 
 template void Model<float>::moe_forward(int);
 template void Model<double>::moe_forward(int);
+template void Model<float>::capacity_drop(int);
+template void Model<double>::capacity_drop(int);
 template void Model<float>::moe_backward(int, double);
 template void Model<double>::moe_backward(int, double);
 

@@ -508,7 +508,8 @@ const std::vector<std::string>& model_shaping_options() {
   // (an ablation, a model variant of its own). How the weights came to be:
   // init-method-std, router-init and seed (also the data order). Everything else
   // (sequence length, batch sizes, learning rates, aux/z loss coefficients,
-  // AdamW, clipping, intervals, paths, layout, device) may change on resume.
+  // the expert capacity, AdamW, clipping, intervals, paths, layout, device)
+  // may change on resume.
   static const std::vector<std::string> keys = {
       "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
       "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",

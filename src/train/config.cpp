@@ -148,6 +148,10 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.num_experts; }));
     t.push_back(field("moe-router-topk", "k", "experts per token (k <= E)",
                       [](auto& c) -> auto& { return c.model.topk; }));
+    t.push_back(field("moe-expert-capacity-factor", "C",
+                      "each expert keeps at most ceil(C x tokens x k / E) token slots per micro-step (tokens of "
+                      "all ranks), its most probable; the rest are dropped. 0 = dropless",
+                      [](auto& c) -> auto& { return c.model.capacity_factor; }));
     t.push_back(field("moe-aux-loss-coeff", "X", "load-balancing loss coefficient",
                       [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
     t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",

@@ -32,7 +32,8 @@ Trainer::Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups)
       groups_(groups ? std::move(groups) : one_process(cfg)),
       source_(open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length,
                                 cfg.global_batch_size)),
-      model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_), world_stats_reducer(*groups_->world)) {
+      model_(cfg.model, cfg.micro_batch_size, dispatcher_for(cfg, *groups_), world_stats_reducer(*groups_->world),
+             world_slot_gatherer(*groups_->world)) {
   check_batch_layout(cfg, groups_->world->size());
   RMOE_CHECK(source_->vocab_size() == cfg.model.vocab_size,
              "data source vocabulary " << source_->vocab_size() << " != --vocab-size " << cfg.model.vocab_size);
@@ -72,6 +73,8 @@ StepStats Trainer::train_step() {
   auto& grads = model_.grads();
   grads.zero();
   std::vector<int64_t> counts(size_t(cfg_.model.num_layers) * E, 0);
+  std::vector<int64_t> dropped(size_t(cfg_.model.num_layers), 0);
+  int64_t slots = 0;  // per layer, over the step's micro-steps and ranks
   model_.dispatcher().reset_counters();
   for (int a = 0; a < accum; ++a) {
     const auto td = std::chrono::steady_clock::now();
@@ -88,6 +91,12 @@ StepStats Trainer::train_step() {
     st.lb += r.lb / accum;
     st.z += r.z / accum;
     for (size_t i = 0; i < counts.size(); ++i) counts[i] += r.expert_counts[i];
+    for (size_t l = 0; l < dropped.size(); ++l) dropped[l] += r.dropped_slots[l];
+    slots += r.slots_global;
+  }
+  if (cfg_.model.capacity_factor > 0) {
+    for (int64_t d : dropped) st.layer_drop.push_back(slots > 0 ? double(d) / double(slots) : 0.0);
+    for (double f : st.layer_drop) st.drop += f / double(st.layer_drop.size());
   }
   st.a2a_seconds = model_.dispatcher().comm_seconds();
   st.a2a_bytes = model_.dispatcher().bytes_sent();

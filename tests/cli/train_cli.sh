@@ -58,5 +58,14 @@ out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 6 --pro
 [[ $st -eq 0 ]] && grep -q "^profile: 5 steps, " <<<"$out" && grep -q "^  attention " <<<"$out" \
   && grep -q "^  experts_forward  *experts " <<<"$out" \
   || { echo "FAIL: --profile: status $st: $(tail -25 <<<"$out")"; fail=1; }
+# --moe-expert-capacity-factor: the drop ratio per layer on the line and in
+# the metrics; a negative factor is a usage error.
+expect_usage "--moe-expert-capacity-factor=-1 must be a finite number >= 0" --moe-expert-capacity-factor -1
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 4 --log-interval 2 \
+      --moe-expert-capacity-factor 0.5 --metrics-file "$work/cap.jsonl" 2>&1); st=$?
+[[ $st -eq 0 ]] && grep -Eq "^step +4/4 .*\| drop [0-9.]+% \[[0-9.]+ [0-9.]+\]" <<<"$out" \
+  && grep -q '"layer_drop":\[' "$work/cap.jsonl" \
+  || { echo "FAIL: --moe-expert-capacity-factor: status $st: $(tail -5 <<<"$out")"; fail=1; }
+
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

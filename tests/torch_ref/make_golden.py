@@ -27,7 +27,8 @@ MARGIN = 1e-3
 MAX_TRIES = 1000
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
 
-# (file name, router_type, router_detach, tie_embeddings, first seed to try)
+# (file name, router_type, router_detach, tie_embeddings, first seed to try[,
+# other Config fields])
 CASES = [
     ("golden_linear.h5", "linear", 0, 0, 1000),
     ("golden_mlp_tanh.h5", "mlp-tanh", 0, 0, 2000),  # was golden_mlp.h5 before "mlp" became GELU
@@ -37,6 +38,7 @@ CASES = [
     ("golden_gru_detach.h5", "gru", 1, 0, 5000),
     ("golden_gru_tied.h5", "gru", 0, 1, 6000),
     ("golden_gru_np.h5", "gru-np", 0, 0, 7000),
+    ("golden_gru_capacity.h5", "gru", 0, 0, 9000, {"capacity_factor": 0.75}),
 ]
 
 
@@ -70,6 +72,23 @@ def make_params(cfg, gen):
     return P
 
 
+def capacity_margin(out, cfg):
+    """The smallest gap between an expert's last kept and first dropped
+    probability (inf when nothing is dropped), so float32 drops the same slots."""
+    m = float("inf")
+    if cfg.capacity_factor <= 0:
+        return m
+    for prob, idx, keep in zip(out["prob"], out["topk_idx"], out["keep"]):
+        p = prob.detach().gather(1, idx).reshape(-1)
+        e = idx.reshape(-1)
+        kept = keep.reshape(-1)
+        for x in range(cfg.num_experts):
+            mine = e == x
+            if bool((mine & ~kept).any()):
+                m = min(m, (p[mine & kept].min() - p[mine & ~kept].max()).item())
+    return m
+
+
 def min_margin(probs, k):
     m = float("inf")
     for prob in probs:
@@ -87,7 +106,7 @@ def build_case(cfg, first_seed):
         targets = torch.randint(0, cfg.vocab_size, shape, generator=gen, dtype=torch.int64)
         P64 = {n: t.double().requires_grad_(True) for n, t in P32.items()}
         out = rm.forward(P64, tokens, targets, cfg)
-        if min_margin(out["prob"], cfg.topk) <= MARGIN:
+        if min_margin(out["prob"], cfg.topk) <= MARGIN or capacity_margin(out, cfg) <= MARGIN:
             continue
         grads = torch.autograd.grad(out["total"], list(P64.values()))
         return seed, P32, tokens, targets, out, dict(zip(P64.keys(), grads))
@@ -101,7 +120,7 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
                     "batch_size", "router_detach", "tie_embeddings"):
             f.attrs[key] = np.int32(getattr(cfg, key))
         f.attrs["router_type"] = cfg.router_type  # variable-length utf-8 string
-        for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta"):
+        for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta", "capacity_factor"):
             f.attrs[key] = np.float64(getattr(cfg, key))
         f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))
         f.create_dataset("inputs/targets", data=targets.numpy().astype(np.int32))
@@ -112,6 +131,8 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
             f.create_dataset("outputs/" + key, data=np.float64(out[key].item()))
         for i, idx in enumerate(out["topk_idx"]):
             f.create_dataset("outputs/topk_idx/%02d" % i, data=idx.numpy().astype(np.int32))
+        dropped = [int((~keep).sum().item()) for keep in out["keep"]]
+        f.create_dataset("outputs/dropped", data=np.array(dropped, dtype=np.int64))
         for name, g in grads.items():
             assert g.shape == P32[name].shape
             f.create_dataset("grads/" + name, data=g.numpy().astype(np.float64))
@@ -126,10 +147,12 @@ def main():
     unknown = only - {c[0] for c in CASES}
     if unknown:
         raise SystemExit("no golden case named " + ", ".join(sorted(unknown)))
-    for fname, rtype, detach, tied, first_seed in CASES:
+    for case in CASES:
+        fname, rtype, detach, tied, first_seed = case[:5]
+        extra = case[5] if len(case) > 5 else {}
         if only and fname not in only:
             continue
-        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied)
+        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied, **extra)
         seed, P32, tokens, targets, out, grads = build_case(cfg, first_seed)
         path = os.path.normpath(os.path.join(OUT_DIR, fname))
         write_golden(path, cfg, P32, tokens, targets, out, grads)

@@ -28,6 +28,7 @@ class Config:
     router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn
     router_detach: int = 0
     tie_embeddings: int = 0
+    capacity_factor: float = 0.0  # 0 = dropless
     aux_loss_coeff: float = 0.1
     z_loss_coeff: float = 0.01
     rms_eps: float = 1e-5
@@ -174,8 +175,29 @@ def expert(u, w1, w2, w3):
     return (torch.nn.functional.silu(u @ w1.T) * (u @ w3.T)) @ w2.T
 
 
-def moe(u, prob, idx, P, i, cfg):
-    """sum_j g_j * Expert_{e_j}(u), g_j = prob_j / sum of the k chosen probs."""
+def capacity_keep(prob, idx, cfg):
+    """[T, k] bool, all True when dropless. With a capacity factor C, each
+    expert keeps its ceil(T k / E * C) slots of highest probability; among
+    equal probabilities the earlier slot (token t, then choice j) wins."""
+    T, k, E = idx.shape[0], cfg.topk, cfg.num_experts
+    keep = torch.ones(T * k, dtype=torch.bool)
+    if cfg.capacity_factor <= 0:
+        return keep.reshape(T, k)
+    cap = math.ceil(T * k / E * cfg.capacity_factor)
+    flat_e = idx.reshape(-1).tolist()
+    flat_p = prob.detach().gather(1, idx).reshape(-1).tolist()
+    for e in range(E):
+        slots = [s for s in range(T * k) if flat_e[s] == e]
+        ranked = sorted(slots, key=lambda s: (-flat_p[s], s))
+        for s in ranked[cap:]:
+            keep[s] = False
+    return keep.reshape(T, k)
+
+
+def moe(u, prob, idx, P, i, cfg, keep):
+    """sum_j g_j * Expert_{e_j}(u) over the kept slots, g_j = prob_j / sum of
+    the k chosen probs (dropped ones included: a dropped slot only loses its
+    term)."""
     chosen = prob.gather(1, idx)                            # [T, k]
     g = chosen / chosen.sum(dim=1, keepdim=True)
     w1 = P[layer_name(i, "experts/w1")]
@@ -184,7 +206,7 @@ def moe(u, prob, idx, P, i, cfg):
     out = torch.zeros_like(u)
     for j in range(cfg.topk):
         for e in range(cfg.num_experts):
-            rows = (idx[:, j] == e).nonzero(as_tuple=True)[0]
+            rows = ((idx[:, j] == e) & keep[:, j]).nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 continue
             y = expert(u[rows], w1[e], w2[e], w3[e])
@@ -219,7 +241,7 @@ def forward(P, tokens, targets, cfg):
     h = None
     if cfg.router_type in ("gru", "gru-np", "rnn"):
         h = torch.zeros(T, cfg.router_dim, dtype=x.dtype)   # h_0 = 0
-    lbs, zs, idxs, probs = [], [], [], []
+    lbs, zs, idxs, probs, keeps = [], [], [], [], []
     for i in range(cfg.num_layers):
         a = rms_norm(x, P[layer_name(i, "attn_norm")], cfg.rms_eps)
         x = x + attention(a, P, i, cfg)
@@ -229,11 +251,13 @@ def forward(P, tokens, targets, cfg):
             h = h_new
         prob = torch.softmax(logit, dim=-1)
         idx = topk_select(prob, cfg.topk)
-        x = x + moe(u, prob, idx, P, i, cfg)
+        keep = capacity_keep(prob, idx, cfg)
+        x = x + moe(u, prob, idx, P, i, cfg, keep)
         lbs.append(load_balance(prob, idx, cfg))
         zs.append(z_loss(logit))
         idxs.append(idx)
         probs.append(prob)
+        keeps.append(keep)
     head = wte if cfg.tie_embeddings else P["head"]
     logits = rms_norm(x, P["final_norm"], cfg.rms_eps) @ head.T
     ce = torch.nn.functional.cross_entropy(logits, targets.reshape(-1))
@@ -241,4 +265,4 @@ def forward(P, tokens, targets, cfg):
     z = torch.stack(zs).mean()
     total = ce + cfg.aux_loss_coeff * lb + cfg.z_loss_coeff * z
     return {"logits": logits, "ce": ce, "lb": lb, "z": z, "total": total,
-            "topk_idx": idxs, "prob": probs}
+            "topk_idx": idxs, "prob": probs, "keep": keeps}

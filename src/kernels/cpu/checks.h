@@ -21,6 +21,16 @@ void check_indices(Tensor<const I> v, int64_t bound, const char* op, const char*
                                                             << " is outside [0, " << bound << ") (" << bound_is << ")");
 }
 
+// slot_of[N,k] of moe_route_plan: every entry a row in [0, rows), or -1 for a
+// slot dropped by the capacity.
+inline void check_slots(Tensor<const int32_t> slot_of, int64_t rows, const char* op, const char* rows_are) {
+  const int64_t n = slot_of.numel();
+  for (int64_t i = 0; i < n; ++i)
+    RMOE_CHECK(slot_of.data[i] >= -1 && slot_of.data[i] < rows,
+               "cpu::" << op << ": slot_of[" << i << "] = " << slot_of.data[i] << " is outside [0, " << rows << ") ("
+                       << rows_are << ") and not -1 (dropped)");
+}
+
 // offsets[E+1] of rows sorted by expert: 0 = offsets[0] <= ... <= offsets[E] = N.
 inline void check_offsets(Tensor<const int64_t> offsets, int64_t E, int64_t N, const char* op) {
   RMOE_CHECK(offsets.numel() == E + 1,

@@ -149,26 +149,81 @@ void load_balance_backward(Tensor<T> dprobs, Tensor<const double> stats, int64_t
   }
 }
 
-// A stable counting sort of the slots by expert; one pass, one thread.
+// A stable counting sort of the kept slots by expert; one pass, one thread.
 void moe_route_plan(Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,
-                    Tensor<const int32_t> idx) {
+                    Tensor<const int32_t> idx, Tensor<const int32_t> keep) {
   const int64_t n_tok = idx.rows(), K = idx.cols(), n_slots = n_tok * K, E = offsets.numel() - 1;
-  RMOE_CHECK(E >= 1 && slot_token.numel() == n_slots && slot_of.numel() == n_slots,
+  RMOE_CHECK(E >= 1 && slot_token.numel() == n_slots && slot_of.numel() == n_slots &&
+                 (keep.is_null() || keep.numel() == n_slots),
              "moe_route_plan: idx " << idx.shape_str() << " offsets " << offsets.shape_str() << " slot_token "
-                                    << slot_token.shape_str() << " slot_of " << slot_of.shape_str());
+                                    << slot_token.shape_str() << " slot_of " << slot_of.shape_str() << " keep "
+                                    << keep.shape_str());
   check_indices(idx, E, "moe_route_plan", "idx", "the experts");
+  if (!keep.is_null()) check_indices(keep, 2, "moe_route_plan", "keep", "0 = dropped, 1 = kept");
+  auto kept = [&](int64_t s) { return keep.is_null() || keep.data[s] != 0; };
   int64_t* off = offsets.data;
   std::fill_n(off, E + 1, int64_t(0));
-  for (int64_t s = 0; s < n_slots; ++s) off[idx.data[s] + 1]++;
+  for (int64_t s = 0; s < n_slots; ++s)
+    if (kept(s)) off[idx.data[s] + 1]++;
   for (int64_t e = 0; e < E; ++e) off[e + 1] += off[e];
   int64_t* cursor = thread_scratch<int64_t>(E);  // next free slot of each expert
   std::copy_n(off, E, cursor);
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t j = 0; j < K; ++j) {
+      if (!kept(t * K + j)) {
+        slot_of.data[t * K + j] = -1;
+        continue;
+      }
       const int64_t slot = cursor[idx.data[t * K + j]]++;
       slot_token.data[slot] = int32_t(t);
       slot_of.data[t * K + j] = int32_t(slot);
     }
+}
+
+// ---- capacity ------------------------------------------------------------------------
+template <class T>
+void moe_slot_keys(Tensor<double> keys, In<T> probs, Tensor<const int32_t> idx) {
+  const int64_t n_slots = idx.numel(), K = idx.cols(), E = probs.cols();
+  RMOE_CHECK(keys.numel() == 2 * n_slots && probs.rows() == idx.rows(),
+             "moe_slot_keys: keys " << keys.shape_str() << " probs " << probs.shape_str() << " idx "
+                                    << idx.shape_str());
+  check_indices(idx, E, "moe_slot_keys", "idx", "the experts");
+  for (int64_t s = 0; s < n_slots; ++s) {
+    const int64_t e = idx.data[s];
+    keys.data[2 * s] = double(e);
+    keys.data[2 * s + 1] = double(probs.data[(s / K) * E + e]);
+  }
+}
+
+// Every slot's rank among those asking for its expert, by one sort of all G
+// slots: (expert ascending, probability descending, row ascending).
+void moe_capacity_keep(Tensor<int32_t> keep, Tensor<int64_t> dropped, Tensor<const double> keys, int64_t first,
+                       int64_t capacity, int64_t num_experts) {
+  const int64_t G = keys.numel() / 2, n_slots = keep.numel();
+  RMOE_CHECK(keys.numel() % 2 == 0 && dropped.numel() == 1 && first >= 0 && first + n_slots <= G && capacity >= 0,
+             "moe_capacity_keep: keys " << keys.shape_str() << " keep " << keep.shape_str() << " first " << first
+                                        << " capacity " << capacity);
+  const double* k = keys.data;
+  for (int64_t g = 0; g < G; ++g)
+    RMOE_CHECK(k[2 * g] >= 0 && k[2 * g] < double(num_experts) && k[2 * g] == std::floor(k[2 * g]),
+               "cpu::moe_capacity_keep: keys[" << g << "] asks for expert " << k[2 * g] << ", outside [0, "
+                                               << num_experts << ") (the experts)");
+  std::vector<int64_t> order(static_cast<size_t>(G));
+  for (int64_t g = 0; g < G; ++g) order[size_t(g)] = g;
+  std::sort(order.begin(), order.end(), [k](int64_t a, int64_t b) {
+    if (k[2 * a] != k[2 * b]) return k[2 * a] < k[2 * b];
+    if (k[2 * a + 1] != k[2 * b + 1]) return k[2 * a + 1] > k[2 * b + 1];
+    return a < b;
+  });
+  int64_t n_dropped = 0, rank_in_expert = 0;
+  for (int64_t i = 0; i < G; ++i) {
+    const int64_t g = order[size_t(i)];
+    rank_in_expert = (i > 0 && k[2 * order[size_t(i - 1)]] == k[2 * g]) ? rank_in_expert + 1 : 0;
+    const bool kept = rank_in_expert < capacity;
+    n_dropped += kept ? 0 : 1;
+    if (g >= first && g < first + n_slots) keep.data[g - first] = kept ? 1 : 0;
+  }
+  dropped.data[0] = n_dropped;
 }
 
 // ---- dispatch and combine --------------------------------------------------------
@@ -187,12 +242,13 @@ void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> g
   RMOE_CHECK(out.rows() == n_tok && out.cols() == d && gate.numel() == n_tok * K,
              "moe_combine: out " << out.shape_str() << " slot_of " << slot_of.shape_str() << " gate "
                                  << gate.shape_str());
-  check_indices(slot_of, ys.rows(), "moe_combine", "slot_of", "the slots of ys");
+  check_slots(slot_of, ys.rows(), "moe_combine", "the slots of ys");
 #pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t) {
     T* o = out.data + t * d;
     std::fill_n(o, d, T(0));
     for (int64_t j = 0; j < K; ++j) {
+      if (slot_of.data[t * K + j] < 0) continue;  // dropped by the capacity
       const T g = gate.data[t * K + j];
       const T* y = ys.data + int64_t(slot_of.data[t * K + j]) * d;
       for (int64_t c = 0; c < d; ++c) o[c] += g * y[c];
@@ -206,12 +262,13 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys, 
   const int64_t n_tok = slot_of.rows(), K = slot_of.cols(), d = ys.cols();
   RMOE_CHECK(dout.rows() == n_tok && dout.cols() == d && gate.numel() == n_tok * K,
              "moe_combine_backward: dout " << dout.shape_str() << " slot_of " << slot_of.shape_str());
-  check_indices(slot_of, ys.rows(), "moe_combine_backward", "slot_of", "the slots of ys");
+  check_slots(slot_of, ys.rows(), "moe_combine_backward", "the slots of ys");
 #pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t) {
     const T* g = dout.data + t * d;
     for (int64_t j = 0; j < K; ++j) {
       const int64_t s = slot_of.data[t * K + j];
+      if (s < 0) continue;  // dropped: no output, so no gradient either
       const T gt = gate.data[t * K + j];
       const T* y = ys.data + s * d;
       if (!dys.is_null()) {
@@ -234,10 +291,11 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
   RMOE_CHECK(dx.rows() == n_tok && dxs.cols() == d,
              "moe_gather_backward: dx " << dx.shape_str() << " dxs " << dxs.shape_str() << " slot_of "
                                         << slot_of.shape_str());
-  check_indices(slot_of, dxs.rows(), "moe_gather_backward", "slot_of", "the slots of dxs");
+  check_slots(slot_of, dxs.rows(), "moe_gather_backward", "the slots of dxs");
 #pragma omp parallel for schedule(static) if (worth_threads(n_tok * K * d))
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t j = 0; j < K; ++j) {
+      if (slot_of.data[t * K + j] < 0) continue;  // dropped
       const T* g = dxs.data + int64_t(slot_of.data[t * K + j]) * d;
       T* o = dx.data + t * d;
       for (int64_t c = 0; c < d; ++c) o[c] += g[c];

@@ -719,9 +719,9 @@ void load_balance_backward(Tensor<T> dprobs, Tensor<const double> stats, int64_t
   }
 }
 
-// Expert by expert, the slots (t, j) choosing it in token order.
+// Expert by expert, the kept slots (t, j) choosing it in token order.
 void moe_route_plan(Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,
-                    Tensor<const int32_t> idx) {
+                    Tensor<const int32_t> idx, Tensor<const int32_t> keep) {
   const char* op = "ref::moe_route_plan";
   check_cpu(idx, op, "idx");
   check_cpu(offsets, op, "offsets");
@@ -730,18 +730,78 @@ void moe_route_plan(Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<
   check_n(slot_token, n_tok * k, op, "slot_token");
   check_n(slot_of, n_tok * k, op, "slot_of");
   check_experts(idx, E, op);
+  if (!keep.is_null()) {
+    check_n(keep, n_tok * k, op, "keep");
+    for (int64_t s = 0; s < n_tok * k; ++s)
+      RMOE_CHECK(keep.data[s] == 0 || keep.data[s] == 1, op << ": keep[" << s << "] = " << keep.data[s]
+                                                            << ", outside [0, 2) (0 = dropped, 1 = kept)");
+  }
   int64_t slot = 0;
   for (int64_t e = 0; e < E; ++e) {
     offsets.data[e] = slot;
     for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t j = 0; j < k; ++j)
         if (idx.data[t * k + j] == e) {
+          if (!keep.is_null() && keep.data[t * k + j] == 0) {
+            slot_of.data[t * k + j] = -1;
+            continue;
+          }
           slot_token.data[slot] = int32_t(t);
           slot_of.data[t * k + j] = int32_t(slot);
           ++slot;
         }
   }
   offsets.data[E] = slot;
+}
+
+// ---- capacity --------------------------------------------------------------------
+
+template <class T>
+void moe_slot_keys(Tensor<double> keys, In<T> probs, Tensor<const int32_t> idx) {
+  const char* op = "ref::moe_slot_keys";
+  check_cpu(probs, op, "probs");
+  const int64_t n_tok = idx.rows(), k = idx.cols(), E = probs.cols();
+  check_rc(probs, n_tok, E, op, "probs");
+  check_n(keys, 2 * n_tok * k, op, "keys");
+  check_experts(idx, E, op);
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = idx.data[t * k + j];
+      keys.data[2 * (t * k + j)] = double(e);
+      keys.data[2 * (t * k + j) + 1] = double(probs.data[t * E + e]);
+    }
+}
+
+// Slot g is kept when fewer than `capacity` slots of its expert beat it
+// (higher probability, or equal probability and a lower row): a count per
+// slot, quadratic, independent of the cpu backend's sort.
+void moe_capacity_keep(Tensor<int32_t> keep, Tensor<int64_t> dropped, Tensor<const double> keys, int64_t first,
+                       int64_t capacity, int64_t num_experts) {
+  const char* op = "ref::moe_capacity_keep";
+  RMOE_CHECK(keys.numel() % 2 == 0, op << ": keys is " << keys.shape_str() << ", want [G, 2]");
+  const int64_t G = keys.numel() / 2, n = keep.numel();
+  RMOE_CHECK(first >= 0 && first + n <= G, op << ": this rank's slots [" << first << ", " << first + n
+                                               << ") are not inside the " << G << " keys");
+  check_n(dropped, 1, op, "dropped");
+  for (int64_t g = 0; g < G; ++g) {
+    const double e = keys.data[2 * g];
+    RMOE_CHECK(e >= 0 && e < double(num_experts) && e == double(int64_t(e)),
+               op << ": keys[" << g << "] asks for expert " << e << ", outside [0, " << num_experts << ")");
+  }
+  int64_t n_dropped = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const double e = keys.data[2 * g], p = keys.data[2 * g + 1];
+    int64_t better = 0;
+    for (int64_t h = 0; h < G; ++h) {
+      if (h == g || keys.data[2 * h] != e) continue;
+      const double q = keys.data[2 * h + 1];
+      if (q > p || (q == p && h < g)) ++better;
+    }
+    const bool kept = better < capacity;
+    if (!kept) ++n_dropped;
+    if (g >= first && g < first + n) keep.data[g - first] = kept ? 1 : 0;
+  }
+  dropped.data[0] = n_dropped;
 }
 
 // ---- experts (SwiGLU FFN per expert over its sorted rows) ---------------------
@@ -907,8 +967,8 @@ void check_slot_of(Tensor<const int32_t> slot_of, int64_t n_tok, int64_t nslots,
   RMOE_CHECK(slot_of.rows() == n_tok,
              op << ": slot_of is " << slot_of.shape_str() << ", want " << n_tok << " rows");
   for (int64_t i = 0; i < slot_of.numel(); ++i)
-    RMOE_CHECK(slot_of.data[i] >= 0 && slot_of.data[i] < nslots,
-               op << ": slot " << slot_of.data[i] << " outside [0, " << nslots << ")");
+    RMOE_CHECK(slot_of.data[i] >= -1 && slot_of.data[i] < nslots,
+               op << ": slot " << slot_of.data[i] << " outside [0, " << nslots << ") and not -1 (dropped)");
 }
 }  // namespace
 
@@ -926,7 +986,8 @@ void moe_combine(Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> g
     for (int64_t i = 0; i < d; ++i) {
       double acc = 0.0;
       for (int64_t j = 0; j < k; ++j)
-        acc += double(gate.data[t * k + j]) * double(ys.data[slot_of.data[t * k + j] * d + i]);
+        if (slot_of.data[t * k + j] >= 0)
+          acc += double(gate.data[t * k + j]) * double(ys.data[slot_of.data[t * k + j] * d + i]);
       out.data[t * d + i] = T(acc);
     }
 }
@@ -948,6 +1009,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
     for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t j = 0; j < k; ++j) {
         const int64_t s = slot_of.data[t * k + j];
+        if (s < 0) continue;
         for (int64_t i = 0; i < d; ++i)
           acc[s * d + i] += double(gate.data[t * k + j]) * double(dout.data[t * d + i]);
       }
@@ -958,6 +1020,7 @@ void moe_combine_backward(Tensor<T> dys, Tensor<T> dgate, In<T> dout, In<T> ys,
     for (int64_t t = 0; t < n_tok; ++t)
       for (int64_t j = 0; j < k; ++j) {
         const int64_t s = slot_of.data[t * k + j];
+        if (s < 0) continue;
         double acc = double(dgate.data[t * k + j]);
         for (int64_t i = 0; i < d; ++i)
           acc += double(dout.data[t * d + i]) * double(ys.data[s * d + i]);
@@ -979,7 +1042,8 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
   for (int64_t t = 0; t < n_tok; ++t)
     for (int64_t i = 0; i < d; ++i) {
       double acc = double(dx.data[t * d + i]);
-      for (int64_t j = 0; j < k; ++j) acc += double(dxs.data[slot_of.data[t * k + j] * d + i]);
+      for (int64_t j = 0; j < k; ++j)
+        if (slot_of.data[t * k + j] >= 0) acc += double(dxs.data[slot_of.data[t * k + j] * d + i]);
       dx.data[t * d + i] = T(acc);
     }
 }

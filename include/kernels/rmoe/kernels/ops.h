@@ -197,11 +197,25 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   /* The routing plan: token slots (t, j) of idx[N,k] (in [0, E)) sorted by expert, */                 \
   /* tokens in order within an expert (a stable counting sort): offsets[E+1] delimit */                \
   /* each expert's slots, slot_token[N*k] is each slot's token, slot_of[N,k] each */                   \
-  /* (t, j)'s slot. */                                                                                 \
+  /* (t, j)'s slot. keep[N,k] (0/1; null = all kept, dropless): a slot with keep 0 */                  \
+  /* (dropped by the capacity) gets slot_of = -1 and no row, so offsets[E] = kept slots. */            \
   X(index, moe_route_plan, no, (idx),                                                                  \
     (Tensor<int64_t> offsets, Tensor<int32_t> slot_token, Tensor<int32_t> slot_of,                     \
-     Tensor<const int32_t> idx),                                                                       \
-    (offsets, slot_token, slot_of, idx))                                                               \
+     Tensor<const int32_t> idx, Tensor<const int32_t> keep),                                           \
+    (offsets, slot_token, slot_of, idx, keep))                                                         \
+  /* Capacity keys of this rank's slots: keys[N*k, 2] row s = (t, j) is (idx[t,j], */                  \
+  /* probs[t, idx[t,j]]): the expert a slot asks for and its router probability. */                    \
+  X(real, moe_slot_keys, no, (probs), (Tensor<double> keys, In<T> probs, Tensor<const int32_t> idx),   \
+    (keys, probs, idx))                                                                                \
+  /* The capacity decision, the same on every rank: keys[G, 2] are the slot keys of */                 \
+  /* every rank in rank order (moe_slot_keys), expert ids in [0, E); each expert keeps */              \
+  /* its `capacity` slots of highest probability, ties to the lower row (earlier rank, */              \
+  /* token, j). keep[N,k] = 1 / 0 for this rank's slots, rows [first, first + N*k) of */               \
+  /* keys; dropped[0] = dropped slots of all G. */                                                     \
+  X(index, moe_capacity_keep, no, (keys),                                                              \
+    (Tensor<int32_t> keep, Tensor<int64_t> dropped, Tensor<const double> keys, int64_t first,          \
+     int64_t capacity, int64_t num_experts),                                                           \
+    (keep, dropped, keys, first, capacity, num_experts))                                               \
   /* Router head: probs[N,E] = softmax(logits) (in the view's type, fp32 or better); */                \
   /* top-k by the stored probabilities, ties to the lower expert, slots ordered by */                  \
   /* descending probability: idx[N,k], gate[N,k] = prob / sum of the k chosen probs; */                \
@@ -234,16 +248,17 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   /* Dispatch: xs[slot] = x[slot_token[slot]] for slot in [0, N), tokens in [0, rows of x). */         \
   X(real, moe_gather, no, (xs), (Tensor<T> xs, In<T> x, Tensor<const int32_t> slot_token),             \
     (xs, x, slot_token))                                                                               \
-  /* Combine: out[t] = sum_{j<k} gate[t,j] * ys[slot_of[t,j]], j in order. */                          \
+  /* Combine: out[t] = sum_{j<k} gate[t,j] * ys[slot_of[t,j]], j in order; a dropped */               \
+  /* slot (slot_of = -1, moe_route_plan) adds nothing. */                                              \
   X(real, moe_combine, no, (out),                                                                      \
     (Tensor<T> out, In<T> ys, Tensor<const int32_t> slot_of, In<T> gate), (out, ys, slot_of, gate))    \
   /* Backward of combine: dys[slot_of[t,j]] += gate[t,j] * dout[t]; */                                 \
-  /* dgate[t,j] += <dout[t], ys[slot_of[t,j]]>. */                                                     \
+  /* dgate[t,j] += <dout[t], ys[slot_of[t,j]]>; dropped slots (slot_of = -1): nothing. */             \
   X(real, moe_combine_backward, no, (dout),                                                            \
     (Grad<T> dys, Grad<T> dgate, In<T> dout, In<T> ys, Tensor<const int32_t> slot_of,                  \
      In<T> gate),                                                                                      \
     (dys, dgate, dout, ys, slot_of, gate))                                                             \
-  /* Backward of gather: dx[t] += sum_{j<k} dxs[slot_of[t,j]], j in order. */                          \
+  /* Backward of gather: dx[t] += sum_{j<k} dxs[slot_of[t,j]], j in order (-1: none). */             \
   X(real, moe_gather_backward, no, (dxs), (Grad<T> dx, In<T> dxs, Tensor<const int32_t> slot_of),      \
     (dx, dxs, slot_of))
 

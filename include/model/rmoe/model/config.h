@@ -45,6 +45,9 @@ struct ModelConfig {
   RouterInit router_init = RouterInit::normal;
   bool router_detach = false;  // cut the gradient through h_{i-1} (ablation)
   bool tie_embeddings = false; // head shares the embedding matrix
+  // C of --moe-expert-capacity-factor: each expert keeps at most
+  // expert_capacity() token slots per micro-step over all ranks; 0 = dropless.
+  double capacity_factor = 0.0;
   double aux_loss_coeff = 0.01;
   double z_loss_coeff = 0.0;
   double rms_eps = 1e-5;
@@ -59,6 +62,11 @@ struct ModelConfig {
   // dimensions (the GRU cell's 3p rows).
   void validate() const;
 };
+
+// The slots one expert keeps per micro-step under a capacity factor C > 0:
+// ceil(C * tokens * k / E), tokens = the micro-step's tokens over all
+// data-parallel ranks (computed in double, as Megatron's capacity).
+int64_t expert_capacity(double capacity_factor, int64_t tokens, int topk, int num_experts);
 
 // The parameters of a shape by part (docs/MODEL.md's table, the tensors of
 // model_param_specs in params.h), with every expert in this process.

@@ -37,8 +37,13 @@ struct ForwardResult {
   double lb = 0;     // load-balance loss over all ranks' tokens, mean over layers (1 = balanced)
   double z = 0;      // router z-loss over all ranks' tokens, mean over layers
   double total = 0;  // ce + aux_coeff * lb + z_coeff * z
-  // Expert load over all ranks: counts[l * E + e] = slots routed to expert e in layer l.
+  // Expert load over all ranks: counts[l * E + e] = slots routed to expert e in layer l
+  // (the router's choice, before any capacity drop).
   std::vector<int64_t> expert_counts;
+  // [L] slots the capacity dropped in each layer over all ranks (0 when dropless),
+  // out of slots_global = the micro-step's tokens over all ranks x k.
+  std::vector<int64_t> dropped_slots;
+  int64_t slots_global = 0;
 };
 
 // Sums the forward statistics of every layer, stats [L, 2E+2] (router_stats
@@ -47,13 +52,21 @@ struct ForwardResult {
 // one process, nothing to sum. parallel/grad_sync.h has the MPI one.
 using StatsReducer = std::function<void(Tensor<double> stats)>;
 
+// The capacity's exchange (--moe-expert-capacity-factor): concatenates every
+// data-parallel rank's slot keys of one layer (moe_slot_keys rows [n, 2]) in
+// rank order into `all` and returns the row where this rank's keys start. A
+// collective: every rank calls it once per layer per forward when the
+// capacity is on. Empty: one process (all = mine). parallel/grad_sync.h has
+// the MPI one.
+using SlotGatherer = std::function<int64_t(Tensor<const double> mine, std::vector<double>& all)>;
+
 template <class T>
 class Model {
  public:
   // dispatcher: where the experts live (null = all experts in this process);
-  // reduce_stats: see StatsReducer.
+  // reduce_stats, gather_slots: see StatsReducer, SlotGatherer.
   Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDispatcher<T>> dispatcher = nullptr,
-        StatsReducer reduce_stats = {});
+        StatsReducer reduce_stats = {}, SlotGatherer gather_slots = {});
 
   const ModelConfig& config() const { return cfg_; }
   ParamStore<T>& params() { return params_; }
@@ -94,7 +107,8 @@ class Model {
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
-    Tensor<int32_t> idx, slot_token, slot_of;  // routing: [T,k], [Tk], [T,k]
+    Tensor<int32_t> idx, slot_token, slot_of;  // routing: [T,k], [Tk], [T,k] (slot_of -1: dropped)
+    Tensor<int32_t> keep;                      // [T,k] 1 = kept by the capacity (capacity on only)
     Tensor<int64_t> offsets;                   // [E+1] each expert's slots
   };
   struct Scratch {  // backward buffers, shared by all layers
@@ -116,6 +130,7 @@ class Model {
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
+  void capacity_drop(int l);                 // L.keep and the layer's drop counts (moe_layer.cpp)
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
@@ -125,6 +140,7 @@ class Model {
   int64_t num_tokens_global_ = 0;  // tokens of this micro-step over all data-parallel ranks
   std::shared_ptr<ExpertDispatcher<T>> dispatcher_;
   StatsReducer reduce_stats_;
+  SlotGatherer gather_slots_;
   ParamStore<T> params_, grads_;
   std::vector<LayerWeights> layer_weights_, layer_grads_;  // per layer: views of params_, of grads_
   GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
@@ -141,6 +157,13 @@ class Model {
   std::vector<int32_t> index_mem_;
   std::vector<int64_t> offset_mem_;
   std::vector<double> scalar_mem_, host_scalars_;  // host_scalars_: the host copy of scalar_mem_
+  // The capacity, per layer of the last forward: this rank's kept slots (the
+  // rows its experts see; n_tok * k when dropless) and all ranks' dropped
+  // slots. slot_keys_ [max T*k, 2] this rank's keys (host), all_keys_ every rank's.
+  std::vector<int64_t> kept_slots_, dropped_slots_;
+  std::vector<double> slot_key_mem_, all_keys_;
+  Tensor<double> slot_keys_;
+  int64_t slots_global_ = 0;
   bool freeze_routing_ = false;
 };
 

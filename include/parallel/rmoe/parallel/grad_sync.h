@@ -22,6 +22,11 @@ namespace rmoe {
 // world is one process. world must outlive the model.
 StatsReducer world_stats_reducer(Comm& world);
 
+// The capacity's slot-key exchange (SlotGatherer): every rank's keys of a
+// layer, in rank order, through one count exchange and one all-to-all-v over
+// world. Empty when world is one process. world must outlive the model.
+SlotGatherer world_slot_gatherer(Comm& world);
+
 // Sums the gradients over the ranks that share each parameter (replicated:
 // world, experts: EDP) and loss, this rank's share of the step's mean loss,
 // over world.

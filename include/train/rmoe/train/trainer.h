@@ -47,6 +47,11 @@ struct StepStats {
   double max_load = 0;   // worst layer's max/mean expert share (1 = balanced)
   int worst_layer = 0;
   std::vector<double> layer_load;  // [L] each layer's max/mean expert share
+  // --moe-expert-capacity-factor: [L] each layer's fraction of the step's
+  // slots (all ranks, all micro-steps) that the capacity dropped, and their
+  // mean over layers; empty / 0 when dropless.
+  std::vector<double> layer_drop;
+  double drop = 0;
   // Time breakdown of this rank (seconds): all-to-all inside the MoE layers,
   // gradient all-reduce, waiting for data; and all-to-all bytes sent.
   double a2a_seconds = 0, allreduce_seconds = 0, data_seconds = 0;
