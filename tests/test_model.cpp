@@ -105,6 +105,51 @@ TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
 
+// The LM head by chunks (lm_head.cpp): 3 rows of logits at a time over 10
+// tokens (chunks 3, 3, 3, 1) computes what one chunk does: the same losses,
+// every gradient to rounding, finite differences; logits(first, n) gives any
+// rows, recomputed when the head does not hold them.
+TEST(ModelHead, ChunkedHeadIsTheWholeHead) {
+  const int B = 2;
+  ModelConfig c = tiny(RouterType::gru);
+  Model<double> whole(c, B);
+  c.head_chunk_elements = 3 * c.vocab_size;
+  Model<double> chunked(c, B);
+  ASSERT_EQ(chunked.head_chunk_rows(), 3);
+  ASSERT_EQ(whole.head_chunk_rows(), B * c.seq_length);
+  init_model(whole, 42);
+  init_model(chunked, 42);
+  Batch b = make_batch(c, B, 9);
+  const ForwardResult a = whole.forward(b.tokens.data(), b.targets.data(), B);
+  const ForwardResult z = chunked.forward(b.tokens.data(), b.targets.data(), B);
+  EXPECT_NEAR(a.ce, z.ce, 1e-14);
+  const Tensor<double> all = whole.logits(0, B * c.seq_length);
+  for (int64_t first : {0, 4, 7, 9})
+    for (int64_t n : {1, 3}) {
+      if (first + n > B * c.seq_length) continue;
+      const Tensor<double> part = chunked.logits(first, n);
+      for (int64_t i = 0; i < n * c.vocab_size; ++i)
+        ASSERT_NEAR(part.data[i], all.data[first * c.vocab_size + i], 1e-13) << "rows " << first << "+" << n;
+    }
+  EXPECT_THROW(chunked.logits(0, 4), Error);  // more than a chunk
+  whole.grads().zero();
+  chunked.grads().zero();
+  whole.backward(1.0);
+  chunked.backward(1.0);  // after logits() moved the held rows: it recomputes what it needs
+  auto max_err = [](const std::vector<double>& x, const std::vector<double>& y) {
+    double e = 0;
+    for (size_t i = 0; i < x.size(); ++i) e = std::max(e, std::abs(x[i] - y[i]));
+    return e;
+  };
+  EXPECT_LT(max_err(whole.grads().replicated(), chunked.grads().replicated()), 1e-12);
+  EXPECT_LT(max_err(whole.grads().expert(), chunked.grads().expert()), 1e-12);
+}
+TEST(ModelFD, GruChunkedHead) {
+  ModelConfig c = tiny(RouterType::gru);
+  c.head_chunk_elements = 4 * c.vocab_size;
+  fd_check(c);
+}
+
 // --moe-expert-capacity-factor: with routing (and so the drops) held fixed,
 // the gradient of what is left is exact; CapacityDropCounts shows this shape
 // drops slots.

@@ -202,7 +202,7 @@ int run(int argc, char** argv) {
     std::copy(context.end() - n, context.end(), tokens.begin());
     std::fill(tokens.begin() + n, tokens.end(), eod);
     model.forward(tokens.data(), targets.data(), 1);
-    const float* row = model.logits().data + (n - 1) * size_t(V);
+    const float* row = model.logits(int64_t(n) - 1, 1).data;
     const int32_t next = sample_token(row, V, o, random_uniform(o.seed, stream, uint64_t(i)), order, prob);
     if (next == eod && o.stop_at_eod) {
       ended = true;

@@ -182,6 +182,7 @@ void ModelConfig::validate() const {
     usage_fail("--router-init=" + std::to_string(static_cast<int>(router_init)) +
                ": unknown router init; allowed: normal, torch");
   require_nonneg("--moe-expert-capacity-factor", capacity_factor);
+  if (head_chunk_elements < 1) usage_fail("head_chunk_elements=" + std::to_string(head_chunk_elements) + " must be >= 1");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);

@@ -3,6 +3,7 @@
 // router.cpp, moe_layer.cpp, lm_head.cpp.
 #include "rmoe/model/model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -89,7 +90,8 @@ void Model<T>::carve(Arena<T>& a) {
   }
   take({&x_final_, &xf_}, {max_tok, d});
   take({&rstd_f_, &losses_}, {max_tok});
-  take({&logits_}, {max_tok, V});
+  head_chunk_ = head_chunk_rows_for(cfg_, max_tok);  // [chunk, V], never [T, V] for a large vocabulary
+  take({&logits_}, {head_chunk_, V});
   take({&h0_}, {max_tok, has_h ? p : 1});
   Scratch& s = scratch_;
   take({&s.dx, &s.da, &s.dq, &s.dk, &s.dv, &s.d_o, &s.du, &s.dxf}, {max_tok, d});
@@ -100,7 +102,7 @@ void Model<T>::carve(Arena<T>& a) {
   if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});
   if (has_cell) take({&s.dgi, &s.dgh}, {max_tok, g});
   take({&s.dxs, &s.dys}, {max_slots, d});
-  take({&s.dlogits}, {max_tok, V});
+  take({&s.dlogits}, {head_chunk_, V});
 }
 
 template <class T>

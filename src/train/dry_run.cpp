@@ -14,6 +14,7 @@
 
 #include "rmoe/core/error.h"
 #include "rmoe/kernels/flash_attention.h"  // the attention backward scratch
+#include "rmoe/model/model.h"               // the head chunk
 
 namespace rmoe {
 
@@ -81,7 +82,8 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.add_count(layer, L);
   all.take_n(2, {Tm, d});    // x_final, xf
   all.take_n(2, {Tm});       // rstd_f, losses
-  all.take({Tm, V});         // logits
+  const int64_t Vc = Model<float>::head_chunk_rows_for(m, Tm);
+  all.take({Vc, V});         // logits: one head chunk
   all.take({Tm, has_h ? p : 1});  // h0
   // backward scratch
   all.take_n(8, {Tm, d});    // dx, da, dq, dk, dv, d_o, du, dxf
@@ -92,18 +94,22 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
   if (has_cell) all.take_n(2, {Tm, g});  // dgi, dgh
   all.take_n(2, {Tk, d});    // dxs, dys
-  all.take({Tm, V});         // dlogits
+  all.take({Vc, V});         // dlogits
   return all.elements();
 }
 
 // Bytes of the model's other buffers (Model::carve_indices): int32 routing
-// indices, int64 expert offsets, double statistics and their host copy.
+// indices, int64 expert offsets, double statistics and their host copy, and
+// with a capacity this rank's slot keys (every rank's keys, P times as many,
+// are gathered per layer on top).
 int64_t index_bytes(const ModelConfig& m, int64_t B) {
   const int64_t Tm = B * m.seq_length, K = m.topk, E = m.num_experts, L = m.num_layers;
   const std::string what = "the routing indices of one micro-batch";
-  const int64_t ints = shape_sum({shape_product({3 * L + 1, Tm, K}, what, ArenaCount::kAdvice), 2 * Tm}, what,
+  const int64_t ints = shape_sum({shape_product({4 * L + 1, Tm, K}, what, ArenaCount::kAdvice), 2 * Tm}, what,
                                  ArenaCount::kAdvice);
-  return shape_sum({shape_product({4, ints}, what, ArenaCount::kAdvice), 8 * L * (E + 1), 16 * (L * (2 * E + 2) + 1)},
+  const int64_t keys = m.capacity_factor > 0 ? shape_product({16, Tm, K}, what, ArenaCount::kAdvice) : 0;
+  return shape_sum({shape_product({4, ints}, what, ArenaCount::kAdvice), 8 * L * (E + 1), 16 * (L * (2 * E + 2) + 1),
+                    keys},
                    what, ArenaCount::kAdvice);
 }
 

@@ -53,6 +53,9 @@ struct ModelConfig {
   double rms_eps = 1e-5;
   double rope_theta = 10000.0;
   double init_std = 0.02;
+  // Logits the LM head holds at once (lm_head.cpp computes them by chunks of
+  // head_chunk_elements / V token rows); not an option, tests make it small.
+  int64_t head_chunk_elements = int64_t(1) << 24;  // 64 MB of fp32
 
   int head_dim() const { return hidden_size / num_heads; }
   // Throws UsageError naming the first bad field, its value and what is

@@ -19,6 +19,7 @@
 // Tested by tests/test_model.cpp (finite differences in double, determinism)
 // and tests/test_golden.cpp (against the PyTorch reference).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -81,8 +82,17 @@ class Model {
   // ranks); summed over data-parallel ranks it is the whole gradient. In one
   // process that is simply the gradient of loss_scale * total.
   void backward(double loss_scale);
-  // Logits of the last forward: [B*S, V].
-  Tensor<T> logits() const { return logits_; }
+  // Logits of rows [first, first + n) of the last forward, [n, V], n <=
+  // head_chunk_rows(): a view of the rows the head still holds, or recomputed
+  // into its buffer (which ends earlier views). The head never holds all
+  // [T, V] logits when T > head_chunk_rows() (see head_forward).
+  Tensor<T> logits(int64_t first, int64_t n);
+  // Token rows of one head chunk: all of a micro-batch when its [T, V]
+  // logits fit cfg.head_chunk_elements, else head_chunk_elements / V (>= 1).
+  int64_t head_chunk_rows() const { return head_chunk_; }
+  static int64_t head_chunk_rows_for(const ModelConfig& c, int64_t max_tokens) {
+    return std::clamp<int64_t>(c.head_chunk_elements / c.vocab_size, 1, max_tokens);
+  }
   // Top-k expert choice of layer l in the last forward: [T, k].
   Tensor<int32_t> topk_idx(int l) const;
   // Hold routing fixed: when set, forward reuses the last top-k choice instead
@@ -116,7 +126,7 @@ class Model {
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
     Tensor<T> dxs, dys;                             // [Tk,d] x2
-    Tensor<T> dxf, dlogits;                         // [T,d], [T,V]
+    Tensor<T> dxf, dlogits;                         // [T,d], [head chunk,V]
   };
 
   void carve(Arena<T>& a);  // lays out activations and scratch (twice: count, then real)
@@ -132,7 +142,7 @@ class Model {
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void capacity_drop(int l);                 // L.keep and the layer's drop counts (moe_layer.cpp)
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
-  void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
+  void head_forward();                       // final norm, logits, CE by chunks; ce_sum_ = sum of the CE
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
 
   ModelConfig cfg_;
@@ -146,7 +156,9 @@ class Model {
   GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
-  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
+  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // logits_ [head chunk, V]; h0_ = 0 [T,p]
+  int64_t head_chunk_ = 0;                  // rows of logits_ (head_chunk_rows)
+  int64_t held_first_ = 0, held_rows_ = 0;  // which rows of the last forward logits_ holds
   Scratch scratch_;  // backward buffers
   Tensor<int32_t> tokens_, targets_, idx_frozen_;  // [T] x2; [T,k] top-k scratch of frozen routing
   // Per forward: router_stats of every layer [L, 2E+2] (summed over ranks)
