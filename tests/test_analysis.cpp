@@ -268,10 +268,11 @@ TEST(Analysis, Top1MiIdenticalIndependentAndHalfCopied) {
 
 // The measurement docs/ANALYSIS.md quotes: for independent random gates
 // (softmax of normal(0, sigma) logits, a fresh draw per layer), the paper's
-// binned MI is far from 0 while the top-1 MI is 0 within its noise.
+// binned MI is far from 0, near what a layer scores with itself, while the
+// top-1 MI is 0 within its noise.
 TEST(Analysis, PaperMiOfIndependentRandomGatesIsNotZero) {
   const int64_t n = 20000;
-  std::printf("  E  sigma  paper binned MI  top-1 MI (Miller-Madow)  [independent layers, %lld tokens]\n",
+  std::printf("  E  sigma  paper binned MI: independent  identical  top-1 MI (Miller-Madow): independent  [%lld tokens]\n",
               (long long)n);
   for (const int E : {8, 16, 64})
     for (const double sigma : {0.1, 0.5, 1.0, 2.0, 4.0}) {
@@ -283,13 +284,17 @@ TEST(Analysis, PaperMiOfIndependentRandomGatesIsNotZero) {
       sound.add({ta.data(), tb.data()}, n, 1);
       std::vector<double> plugin, mm;
       sound.matrices(plugin, mm);
-      const double binned = paper.matrix()[1];
-      std::printf("%3d  %5.1f  %15.3f  %23.4f\n", E, sigma, binned, mm[1]);
+      const double binned = paper.matrix()[1], same = paper.matrix()[0];  // [0] = layer a with itself
+      std::printf("%3d  %5.1f  %28.3f  %9.3f  %37.4f\n", E, sigma, binned, same, mm[1]);
       // The sound estimate is 0 within a few standard deviations (sqrt(2) (E - 1) / 2n).
       EXPECT_LT(std::abs(mm[1]), 4 * std::sqrt(2.0) * (E - 1) / (2.0 * n)) << "E " << E << " sigma " << sigma;
       // The paper's is at least 0.4 nats for E = 16 at moderate sigma.
       if (E == 16 && sigma >= 0.5 && sigma <= 2) {
         EXPECT_GT(binned, 0.4) << "sigma " << sigma;
+      }
+      // At E = 8, sigma = 1 independent layers score nearly what identical ones do.
+      if (E == 8 && sigma == 1.0) {
+        EXPECT_GT(binned, 0.8 * same);
       }
     }
 }
