@@ -299,6 +299,27 @@ TEST(Analysis, PaperMiOfIndependentRandomGatesIsNotZero) {
     }
 }
 
+// Relabelling one layer's experts changes neither the model nor its routing:
+// the top-1 MI does not move, the paper's binned MI does (docs/ANALYSIS.md).
+TEST(Analysis, RelabellingExpertsMovesOnlyThePaperMi) {
+  const int E = 8;
+  const int64_t n = 4000;
+  const std::vector<float> a = random_gates(n, E, 1.0, 21);
+  std::vector<float> shifted(a.size());  // expert e of the copy is expert (e + 1) % E of a
+  for (int64_t t = 0; t < n; ++t)
+    for (int e = 0; e < E; ++e) shifted[size_t(t * E + e)] = a[size_t(t * E + (e + 1) % E)];
+  BinnedMiAccumulator paper(3, E, 100);
+  paper.add({a.data(), a.data(), shifted.data()}, n);
+  const std::vector<int32_t> ta = topk_of(a, n, E, 1), ts = topk_of(shifted, n, E, 1);
+  Top1MiAccumulator sound(3, E);
+  sound.add({ta.data(), ta.data(), ts.data()}, n, 1);
+  std::vector<double> plugin, mm;
+  sound.matrices(plugin, mm);
+  const std::vector<double> pm = paper.matrix();
+  EXPECT_NEAR(mm[0 * 3 + 2], mm[0 * 3 + 1], 1e-12);  // the same choices, other names
+  EXPECT_LT(pm[0 * 3 + 2], pm[0 * 3 + 1] - 0.1);     // same layer, relabelled: lower
+}
+
 TEST(Analysis, ExpertSimilarityIdenticalOrthogonalAntipodal) {
   // f = 3, d = 5 (f != d so a transposed W2 would read the wrong axis).
   const int f = 3, d = 5;
