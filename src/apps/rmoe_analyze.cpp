@@ -181,14 +181,20 @@ int run(int argc, char** argv) {
   const int64_t tokens_per_batch = int64_t(mb) * S;
   const int64_t batches = (tokens + tokens_per_batch - 1) / tokens_per_batch;
 
+  // The output directory before the long part, so a bad --out fails at once.
+  if (std::filesystem::exists(out_dir) && !std::filesystem::is_directory(out_dir))
+    throw UsageError("--out=" + out_dir + " is a file; give a directory for analysis.json and the figures");
+  std::error_code made;
+  std::filesystem::create_directories(out_dir, made);
+  if (made) throw UsageError("--out=" + out_dir + ": cannot create the directory (" + made.message() + ")");
+  const std::string json_path = (std::filesystem::path(out_dir) / "analysis.json").string();
+
   check_memory_fits(cfg, 1, 1, MemoryUse::evaluation);  // before any model buffer
   Model<float> model(mc, mb);
   TrainState state;  // m_rep null: the moments are not read
   state.params = &model.params();
   const ProcessGroups groups = make_process_groups(make_self_comm(), 0, E);
   load_checkpoint(path, state, groups);
-  std::filesystem::create_directories(out_dir);
-  const std::string json_path = (std::filesystem::path(out_dir) / "analysis.json").string();
 
   std::printf("rmoe_analyze: %s (step %lld), %s router, %d layers, d=%d, %d experts (top-%d), seq %d\n",
               path.c_str(), (long long)state.step, router_type_name(mc.router_type), L, mc.hidden_size, E, K, S);

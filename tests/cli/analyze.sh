@@ -14,7 +14,7 @@
 #     --no-plots writes no figure.
 #  4. a linear-router checkpoint (no shared cell: router_cell null, gate_w
 #     only), and a synthetic-data checkpoint with no --data-path.
-#  5. errors, one line and exit status 2: --tokens 0, no --load; refused under
+#  5. errors, one line and exit status 2: --tokens 0, no --load, --out a file; refused under
 #     mpirun -n 2.
 # Usage: analyze.sh BUILD_DIR SOURCE_DIR
 set -u
@@ -170,6 +170,7 @@ expect_usage() {
 }
 expect_usage "--tokens=0" "$build/rmoe_analyze" --load "$work/ck" --data-path "$work/data" --tokens 0 --out "$work/e"
 expect_usage "--load is required" "$build/rmoe_analyze" --data-path "$work/data"
+expect_usage "is a file" "$build/rmoe_analyze" --load "$work/ck" --data-path "$work/data" --out "$work/text.txt"
 # Under mpiexec the launcher adds lines of its own and its status is not the rank's: a failure naming it.
 out=$(mpiexec --oversubscribe -n 2 "$build/rmoe_analyze" --load "$work/ck" --data-path "$work/data" --out "$work/e" 2>&1)
 st=$?
