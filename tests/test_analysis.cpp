@@ -272,8 +272,9 @@ TEST(Analysis, Top1MiIdenticalIndependentAndHalfCopied) {
 // top-1 MI is 0 within its noise.
 TEST(Analysis, PaperMiOfIndependentRandomGatesIsNotZero) {
   const int64_t n = 20000;
-  std::printf("  E  sigma  paper binned MI: independent  identical  top-1 MI (Miller-Madow): independent  [%lld tokens]\n",
-              (long long)n);
+  std::printf(
+      "  E  sigma  paper binned MI: independent  identical  top-1 MI (Miller-Madow): independent  [%lld tokens]\n",
+      (long long)n);
   for (const int E : {8, 16, 64})
     for (const double sigma : {0.1, 0.5, 1.0, 2.0, 4.0}) {
       const std::vector<float> a = random_gates(n, E, sigma, 11), b = random_gates(n, E, sigma, 12);
@@ -401,7 +402,8 @@ TEST(Analysis, ExpertSimilarityMatchesGramOfMeansDirectly) {
     for (int e = 0; e < E; ++e) {
       std::vector<double> v(size_t(d), 0.0);
       for (int c = 0; c < d; ++c)
-        for (int i = 0; i < f; ++i) v[size_t(c)] += columns ? w[size_t((e * d + c) * f + i)] : w[size_t((e * f + i) * d + c)];
+        for (int i = 0; i < f; ++i)
+          v[size_t(c)] += columns ? w[size_t((e * d + c) * f + i)] : w[size_t((e * f + i) * d + c)];
       double nrm = 0;
       for (double x : v) nrm += x * x;
       for (int c = 0; c < d; ++c) total[size_t(c)] += v[size_t(c)] / std::sqrt(nrm);

@@ -63,8 +63,8 @@ inline void check_eval_dataset(const TrainConfig& cfg, const std::string& path) 
                      "); give the directory rmoe_prepare wrote");
   const int v = dataset_vocab_size(cfg.data_path);
   if (v != cfg.model.vocab_size)
-    throw UsageError("dataset " + cfg.data_path + " has vocabulary " + std::to_string(v) + " but the model of " +
-                     path + " has vocabulary " + std::to_string(cfg.model.vocab_size) +
+    throw UsageError("dataset " + cfg.data_path + " has vocabulary " + std::to_string(v) + " but the model of " + path +
+                     " has vocabulary " + std::to_string(cfg.model.vocab_size) +
                      "; evaluate on data prepared with the tokenizer the model was trained on");
 }
 
@@ -80,8 +80,8 @@ struct ValidationData {
 inline ValidationData open_validation_data(const TrainConfig& cfg, const CheckpointHeader& header,
                                            const std::string& path, bool allow_tokenizer_mismatch, bool print) {
   ValidationData v;
-  v.source = open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length,
-                               cfg.micro_batch_size);
+  v.source =
+      open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, cfg.model.seq_length, cfg.micro_batch_size);
   check_same_tokenizer(header, path, cfg.data_path, tokenizer_fingerprint_of(*v.source, cfg.data_path, cfg.seed),
                        tokenizer_description_of(*v.source, cfg.data_path, cfg.seed), allow_tokenizer_mismatch, print);
   if (const auto* shards = dynamic_cast<const ShardBatchSource*>(v.source.get()))

@@ -175,8 +175,8 @@ int run(int argc, char** argv) {
     tokens_note = "all of the validation split";
   }
   if (tokens <= 0)
-    throw UsageError("the validation split of " + cfg.data_path +
-                     " holds no complete window of " + std::to_string(S + 1) +
+    throw UsageError("the validation split of " + cfg.data_path + " holds no complete window of " +
+                     std::to_string(S + 1) +
                      " tokens; prepare the data with more validation tokens (rmoe_prepare --val-tokens)");
   const int64_t tokens_per_batch = int64_t(mb) * S;
   const int64_t batches = (tokens + tokens_per_batch - 1) / tokens_per_batch;
@@ -196,8 +196,8 @@ int run(int argc, char** argv) {
   const ProcessGroups groups = make_process_groups(make_self_comm(), 0, E);
   load_checkpoint(path, state, groups);
 
-  std::printf("rmoe_analyze: %s (step %lld), %s router, %d layers, d=%d, %d experts (top-%d), seq %d\n",
-              path.c_str(), (long long)state.step, router_type_name(mc.router_type), L, mc.hidden_size, E, K, S);
+  std::printf("rmoe_analyze: %s (step %lld), %s router, %d layers, d=%d, %d experts (top-%d), seq %d\n", path.c_str(),
+              (long long)state.step, router_type_name(mc.router_type), L, mc.hidden_size, E, K, S);
   std::printf("data: %s\n", val.source->describe().c_str());
   std::printf("analysing %lld tokens (%s) in %lld forward passes of %d windows, one process\n", (long long)tokens,
               tokens_note.c_str(), (long long)batches, mb);
@@ -220,8 +220,8 @@ int run(int argc, char** argv) {
     const int n = int((use + S - 1) / S);                           // windows to run
     val.source->fill_validation(m, 0, n, S, tok.data(), tgt.data());
     const ForwardResult res = model.forward(tok.data(), tgt.data(), n);
-    RMOE_CHECK(std::isfinite(res.ce), "the loss is not finite (" << res.ce << ") on validation batch " << m << " of "
-                                                                 << path);
+    RMOE_CHECK(std::isfinite(res.ce),
+               "the loss is not finite (" << res.ce << ") on validation batch " << m << " of " << path);
     ce_sum += res.ce * double(n) * S;
     ce_tokens += int64_t(n) * S;
     for (int l = 0; l < L; ++l) {
@@ -250,13 +250,21 @@ int run(int argc, char** argv) {
   json report;
   report["checkpoint"] = path;
   report["step"] = state.step;
-  report["model"] = {{"router_type", router_type_name(mc.router_type)}, {"num_layers", L},
-                     {"hidden_size", mc.hidden_size}, {"num_experts", E}, {"topk", K},
-                     {"ffn_hidden_size", mc.ffn_hidden_size}, {"router_dim", mc.router_dim},
+  report["model"] = {{"router_type", router_type_name(mc.router_type)},
+                     {"num_layers", L},
+                     {"hidden_size", mc.hidden_size},
+                     {"num_experts", E},
+                     {"topk", K},
+                     {"ffn_hidden_size", mc.ffn_hidden_size},
+                     {"router_dim", mc.router_dim},
                      {"seq_length", S}};
-  report["data"] = {{"path", cfg.data_path}, {"describe", val.source->describe()}, {"tokens", done},
-                    {"tokens_choice", tokens_note}, {"split_tokens", split_tokens >= 0 ? json(split_tokens) : json()},
-                    {"val_loss", ce_sum / double(ce_tokens)}, {"val_loss_tokens", ce_tokens}};
+  report["data"] = {{"path", cfg.data_path},
+                    {"describe", val.source->describe()},
+                    {"tokens", done},
+                    {"tokens_choice", tokens_note},
+                    {"split_tokens", split_tokens >= 0 ? json(split_tokens) : json()},
+                    {"val_loss", ce_sum / double(ce_tokens)},
+                    {"val_loss_tokens", ce_tokens}};
   json layers = json::array();
   for (int l = 0; l < L; ++l) {
     const analysis::GateSummary g = gates[size_t(l)].summary();
@@ -265,20 +273,24 @@ int run(int argc, char** argv) {
     const std::string P = prefix;
     const Tensor<float> w1 = model.params().get(P + "experts/w1"), w3 = model.params().get(P + "experts/w3"),
                         w2 = model.params().get(P + "experts/w2");  // [E,f,d], [E,f,d], [E,d,f]
-    const analysis::ExpertSimilarity sim = analysis::expert_similarity(
-        w1.data, w3.data, w2.data, E, int(mc.ffn_hidden_size), int(mc.hidden_size));
+    const analysis::ExpertSimilarity sim =
+        analysis::expert_similarity(w1.data, w3.data, w2.data, E, int(mc.ffn_hidden_size), int(mc.hidden_size));
     json entry;
     entry["layer"] = l;
-    entry["gate_entropy"] = {{"mean", g.entropy_mean}, {"max", g.entropy_max}, {"bins", kEntropyBins},
-                             {"histogram", g.entropy_hist}};
+    entry["gate_entropy"] = {
+        {"mean", g.entropy_mean}, {"max", g.entropy_max}, {"bins", kEntropyBins}, {"histogram", g.entropy_hist}};
     // An infinite median (half the tokens or more with a second prob of 0) is null in JSON.
     entry["ib_median"] = std::isfinite(g.ib_median) ? json(g.ib_median) : json();
     entry["ib_infinite_fraction"] = g.ib_infinite_fraction;
     entry["ob_median"] = g.ob_median;
     entry["selection_frequency"] = g.selection_frequency;
     entry["router_weights"] = weight_stats_json(model.params(), P + "router/");
-    entry["expert_similarity"] = {{"mean", sim.mean}, {"w1", sim.w1}, {"w3", sim.w3}, {"w2", sim.w2},
-                                  {"off_diagonal_mean", sim.off_diagonal_mean}, {"orthogonal_value", 1.0 / E},
+    entry["expert_similarity"] = {{"mean", sim.mean},
+                                  {"w1", sim.w1},
+                                  {"w3", sim.w3},
+                                  {"w2", sim.w2},
+                                  {"off_diagonal_mean", sim.off_diagonal_mean},
+                                  {"orthogonal_value", 1.0 / E},
                                   {"gram", matrix_json(sim.gram, E)}};
     layers.push_back(entry);
   }
@@ -298,8 +310,9 @@ int run(int argc, char** argv) {
   }
 
   // ---- a summary on stdout ----
-  std::printf("layer  entropy (max %.3f)  IB median  OB median  expert sim.  top-1 MI with next (MM)  binned MI (paper)\n",
-              std::log(double(E)));
+  std::printf(
+      "layer  entropy (max %.3f)  IB median  OB median  expert sim.  top-1 MI with next (MM)  binned MI (paper)\n",
+      std::log(double(E)));
   const std::vector<double> pm = paper_mi.matrix();
   for (int l = 0; l < L; ++l) {
     const json& e = layers[size_t(l)];
@@ -331,9 +344,10 @@ int run(int argc, char** argv) {
   std::fflush(stdout);
   const int st = run_program({kPython, script, json_path, "--out", out_dir});
   if (st == kPlotNoMatplotlib) {
-    std::printf("figures not written: matplotlib is missing (apt-get install python3-matplotlib, then %s); the "
-                "JSON is complete\n",
-                by_hand.c_str());
+    std::printf(
+        "figures not written: matplotlib is missing (apt-get install python3-matplotlib, then %s); the "
+        "JSON is complete\n",
+        by_hand.c_str());
     return exit_status_done;
   }
   if (st != 0)

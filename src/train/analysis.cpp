@@ -47,8 +47,8 @@ double median(std::vector<double> v) {
 GateAccumulator::GateAccumulator(int E, int k, int entropy_bins)
     : E_(E), k_(k), bins_(entropy_bins), hist_(size_t(entropy_bins), 0), slots_(size_t(E), 0) {
   RMOE_CHECK(E >= 2 && k >= 1 && k <= E && entropy_bins >= 1,
-             "GateAccumulator needs 2 <= E, 1 <= k <= E, bins >= 1; got E = " << E << ", k = " << k << ", bins = "
-                                                                              << entropy_bins);
+             "GateAccumulator needs 2 <= E, 1 <= k <= E, bins >= 1; got E = " << E << ", k = " << k
+                                                                              << ", bins = " << entropy_bins);
 }
 
 void GateAccumulator::add(const float* probs, const int32_t* topk_idx, int64_t n) {
@@ -119,10 +119,9 @@ double binned_pair_mi(const int32_t* a, const int32_t* b, int E, int bins, std::
   return mi / E;
 }
 
-BinnedMiAccumulator::BinnedMiAccumulator(int L, int E, int bins)
-    : L_(L), E_(E), bins_(bins), sum_(size_t(L) * L, 0.0) {
+BinnedMiAccumulator::BinnedMiAccumulator(int L, int E, int bins) : L_(L), E_(E), bins_(bins), sum_(size_t(L) * L, 0.0) {
   RMOE_CHECK(L >= 1 && E >= 2 && bins >= 2, "BinnedMiAccumulator needs L >= 1, E >= 2, bins >= 2; got L = "
-                                                 << L << ", E = " << E << ", bins = " << bins);
+                                                << L << ", E = " << E << ", bins = " << bins);
 }
 
 void BinnedMiAccumulator::add(const std::vector<const float*>& probs, int64_t n) {
@@ -173,7 +172,9 @@ MiEstimate count_table_mi(const int64_t* joint, int A, int B) {
       const int64_t c = joint[size_t(a) * B + b];
       if (c > 0) plugin += double(c) / N * std::log(N * double(c) / (double(na[size_t(a)]) * double(nb[size_t(b)])));
     }
-  const auto nonempty = [](const std::vector<int64_t>& v) { return int64_t(std::count_if(v.begin(), v.end(), [](int64_t c) { return c > 0; })); };
+  const auto nonempty = [](const std::vector<int64_t>& v) {
+    return int64_t(std::count_if(v.begin(), v.end(), [](int64_t c) { return c > 0; }));
+  };
   MiEstimate r;
   r.plugin = plugin;
   r.miller_madow = plugin + double(nonempty(na) + nonempty(nb) - cells - 1) / (2 * N);
@@ -189,10 +190,12 @@ void Top1MiAccumulator::add(const std::vector<const int32_t*>& top1, int64_t n, 
   for (int64_t t = 0; t < n; ++t)
     for (int l = 0; l < L_; ++l) {
       const int32_t a = top1[size_t(l)][t * stride];
-      RMOE_CHECK(a >= 0 && a < E_, "layer " << l << ": expert " << a << " of token " << t << " is outside [0, " << E_ << ")");
+      RMOE_CHECK(a >= 0 && a < E_,
+                 "layer " << l << ": expert " << a << " of token " << t << " is outside [0, " << E_ << ")");
       for (int m = l; m < L_; ++m) {
         const int32_t b = top1[size_t(m)][t * stride];
-        RMOE_CHECK(b >= 0 && b < E_, "layer " << m << ": expert " << b << " of token " << t << " is outside [0, " << E_ << ")");
+        RMOE_CHECK(b >= 0 && b < E_,
+                   "layer " << m << ": expert " << b << " of token " << t << " is outside [0, " << E_ << ")");
         ++joint_[((size_t(l) * L_ + m) * E_ + a) * E_ + b];
       }
     }
@@ -225,7 +228,8 @@ ExpertSimilarity expert_similarity(const float* w1, const float* w3, const float
       double norm2 = 0;
       for (int c = 0; c < d; ++c) norm2 += row[c] * row[c];
       // The mean over f and the scaling to unit length: one division by the norm of the sum.
-      RMOE_CHECK(norm2 > 0, "expert " << e << "'s mean " << name << " is the zero vector: it has no direction, so its similarity is undefined");
+      RMOE_CHECK(norm2 > 0, "expert " << e << "'s mean " << name
+                                      << " is the zero vector: it has no direction, so its similarity is undefined");
       const double inv = 1 / std::sqrt(norm2);
       for (int c = 0; c < d; ++c) row[c] *= inv;
     }

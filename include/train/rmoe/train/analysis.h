@@ -33,12 +33,12 @@ double median(std::vector<double> v);
 
 struct GateSummary {
   int64_t tokens = 0;
-  double entropy_mean = 0;               // nats
-  double entropy_max = 0;                // ln E, the uniform gate's
-  std::vector<int64_t> entropy_hist;     // [bins] over [0, ln E], equal widths; sums to tokens
-  double ib_median = 0;                  // median of top1/top2 (IB); +inf if half or more are +inf
-  double ib_infinite_fraction = 0;       // tokens whose second-largest prob is exactly 0
-  double ob_median = 0;                  // median of the top-k sum (OB), in [k/E, 1]
+  double entropy_mean = 0;                  // nats
+  double entropy_max = 0;                   // ln E, the uniform gate's
+  std::vector<int64_t> entropy_hist;        // [bins] over [0, ln E], equal widths; sums to tokens
+  double ib_median = 0;                     // median of top1/top2 (IB); +inf if half or more are +inf
+  double ib_infinite_fraction = 0;          // tokens whose second-largest prob is exactly 0
+  double ob_median = 0;                     // median of the top-k sum (OB), in [k/E, 1]
   std::vector<double> selection_frequency;  // [E] slots sent to e / (N k); sums to 1
 };
 
