@@ -166,7 +166,7 @@ int run(int argc, char** argv) {
   // Tokens to analyse: windows in order, the last one cut to what is left.
   const int64_t split_tokens = val.windows >= 0 ? val.windows * S : -1;  // -1: synthetic, no end
   int64_t tokens = want_tokens > 0 ? want_tokens : kDefaultTokens;
-  std::string tokens_note = want_tokens > 0 ? "--tokens" : "the default";
+  std::string tokens_note = want_tokens > 0 ? "--tokens" : "the default, at most " + std::to_string(kDefaultTokens);
   if (split_tokens >= 0 && tokens >= split_tokens) {
     if (want_tokens > split_tokens)
       std::fprintf(stderr, "rmoe_analyze: --tokens %lld is more than the validation split's %lld tokens: all of it\n",

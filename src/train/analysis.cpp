@@ -53,8 +53,6 @@ GateAccumulator::GateAccumulator(int E, int k, int entropy_bins)
 
 void GateAccumulator::add(const float* probs, const int32_t* topk_idx, int64_t n) {
   const double h_max = std::log(double(E_));
-  ib_.reserve(ib_.size() + size_t(n));
-  ob_.reserve(ob_.size() + size_t(n));
   for (int64_t t = 0; t < n; ++t) {
     const float* p = probs + t * E_;  // [E]
     const double h = gate_entropy(p, E_);
