@@ -13,6 +13,9 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev
   libsentencepiece-dev sentencepiece
+  # Figures of scripts/plot_metrics.py and scripts/plot_analyze.py (rmoe_analyze
+  # runs the latter; tests/cli/analyze.sh checks the PNGs when it is present).
+  python3-matplotlib
   # The sanitizer + fuzz build of scripts/test.sh (build-asan, tests/fuzz):
   # clang 14, its sanitizer and libFuzzer runtimes, its OpenMP runtime, and
   # llvm-symbolizer for readable sanitizer reports.

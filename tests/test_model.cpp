@@ -340,6 +340,42 @@ TEST(ModelRouter, GruNpHasNoRecurrentPath) {
   EXPECT_NE(loss[0], loss[2]);
 }
 
+// router_probs(l) is the full softmax the top-k was taken from: rows of E
+// positive probabilities summing to 1, the chosen experts the k largest in
+// descending order, for the tokens of the last forward only.
+TEST(ModelRouter, RouterProbsAreTheFullSoftmaxBehindTopk) {
+  for (RouterType r : {RouterType::linear, RouterType::gru}) {
+    const ModelConfig c = tiny(r);
+    Model<double> m(c, 3);
+    init_model(m, 4);
+    Batch b = make_batch(c, 2, 9);
+    m.forward(b.tokens.data(), b.targets.data(), 2);
+    const int64_t T = 2 * c.seq_length, E = c.num_experts, K = c.topk;
+    for (int l = 0; l < c.num_layers; ++l) {
+      const Tensor<double> p = m.router_probs(l);
+      const Tensor<int32_t> idx = m.topk_idx(l);
+      ASSERT_EQ(p.shape[0], T);
+      ASSERT_EQ(p.shape[1], E);
+      for (int64_t t = 0; t < T; ++t) {
+        double sum = 0;
+        for (int64_t e = 0; e < E; ++e) {
+          EXPECT_GT(p.data[t * E + e], 0);
+          sum += p.data[t * E + e];
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-12) << "layer " << l << " token " << t;
+        for (int64_t j = 0; j + 1 < K; ++j)
+          EXPECT_GE(p.data[t * E + idx.data[t * K + j]], p.data[t * E + idx.data[t * K + j + 1]]);
+        const double kth = p.data[t * E + idx.data[t * K + K - 1]];
+        for (int64_t e = 0; e < E; ++e) {
+          bool chosen = false;
+          for (int64_t j = 0; j < K; ++j) chosen |= idx.data[t * K + j] == e;
+          if (!chosen) EXPECT_LE(p.data[t * E + e], kth) << "layer " << l << " token " << t << " expert " << e;
+        }
+      }
+    }
+  }
+}
+
 TEST(ModelDeterminism, TwoRunsBitIdentical) {
   auto c = tiny(RouterType::gru);
   c.seq_length = 16;

@@ -43,6 +43,7 @@
 
 #include "app_main.h"
 #include "app_options.h"
+#include "eval_setup.h"
 #include "rmoe/data/batch_source.h"
 #include "rmoe/data/dataset.h"
 #include "rmoe/data/loader.h"
@@ -74,17 +75,6 @@ const char* kUsage =
     "Prints the validation loss, BPC (byte data) or perplexity, and the tokens evaluated (rank 0).\n"
     "Exit status: 0 done, 1 failure, 2 bad usage.\n";
 
-int64_t parse_count(const std::string& flag, const std::string& v, int64_t min,
-                    int64_t max = std::numeric_limits<int64_t>::max()) {
-  char* end = nullptr;
-  errno = 0;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < min || x > max)
-    throw UsageError(flag + "=" + v + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
-                     "]");
-  return x;
-}
-
 int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
@@ -105,29 +95,14 @@ int run(int argc, char** argv) {
   }
   const std::string path = checkpoint_to_load(load);
   const CheckpointHeader header = read_checkpoint_header(path);
-
-  // The stored configuration, with this command line on top. The saved
-  // expert-parallel size need not suit this rank count: choose it anew unless
-  // given.
-  if (!has_option(overrides, "expert-parallel-size")) overrides.push_back("--expert-parallel-size=0");
-  TrainConfig cfg = parse_train_config_from_ini(header.config_ini, path, overrides);
+  TrainConfig cfg = checkpoint_eval_config(header, path, overrides);
   if (cfg.help) {
     if (mpi_world_rank() == 0) std::fputs(kUsage, stdout);
     return 0;
   }
   if (micro_batch > 0) cfg.micro_batch_size = int(micro_batch);  // the global batch plays no part here
-  if (is_synthetic_data_path(cfg.data_path)) {
-    if (eval_iters < 0) eval_iters = cfg.eval_iters;
-  } else {
-    if (!is_dataset_dir(cfg.data_path))
-      throw UsageError("--data-path=" + cfg.data_path + ": not a dataset directory (no " + kDatasetMetaFile +
-                       "); give the directory rmoe_prepare wrote");
-    const int v = dataset_vocab_size(cfg.data_path);
-    if (v != cfg.model.vocab_size)
-      throw UsageError("dataset " + cfg.data_path + " has vocabulary " + std::to_string(v) + " but the model of " +
-                       path + " has vocabulary " + std::to_string(cfg.model.vocab_size) +
-                       "; evaluate on data prepared with the tokenizer the model was trained on");
-  }
+  if (is_synthetic_data_path(cfg.data_path) && eval_iters < 0) eval_iters = cfg.eval_iters;
+  check_eval_dataset(cfg, path);
 
   auto groups = std::make_shared<ProcessGroups>(
       make_process_groups(mpi_world(), cfg.expert_parallel_size, cfg.model.num_experts));
@@ -136,15 +111,12 @@ int run(int argc, char** argv) {
   const int P = groups->world->size(), rank = groups->world->rank();
   const int mb = cfg.micro_batch_size, S = cfg.model.seq_length;
 
-  // Global batch = one micro-batch: validation batch m is then micro-batch m,
-  // sequence j of it the window m * mb + j (loader.h).
-  std::unique_ptr<BatchSource> source = open_batch_source(cfg.data_path, cfg.model.vocab_size, cfg.seed, S, mb);
-  check_same_tokenizer(header, path, cfg.data_path, tokenizer_fingerprint_of(*source, cfg.data_path, cfg.seed),
-                       tokenizer_description_of(*source, cfg.data_path, cfg.seed), allow_tokenizer_mismatch,
-                       rank == 0);
-  int64_t windows = -1, micro_batches = 0;
-  if (const auto* shards = dynamic_cast<const ShardBatchSource*>(source.get())) {
-    windows = shards->num_windows(Split::val);
+  // Validation batch m is micro-batch m, sequence j of it the window m * mb + j (eval_setup.h).
+  ValidationData val = open_validation_data(cfg, header, path, allow_tokenizer_mismatch, rank == 0);
+  std::unique_ptr<BatchSource>& source = val.source;
+  const int64_t windows = val.windows;
+  int64_t micro_batches = 0;
+  if (windows >= 0) {
     const int64_t all = (windows + mb - 1) / mb;
     micro_batches = eval_iters < 0 ? all : std::min(eval_iters, all);
   } else {

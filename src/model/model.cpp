@@ -147,6 +147,11 @@ Tensor<int32_t> Model<T>::topk_idx(int l) const {
 }
 
 template <class T>
+Tensor<T> Model<T>::router_probs(int l) const {
+  return first_rows(layers_[l].probs, num_tokens_);
+}
+
+template <class T>
 ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, int B) {
   RMOE_CHECK(B >= 1 && B <= max_batch_, "micro-batch of " << B << " sequences; this model holds at most "
                                                            << max_batch_);

@@ -95,6 +95,9 @@ class Model {
   }
   // Top-k expert choice of layer l in the last forward: [T, k].
   Tensor<int32_t> topk_idx(int l) const;
+  // Router probabilities of layer l in the last forward, the full softmax over
+  // all E experts (before top-k): [T, E].
+  Tensor<T> router_probs(int l) const;
   // Hold routing fixed: when set, forward reuses the last top-k choice instead
   // of recomputing it (finite-difference tests need a piecewise-smooth loss).
   void set_freeze_routing(bool on) { freeze_routing_ = on; }
