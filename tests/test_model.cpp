@@ -369,7 +369,9 @@ TEST(ModelRouter, RouterProbsAreTheFullSoftmaxBehindTopk) {
         for (int64_t e = 0; e < E; ++e) {
           bool chosen = false;
           for (int64_t j = 0; j < K; ++j) chosen |= idx.data[t * K + j] == e;
-          if (!chosen) EXPECT_LE(p.data[t * E + e], kth) << "layer " << l << " token " << t << " expert " << e;
+          if (!chosen) {
+            EXPECT_LE(p.data[t * E + e], kth) << "layer " << l << " token " << t << " expert " << e;
+          }
         }
       }
     }
