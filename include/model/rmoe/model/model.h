@@ -80,6 +80,7 @@ class Model {
   struct LayerWeights {  // views into a ParamStore (weights or gradients)
     Tensor<T> attn_norm, wq, wk, wv, wo, moe_norm;
     Tensor<T> gate_w, gate_b, proj_w, proj_b;  // router (gate_b, proj_* null for linear)
+    Tensor<T> xmoe_proj, expert_emb, log_scale;  // cosine head: [r, d or p], [E, r], [1] (null otherwise)
     Tensor<T> w1, w3, w2;                      // experts [E,f,d], [E,f,d], [E,d,f]
   };
   struct GlobalWeights {
@@ -92,6 +93,7 @@ class Model {
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
     Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
+    Tensor<T> xz, zn, znorm, en, enorm;        // cosine head: xz, zn [T,r]; znorm [T]; en [E,r]; enorm [E]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
     Tensor<int32_t> idx, slot_token, slot_of;  // routing: [T,k], [Tk], [T,k]
@@ -101,6 +103,7 @@ class Model {
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
+    Tensor<T> dcos, dzn, dz, den;                   // cosine head: [T,E], [T,r] x2, [E,r]
     Tensor<T> dxs, dys;                             // [Tk,d] x2
     Tensor<T> dxf, dlogits;                         // [T,d], [T,V]
   };
@@ -115,6 +118,8 @@ class Model {
   void router_forward(int l);                // u -> logits (and h for gru/rnn/mlp)
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
+  void cosine_head_forward(int l, Tensor<T> x);                 // x [T, d or p] -> logits (router.cpp)
+  void cosine_head_backward(int l, Tensor<T> x, Tensor<T> dx);  // dlogits_r -> dx (+=), head grads
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
