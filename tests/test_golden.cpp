@@ -34,6 +34,7 @@ ModelConfig config_from(const h5::File& f) {
   c.z_loss_coeff = f.attr_double("z_loss_coeff");
   c.rms_eps = f.attr_double("rms_eps");
   c.rope_theta = f.attr_double("rope_theta");
+  if (f.has_attr("xmoe_dim")) c.xmoe_dim = int(f.attr_int("xmoe_dim"));  // the cosine routers' files only
   return c;
 }
 
@@ -97,7 +98,8 @@ void check_case(const std::string& name, double tol) {
 }
 
 const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
-                        "golden_gru_tied", "golden_gru_np"};
+                        "golden_gru_tied", "golden_gru_np",
+                        "golden_cosine", "golden_xmoe", "golden_gru_xmoe", "golden_gru_xmoe_detach"};
 
 }  // namespace
 
