@@ -43,8 +43,7 @@ bool router_has_xmoe_proj(RouterType r);   // xmoe_proj [r, d] (xmoe) or [r, p] 
 
 // The cosine head's constants (docs/MODEL.md). logit = exp(min(s, kMaxLogScale)) cos:
 // s = log(1/tau) keeps tau > 0; the clamp (CLIP's) keeps tau >= 0.01, so the
-// logits stay within +-100 and the softmax cannot saturate to a one-hot as
-// s grows.
+// logits stay within +-100 however far s runs.
 inline constexpr double kCosineNormEps = 1e-12;             // max(||x||, eps), F.normalize's default
 inline constexpr double kMaxLogScale = 4.605170185988092;   // log(100)
 inline constexpr double kInitLogScale = 2.659260036932778;  // log(1/0.07): tau = 0.07, X-MoE's init
