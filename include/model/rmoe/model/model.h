@@ -2,9 +2,10 @@
 //
 // Legend: B sequences per micro-batch, S sequence length, T = B*S tokens,
 // Tk = T*k token slots, d width, H heads, D head dim, E experts, k top-k,
-// f expert FFN width, p router width, V vocabulary, L layers. (These letters
-// name sizes in shape comments only; in code T is the element type, and the
-// counts are num_tokens_ / n_tok and n_slots.)
+// f expert FFN width, p router width, r cosine-head width (xmoe_dim, or d for
+// cosine), V vocabulary, L layers. (These letters name sizes in shape
+// comments only; in code T is the element type, and the counts are
+// num_tokens_ / n_tok and n_slots.)
 //
 // One member-function file per layer: attention_layer.cpp, router.cpp,
 // moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
