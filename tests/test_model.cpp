@@ -1,12 +1,13 @@
 // test_model.cpp — the whole model's backward against finite differences in
 // double (3 layers so the router state crosses layers), for every router;
-// router_detach cuts exactly the recurrent path; bitwise determinism; the
+// router_detach cuts exactly the recurrent path (and its gradient equals
+// finite differences with the router state held, set_freeze_router_state);
+// the cosine routers' parameters; bitwise determinism; the
 // statistics reducer seam.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <random>
 
@@ -58,8 +59,7 @@ void init_model(Model<T>& m, uint64_t seed) {
   }
 }
 
-// only: which parameters to check (all by default).
-void fd_check(ModelConfig c, const std::function<bool(const std::string&)>& only = {}) {
+void fd_check(ModelConfig c) {
   const int B = 2;
   Model<double> m(c, B);
   init_model(m, 42);
@@ -68,13 +68,14 @@ void fd_check(ModelConfig c, const std::function<bool(const std::string&)>& only
   m.grads().zero();
   m.backward(1.0);
   m.set_freeze_routing(true);  // FD with the top-k choice held fixed
+  // Detached: the backward holds h_{l-1} constant, so the FD forwards do too.
+  m.set_freeze_router_state(c.router_detach);
   std::mt19937 rng(3);
   int checked = 0;
   double worst = 0;
   for (const auto& s : m.params().specs()) {
     double* p = m.params().data_of(s);
     const double* g = m.grads().data_of(s);
-    if (only && !only(s.name)) continue;
     if (s.frozen) {  // the random router's gate: no gradient at all (FD would see one)
       for (int64_t i = 0; i < s.numel(); ++i) ASSERT_EQ(g[i], 0.0) << s.name << "[" << i << "]";
       continue;
@@ -95,7 +96,7 @@ void fd_check(ModelConfig c, const std::function<bool(const std::string&)>& only
       ++checked;
     }
   }
-  EXPECT_GT(checked, only ? 20 : 40);
+  EXPECT_GT(checked, 40);
   ::testing::Test::RecordProperty("worst_rel_err", std::to_string(worst));
 }
 
@@ -117,16 +118,40 @@ ModelConfig tiny_cosine(RouterType r) {
 TEST(ModelFD, Cosine) { fd_check(tiny_cosine(RouterType::cosine)); }
 TEST(ModelFD, Xmoe) { fd_check(tiny_cosine(RouterType::xmoe)); }
 TEST(ModelFD, GruXmoe) { fd_check(tiny_cosine(RouterType::gru_xmoe)); }
-// With router_detach the gradient is no longer that of the forward's loss
-// (h_{l-1} is a constant for it), so finite differences can check only what
-// reaches the loss by no cut path: the top layer's parameters, whose h feeds
-// nothing above. The detached gradient as a whole is checked against torch's
-// .detach() by golden_gru_xmoe_detach (test_golden), and
-// ModelRouter.GruXmoeDetachCutsOnlyTheRecurrentPath shows the cut changes it.
-TEST(ModelFD, GruXmoeDetachTopLayer) {
-  auto c = tiny_cosine(RouterType::gru_xmoe);
+// With router_detach the gradient is that of the loss with every h_{l-1}
+// held at its value (set_freeze_router_state), not that of the forward's loss.
+ModelConfig detached(ModelConfig c) {
   c.router_detach = true;
-  fd_check(c, [](const std::string& name) { return name.rfind("layers/02/", 0) == 0; });
+  return c;
+}
+TEST(ModelFD, GruXmoeDetach) { fd_check(detached(tiny_cosine(RouterType::gru_xmoe))); }
+TEST(ModelFD, GruDetach) { fd_check(detached(tiny(RouterType::gru))); }
+TEST(ModelFD, RnnDetach) { fd_check(detached(tiny(RouterType::rnn))); }
+// The frozen state is what makes those checks: without it finite differences
+// see the recurrent path the detached backward leaves out. Only the top
+// layer's parameters reach the loss by no cut path and still agree.
+TEST(ModelFD, GruXmoeDetachDiffersFromTheForwardsGradient) {
+  auto c = detached(tiny_cosine(RouterType::gru_xmoe));
+  Model<double> m(c, 2);
+  init_model(m, 42);
+  Batch b = make_batch(c, 2, 9);
+  m.forward(b.tokens.data(), b.targets.data(), 2);
+  m.grads().zero();
+  m.backward(1.0);
+  m.set_freeze_routing(true);
+  auto fd_of = [&](const char* name, int64_t i) {
+    double* p = m.params().data_of(*m.params().find(name));
+    const double keep = p[i], eps = 1e-5;
+    p[i] = keep + eps;
+    const double lp = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    p[i] = keep - eps;
+    const double lm = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    p[i] = keep;
+    return (lp - lm) / (2 * eps);
+  };
+  auto grad_of = [&](const char* name, int64_t i) { return m.grads().data_of(*m.params().find(name))[i]; };
+  EXPECT_GT(std::abs(fd_of("layers/00/router/proj_w", 3) - grad_of("layers/00/router/proj_w", 3)), 1e-6);
+  EXPECT_NEAR(fd_of("layers/02/router/expert_emb", 3), grad_of("layers/02/router/expert_emb", 3), 1e-8);
 }
 
 // The random router is the linear router with its gate frozen: the same

@@ -15,6 +15,7 @@
 // gru-np passes no state between layers (the paper's "NP" baseline): every
 // layer's h_prev is h0_ = 0, so no gradient crosses layers either.
 #include "model_util.h"
+#include "rmoe/core/error.h"
 #include "rmoe/kernels/ops.h"
 #include "rmoe/model/model.h"
 
@@ -26,7 +27,24 @@ template <class T>
 Tensor<T> Model<T>::h_prev_of(int l) const {
   const int64_t n_tok = num_tokens_;
   if (l == 0 || !router_carries_state(cfg_.router_type)) return first_rows(h0_, n_tok);
+  if (!h_frozen_.is_null()) {  // layer l-1's held state: rows [(l-1) T, l T) of [L T, p]
+    RMOE_CHECK(h_frozen_.rows() == cfg_.num_layers * n_tok,
+               "the router state was held for another micro-batch size than this forward's " << n_tok << " tokens");
+    return Tensor<T>(h_frozen_.data + (l - 1) * n_tok * h_frozen_.cols(), {n_tok, h_frozen_.cols()}, h_frozen_.device);
+  }
   return first_rows(layers_[l - 1].h, n_tok);
+}
+
+template <class T>
+void Model<T>::set_freeze_router_state(bool on) {
+  h_frozen_ = Tensor<T>{};
+  h_frozen_mem_.clear();
+  if (!on || !router_carries_state(cfg_.router_type) || num_tokens_ == 0) return;
+  const int64_t n_tok = num_tokens_, p = cfg_.router_dim;
+  h_frozen_mem_.assign(size_t(cfg_.num_layers * n_tok * p), T(0));
+  h_frozen_ = Tensor<T>(h_frozen_mem_.data(), {cfg_.num_layers * n_tok, p});
+  for (int l = 0; l < cfg_.num_layers; ++l)
+    ops::copy(Tensor<T>(h_frozen_.data + l * n_tok * p, {n_tok, p}), first_rows(layers_[l].h, n_tok));
 }
 
 template <class T>
@@ -184,6 +202,8 @@ void Model<T>::router_backward(int l) {
   std::swap(scratch_.dh, scratch_.dh_prev);  // the next (lower) layer's incoming dh
 }
 
+template void Model<float>::set_freeze_router_state(bool);
+template void Model<double>::set_freeze_router_state(bool);
 template Tensor<float> Model<float>::h_prev_of(int) const;
 template Tensor<double> Model<double>::h_prev_of(int) const;
 template void Model<float>::router_forward(int);

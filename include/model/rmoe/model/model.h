@@ -76,6 +76,11 @@ class Model {
   // Hold routing fixed: when set, forward reuses the last top-k choice instead
   // of recomputing it (finite-difference tests need a piecewise-smooth loss).
   void set_freeze_routing(bool on) { freeze_routing_ = on; }
+  // Hold the router state fixed: when set, every layer's cell takes as h_{l-1}
+  // the state of the forward run last before this call, whatever the weights
+  // are now. With router_detach the backward treats h_{l-1} as a constant, so
+  // finite differences of such forwards check the detached gradient (tests).
+  void set_freeze_router_state(bool on);
 
  private:
   struct LayerWeights {  // views into a ParamStore (weights or gradients)
@@ -148,6 +153,8 @@ class Model {
   std::vector<int64_t> offset_mem_;
   std::vector<double> scalar_mem_, host_scalars_;  // host_scalars_: the host copy of scalar_mem_
   bool freeze_routing_ = false;
+  Tensor<T> h_frozen_;              // [L, T, p]: the states held by set_freeze_router_state (null: not held)
+  std::vector<T> h_frozen_mem_;     // its backing (host; allocated only when a test holds the state)
 };
 
 extern template class Model<float>;
