@@ -178,10 +178,12 @@ double norm_err(const std::vector<double>& a, const double* b, size_t n) {
 // Tolerance: 1e-11 normalised max error in double, 3e-5 in float (the only
 // differences are summation orders across ranks).
 template <class T>
-void check_equivalence(double tol) {
+void check_equivalence(double tol, RouterType router = RouterType::gru) {
   auto world = mpi_world();
   const int P = world->size();
-  const ModelConfig c = tiny_model();
+  ModelConfig c = tiny_model();
+  c.router_type = router;
+  c.xmoe_dim = 5;
   const int G = 4;
   std::vector<int32_t> tok(G * c.seq_length), tgt(G * c.seq_length);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -223,6 +225,11 @@ void check_equivalence(double tol) {
 
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11); }
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5); }
+// The cosine head's log_scale and expert_emb sum their gradient over every
+// token: over ranks too.
+TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsGruXmoe) {
+  check_equivalence<double>(1e-11, RouterType::gru_xmoe);
+}
 
 TEST(Equivalence, RepeatedRunsAreBitIdentical) {
   auto world = mpi_world();
