@@ -180,11 +180,13 @@ double norm_err(const std::vector<double>& a, const double* b, size_t n) {
 // capacity decides over all ranks' slots, so every layout drops the slots one
 // process drops.
 template <class T>
-void check_equivalence(double tol, double capacity_factor = 0) {
+void check_equivalence(double tol, double capacity_factor = 0, RouterType router = RouterType::gru) {
   auto world = mpi_world();
   const int P = world->size();
   ModelConfig c = tiny_model();
   c.capacity_factor = capacity_factor;
+  c.router_type = router;
+  c.xmoe_dim = 5;
   const int G = 4;
   std::vector<int32_t> tok(G * c.seq_length), tgt(G * c.seq_length);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -235,6 +237,11 @@ TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsDouble) { check_equivale
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5); }
 TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11, 0.75); }
 TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5, 0.75); }
+// The cosine head's log_scale and expert_emb sum their gradient over every
+// token: over ranks too.
+TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsGruXmoe) {
+  check_equivalence<double>(1e-11, 0, RouterType::gru_xmoe);
+}
 
 TEST(Equivalence, RepeatedRunsAreBitIdentical) {
   auto world = mpi_world();

@@ -297,6 +297,35 @@ TEST(Checkpoint, RandomRouterRoundTrip) {
   EXPECT_NE(loaded.params.get("layers/01/router/gate_w").data[0], 0.0f);
 }
 
+// The cosine routers' tensors (expert_emb, log_scale, xmoe_proj) are saved
+// and loaded like every tensor; another --xmoe-dim is a shape mismatch naming
+// the tensor.
+TEST(Checkpoint, CosineRoutersRoundTrip) {
+  for (RouterType r : {RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe}) {
+    SCOPED_TRACE(router_type_name(r));
+    ModelConfig cfg = tiny_model();
+    cfg.router_type = r;
+    cfg.xmoe_dim = 6;
+    const std::string dir = fresh_dir(std::string("cosine_router_") + router_type_name(r));
+    OwnedState saved = make_state(cfg, 13);
+    const std::string path = save_state(dir, saved, 3);
+    OwnedState loaded = zero_state(cfg);
+    TrainState l = loaded.view();
+    load_checkpoint(path, l, one_process(4));
+    EXPECT_TRUE(same_state(saved, loaded));
+    EXPECT_NE(loaded.params.get("layers/01/router/log_scale").data[0], 0.0f);
+    EXPECT_NE(loaded.params.get("layers/01/router/expert_emb").data[0], 0.0f);
+    if (r == RouterType::cosine) continue;
+    ModelConfig wider = cfg;
+    wider.xmoe_dim = 7;
+    OwnedState into = zero_state(wider);
+    const std::string in = r == RouterType::xmoe ? "16" : "8";  // xmoe_proj [r, d] or [r, p]
+    expect_load_error(path, into, one_process(4),
+                      {"'/model/layers/00/router/xmoe_proj'", "[6, " + in + "] in the file", "[7, " + in + "]"},
+                      /*usage=*/true);
+  }
+}
+
 TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
   const ModelConfig cfg = tiny_model();  // E = 4
   const std::string dir = fresh_dir("slice");
@@ -571,6 +600,7 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   b.model.init_std = 0.01;
   b.model.router_init = RouterInit::torch;
   b.seed = 99;
+  b.model.xmoe_dim = 8;
   ResumeChanges r = compare(b);
   std::vector<std::string> refused = keys(r.refused);
   std::sort(refused.begin(), refused.end());

@@ -160,7 +160,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
       "vocab-size", "num-experts", "moe-router-topk", "moe-expert-capacity-factor", "moe-aux-loss-coeff",
       "moe-z-loss-coeff", "moe-router-type",
-      "router-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
+      "router-dim", "xmoe-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
@@ -204,7 +204,7 @@ TEST(TrainConfigErrors, BatchLayout) {
 
 TEST(TrainConfigErrors, NonPositiveSizes) {
   for (const char* flag : {"--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads",
-                           "--seq-length", "--vocab-size", "--num-experts", "--moe-router-topk", "--router-dim",
+                           "--seq-length", "--vocab-size", "--num-experts", "--moe-router-topk", "--router-dim", "--xmoe-dim",
                            "--micro-batch-size", "--global-batch-size", "--train-iters", "--log-interval",
                            "--lr-decay-iters"}) {
     for (const char* value : {"0", "-3"}) {
@@ -479,6 +479,23 @@ TEST(TrainConfig, CommandLineOverridesIniFile) {
   EXPECT_EQ(parse_args({"--config=" + topk, "--num-experts=6"}).model.topk, 6);
 }
 
+// --xmoe-dim: parsed, validated (>= 1, the message names the flag), stored
+// in the INI text and read back; the router list names the cosine routers.
+TEST(TrainConfig, XmoeDim) {
+  EXPECT_EQ(parse_args({}).model.xmoe_dim, 16);  // X-MoE's
+  const TrainConfig c = parse_args({"--moe-router-type=gru-xmoe", "--xmoe-dim=24"});
+  EXPECT_EQ(c.model.router_type, RouterType::gru_xmoe);
+  EXPECT_EQ(c.model.xmoe_dim, 24);
+  const std::string ini = config_to_ini(c);
+  EXPECT_NE(ini.find("xmoe-dim = 24\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("moe-router-type = gru-xmoe\n"), std::string::npos) << ini;
+  EXPECT_EQ(parse_train_config_from_ini(ini, "ck.h5", {}).model.xmoe_dim, 24);
+  expect_usage_error({"--xmoe-dim=0"}, {"--xmoe-dim=0", "must be >= 1"});
+  expect_usage_error({"--xmoe-dim=abc"}, {"--xmoe-dim"});
+  expect_usage_error({"--moe-router-type=xmoe2"}, {"--moe-router-type=xmoe2", "cosine, xmoe, gru-xmoe"});
+  EXPECT_NE(parse_args({"--help"}).help_text.find("gru-xmoe"), std::string::npos);
+}
+
 TEST(TrainConfig, IniRoundTrip) {
   TrainConfig c = parse_args({"--num-layers=3", "--hidden-size=48", "--num-attention-heads=2", "--lr=4.2e-4",
                          "--min-lr=4.2e-5", "--moe-router-type=linear", "--tie-embeddings", "--seed=18446744073709551615",
@@ -539,8 +556,12 @@ TEST(ModelConfig, RouterTypeNames) {
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
                        RouterType::gru_np, RouterType::rnn})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);
+  for (RouterType r : {RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe})
+    EXPECT_EQ(parse_router_type(router_type_name(r)), r);
+  EXPECT_EQ(parse_router_type("gru-xmoe"), RouterType::gru_xmoe);
   EXPECT_THROW(parse_router_type("GRU"), UsageError);
   EXPECT_THROW(parse_router_type("gru_np"), UsageError);  // the flag spells it gru-np
+  EXPECT_THROW(parse_router_type("gru_xmoe"), UsageError);
   ModelConfig m;
   EXPECT_NO_THROW(m.validate());
   m.topk = m.num_experts + 1;

@@ -50,7 +50,8 @@ TrainConfig paper_config() {
 std::vector<TrainConfig> varied_configs() {
   std::vector<TrainConfig> out;
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
-                       RouterType::gru_np, RouterType::rnn}) {
+                       RouterType::gru_np, RouterType::rnn,
+                       RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe}) {
     for (bool tied : {false, true}) {
       for (int mb : {1, 3}) {
         TrainConfig c;
@@ -61,6 +62,7 @@ std::vector<TrainConfig> varied_configs() {
         c.model.topk = 2;
         c.model.ffn_hidden_size = 7;
         c.model.router_dim = 9;
+        c.model.xmoe_dim = 5;
         c.model.vocab_size = 29;
         c.model.seq_length = 11;
         c.model.router_type = r;
@@ -183,6 +185,35 @@ TEST(DryRun, PaperConfigMatchesHandCount) {
   // 6 GiB, more than all the activations now).
   EXPECT_EQ(s.memory_bytes_estimate, 16 * total + s.activation_bytes_estimate + s.index_bytes_estimate);
   EXPECT_LT(s.activation_bytes_estimate, 4LL * 24 * 20 * 4096 * 4096);
+}
+
+// The cosine routers at the paper's shape (r = 16, X-MoE's), counted by hand
+// from docs/MODEL.md's table: parameters and the router's FLOPs per token.
+TEST(DryRun, CosineRoutersMatchHandCount) {
+  struct Case {
+    RouterType r;
+    int64_t per_layer, cell;
+    double matmul;  // the router's matrix weights one token meets per layer
+  };
+  const Case cases[] = {
+      {RouterType::cosine, 16LL * 1280 + 1, 0, 16.0 * 1280},                    // expert_emb [E, d], log_scale [1]
+      {RouterType::xmoe, 16LL * 1280 + 16 * 16 + 1, 0, 16.0 * 1280 + 16 * 16},  // + xmoe_proj [r, d]; emb [E, r]
+      {RouterType::gru_xmoe, 128LL * 1280 + 128 + 16 * 128 + 16 * 16 + 1, 2LL * (384 * 128) + 2 * 384,
+       128.0 * 1280 + 2 * 384 * 128 + 16 * 128 + 16 * 16},  // proj_w/b, xmoe_proj [r, p], emb, log_scale; cell
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(router_type_name(k.r));
+    TrainConfig c = paper_config();
+    c.model.router_type = k.r;
+    const ModelStats s = compute_model_stats(c);
+    EXPECT_EQ(s.router_params, 24 * k.per_layer + k.cell);
+    const double matmul_per_token =
+        24.0 * (4.0 * 1280 * 1280 + 3.0 * 4 * 448 * 1280 + k.matmul) + 96512.0 * 1280;
+    EXPECT_DOUBLE_EQ(s.flops_per_token, 6.0 * matmul_per_token + 6.0 * 24 * 4096 * 1280);
+    const std::string text = format_dry_run(c, s);
+    EXPECT_NE(text.find(std::string("router: ") + router_type_name(k.r)), std::string::npos) << text;
+    EXPECT_EQ(text.find(" r=16") != std::string::npos, k.r != RouterType::cosine) << text;
+  }
 }
 
 TEST(DryRun, ReportShowsTheRouterOverhead) {

@@ -35,6 +35,7 @@ ModelConfig config_from(const h5::File& f) {
   c.rms_eps = f.attr_double("rms_eps");
   c.rope_theta = f.attr_double("rope_theta");
   if (f.has_attr("capacity_factor")) c.capacity_factor = f.attr_double("capacity_factor");  // older files: dropless
+  if (f.has_attr("xmoe_dim")) c.xmoe_dim = int(f.attr_int("xmoe_dim"));  // the cosine routers' files only
   return c;
 }
 
@@ -103,7 +104,8 @@ void check_case(const std::string& name, double tol) {
 }
 
 const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
-                        "golden_gru_tied", "golden_gru_np", "golden_gru_capacity"};
+                        "golden_gru_tied", "golden_gru_np", "golden_gru_capacity",
+                        "golden_cosine", "golden_xmoe", "golden_gru_xmoe", "golden_gru_xmoe_detach"};
 
 }  // namespace
 

@@ -1,11 +1,14 @@
 // test_model.cpp — the whole model's backward against finite differences in
 // double (3 layers so the router state crosses layers), for every router;
-// router_detach cuts exactly the recurrent path; bitwise determinism; the
+// router_detach cuts exactly the recurrent path (and its gradient equals
+// finite differences with the router state held, set_freeze_router_state);
+// the cosine routers' parameters; bitwise determinism; the
 // statistics reducer seam.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "rmoe/core/rng.h"
@@ -65,6 +68,8 @@ void fd_check(ModelConfig c) {
   m.grads().zero();
   m.backward(1.0);
   m.set_freeze_routing(true);  // FD with the top-k choice held fixed
+  // Detached: the backward holds h_{l-1} constant, so the FD forwards do too.
+  m.set_freeze_router_state(c.router_detach);
   std::mt19937 rng(3);
   int checked = 0;
   double worst = 0;
@@ -104,6 +109,50 @@ TEST(ModelFD, Gru) { fd_check(tiny(RouterType::gru)); }
 TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
+// The cosine routers (r = 5 < d = 12 for xmoe, gru-xmoe; cosine uses d).
+ModelConfig tiny_cosine(RouterType r) {
+  ModelConfig c = tiny(r);
+  c.xmoe_dim = 5;
+  return c;
+}
+TEST(ModelFD, Cosine) { fd_check(tiny_cosine(RouterType::cosine)); }
+TEST(ModelFD, Xmoe) { fd_check(tiny_cosine(RouterType::xmoe)); }
+TEST(ModelFD, GruXmoe) { fd_check(tiny_cosine(RouterType::gru_xmoe)); }
+// With router_detach the gradient is that of the loss with every h_{l-1}
+// held at its value (set_freeze_router_state), not that of the forward's loss.
+ModelConfig detached(ModelConfig c) {
+  c.router_detach = true;
+  return c;
+}
+TEST(ModelFD, GruXmoeDetach) { fd_check(detached(tiny_cosine(RouterType::gru_xmoe))); }
+TEST(ModelFD, GruDetach) { fd_check(detached(tiny(RouterType::gru))); }
+TEST(ModelFD, RnnDetach) { fd_check(detached(tiny(RouterType::rnn))); }
+// The frozen state is what makes those checks: without it finite differences
+// see the recurrent path the detached backward leaves out. Only the top
+// layer's parameters reach the loss by no cut path and still agree.
+TEST(ModelFD, GruXmoeDetachDiffersFromTheForwardsGradient) {
+  auto c = detached(tiny_cosine(RouterType::gru_xmoe));
+  Model<double> m(c, 2);
+  init_model(m, 42);
+  Batch b = make_batch(c, 2, 9);
+  m.forward(b.tokens.data(), b.targets.data(), 2);
+  m.grads().zero();
+  m.backward(1.0);
+  m.set_freeze_routing(true);
+  auto fd_of = [&](const char* name, int64_t i) {
+    double* p = m.params().data_of(*m.params().find(name));
+    const double keep = p[i], eps = 1e-5;
+    p[i] = keep + eps;
+    const double lp = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    p[i] = keep - eps;
+    const double lm = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    p[i] = keep;
+    return (lp - lm) / (2 * eps);
+  };
+  auto grad_of = [&](const char* name, int64_t i) { return m.grads().data_of(*m.params().find(name))[i]; };
+  EXPECT_GT(std::abs(fd_of("layers/00/router/proj_w", 3) - grad_of("layers/00/router/proj_w", 3)), 1e-6);
+  EXPECT_NEAR(fd_of("layers/02/router/expert_emb", 3), grad_of("layers/02/router/expert_emb", 3), 1e-8);
+}
 
 // The LM head by chunks (lm_head.cpp): 3 rows of logits at a time over 10
 // tokens (chunks 3, 3, 3, 1) computes what one chunk does: the same losses,
@@ -313,6 +362,107 @@ TEST(ModelRouter, DetachCutsOnlyTheRecurrentPath) {
   EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
   EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
   EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
+// gru-xmoe's state runs between layers as gru's: router_detach leaves the
+// losses and the top layer's head alone and changes the lowest projection's
+// and the cell's gradients.
+TEST(ModelRouter, GruXmoeDetachCutsOnlyTheRecurrentPath) {
+  auto c = tiny_cosine(RouterType::gru_xmoe);
+  Batch b = make_batch(c, 2, 5);
+  Model<double> full(c, 2);
+  c.router_detach = true;
+  Model<double> det(c, 2);
+  init_model(full, 42);
+  init_model(det, 42);
+  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
+            det.forward(b.tokens.data(), b.targets.data(), 2).total);
+  full.grads().zero();
+  det.grads().zero();
+  full.backward(1.0);
+  det.backward(1.0);
+  auto maxdiff = [&](const char* name) {
+    auto s = *full.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i)
+      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
+    return m;
+  };
+  for (const char* top : {"layers/02/router/expert_emb", "layers/02/router/xmoe_proj", "layers/02/router/log_scale"})
+    EXPECT_EQ(maxdiff(top), 0.0) << top;
+  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
+  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
+// The cosine head's parameters: names and shapes of docs/MODEL.md, no decay,
+// log_scale at log(1/0.07) under both inits; the head's constants.
+TEST(ModelParams, CosineHeadTable) {
+  EXPECT_DOUBLE_EQ(kMaxLogScale, std::log(100.0));
+  EXPECT_DOUBLE_EQ(kInitLogScale, -std::log(0.07));
+  for (RouterType r : {RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe})
+    for (RouterInit init : {RouterInit::normal, RouterInit::torch}) {
+      SCOPED_TRACE(std::string(router_type_name(r)) + " " + router_init_name(init));
+      auto c = tiny_cosine(r);
+      c.router_init = init;
+      ParamStore<double> st(model_param_specs(c));
+      st.init(5, 0.02);
+      const int64_t d = c.hidden_size, p = c.router_dim, E = c.num_experts, rr = r == RouterType::cosine ? d : 5;
+      std::map<std::string, std::vector<int64_t>> want = {{"expert_emb", {E, rr}}, {"log_scale", {1}}};
+      if (r != RouterType::cosine) want["xmoe_proj"] = {rr, r == RouterType::gru_xmoe ? p : d};
+      if (r == RouterType::gru_xmoe) want["proj_w"] = {p, d}, want["proj_b"] = {p};
+      for (int l = 0; l < c.num_layers; ++l) {
+        char pre[32];
+        std::snprintf(pre, sizeof pre, "layers/%02d/router/", l);
+        int found = 0;
+        for (const auto& sp : st.specs())
+          if (sp.name.rfind(pre, 0) == 0) {
+            const std::string key = sp.name.substr(std::strlen(pre));
+            ASSERT_TRUE(want.count(key)) << sp.name << " is not a tensor of this router";
+            EXPECT_EQ(sp.shape, want[key]) << sp.name;
+            EXPECT_EQ(sp.decay, key == "proj_w") << sp.name;  // only the gru part's matrix decays
+            ++found;
+          }
+        EXPECT_EQ(found, int(want.size()));
+        const ParamSpec* ls = st.find(std::string(pre) + "log_scale");
+        ASSERT_TRUE(ls);
+        EXPECT_EQ(st.data_of(*ls)[0], kInitLogScale);
+        const ParamSpec* emb = st.find(std::string(pre) + "expert_emb");
+        if (init == RouterInit::torch) {  // as nn.Linear(r, E)'s weight; xmoe_proj as nn.Linear(in, r)'s
+          EXPECT_EQ(emb->init, Init::uniform);
+          EXPECT_DOUBLE_EQ(emb->bound, 1 / std::sqrt(double(rr)));
+          if (const ParamSpec* xp = st.find(std::string(pre) + "xmoe_proj")) {
+            EXPECT_DOUBLE_EQ(xp->bound, 1 / std::sqrt(double(r == RouterType::gru_xmoe ? p : d)));
+          }
+        } else {
+          EXPECT_EQ(emb->init, Init::normal);
+        }
+      }
+      EXPECT_EQ(st.find("router/cell/w_ih") != nullptr, r == RouterType::gru_xmoe);
+    }
+}
+
+// s above log 100 is clamped: the forward equals that at s = log 100 exactly,
+// and s gets no gradient (the rest still does).
+TEST(ModelRouter, LogScaleClampStopsItsGradient) {
+  auto c = tiny_cosine(RouterType::xmoe);
+  Batch b = make_batch(c, 2, 5);
+  double loss[2];
+  for (int run = 0; run < 2; ++run) {
+    Model<double> m(c, 2);
+    init_model(m, 42);
+    auto ls = *m.params().find("layers/01/router/log_scale");
+    m.params().data_of(ls)[0] = run == 0 ? kMaxLogScale : kMaxLogScale + 0.5;
+    loss[run] = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    m.grads().zero();
+    m.backward(1.0);
+    const double g = m.grads().data_of(ls)[0];
+    if (run == 0)
+      EXPECT_NE(g, 0.0);  // at the bound the gradient still passes (as torch.clamp)
+    else
+      EXPECT_EQ(g, 0.0);
+    EXPECT_NE(m.grads().data_of(*m.params().find("layers/01/router/expert_emb"))[0], 0.0);
+  }
+  EXPECT_EQ(loss[0], loss[1]);
 }
 
 // gru-np carries no state between layers, so there is no recurrent path for

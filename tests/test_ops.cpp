@@ -653,6 +653,56 @@ TEST(Ops, GeluValues) {
   EXPECT_NEAR(y.data()[3], 2.4844758366855597, 1e-14);
 }
 
+OP_CASE(CpuVsRef, L2NormExpScale, "l2norm_forward: ref", "l2norm_backward: ref", "exp_scale_forward: ref",
+        "exp_scale_backward: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, C;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{33, 257}, S{5, 3}})
+    for (bool clamp : {false, true}) {  // clamp: row 0 is tiny, so its norm is clamped to eps = 1e-3
+      SHAPE_TRACE("N=" << s.N << " C=" << s.C << " clamp=" << clamp);
+      auto x = rng.randn<F>({s.N, s.C}, 2.0);
+      const double eps = clamp ? 1e-3 : 1e-12;
+      if (clamp)
+        for (int64_t c = 0; c < s.C; ++c) x[c] *= 1e-5f;
+      auto y = fwd_pair<F>({s.N, s.C});
+      auto norm = fwd_pair<F>({s.N});
+      Cpu::l2norm_forward(y.c.t(), norm.c.t(), x.t(), eps);
+      Ref::l2norm_forward(y.r.t(), norm.r.t(), x.t(), eps);
+      EXPECT_TRUE(close("l2norm y", y, kReduce));
+      EXPECT_TRUE(close("l2norm norm", norm, kReduce));
+      if (clamp) {
+        EXPECT_EQ(norm.r[0], F(eps));
+      }
+      auto dy = rng.randn<F>({s.N, s.C});
+      auto dx = grad_pair<F>(rng, {s.N, s.C});
+      Cpu::l2norm_backward(dx.c.t(), dy.t(), y.r.t(), norm.r.t(), eps);
+      Ref::l2norm_backward(dx.r.t(), dy.t(), y.r.t(), norm.r.t(), eps);
+      EXPECT_TRUE(close("l2norm dx", dx, kReduce));
+    }
+  for (double ls : {0.7, 2.0}) {  // 2.0 > max_log_scale 1.5: clamped
+    SHAPE_TRACE("log_scale=" << ls);
+    const double mx = 1.5;
+    auto x = rng.randn<F>({9, 5});
+    auto s = rng.randn<F>({1}, 0.0, ls);
+    auto y = fwd_pair<F>({9, 5});
+    Cpu::exp_scale_forward(y.c.t(), x.t(), s.t(), mx);
+    Ref::exp_scale_forward(y.r.t(), x.t(), s.t(), mx);
+    EXPECT_TRUE(close("exp_scale y", y, kElem));
+    Buf<F> inplace = x;  // y may be x
+    Cpu::exp_scale_forward(inplace.t(), inplace.t(), s.t(), mx);
+    EXPECT_TRUE(close("exp_scale in place", Pair<F>{inplace, y.r}, kElem));
+    auto dy = rng.randn<F>({9, 5});
+    auto dx = grad_pair<F>(rng, {9, 5});
+    auto ds = grad_pair<F>(rng, {1});
+    Cpu::exp_scale_backward(dx.c.t(), ds.c.t(), dy.t(), y.r.t(), s.t(), mx);
+    Ref::exp_scale_backward(dx.r.t(), ds.r.t(), dy.t(), y.r.t(), s.t(), mx);
+    EXPECT_TRUE(close("exp_scale dx", dx, kElem));
+    EXPECT_TRUE(close("exp_scale dlog_scale", ds, kReduce));
+  }
+}
+
 OP_CASE(CpuVsRef, Gru, "gru_forward: ref", "gru_backward: ref") {
   Rng rng = test_rng();
   struct S {
@@ -1208,6 +1258,21 @@ OP_CASE(NullGrad, Gelu, "gelu_backward: null:dx") {
   });
 }
 
+OP_CASE(NullGrad, L2NormExpScale, "l2norm_backward: null:dx", "exp_scale_backward: null:dx null:dlog_scale") {
+  Rng rng = test_rng();
+  const int64_t N = 6, C = 7;
+  auto x = rng.randn<F>({N, C}), dy = rng.randn<F>({N, C}), s = rng.randn<F>({1}, 0.1, 0.5);
+  Buf<F> y({N, C}), norm({N});
+  Ref::l2norm_forward(y.t(), norm.t(), x.t(), 1e-12);
+  null_grads_vs_ref(rng, {{"dx", {N, C}, true}}, kReduce, [&](auto B, std::vector<Tensor<F>> o) {
+    decltype(B)::l2norm_backward(o[0], dy.t(), y.t(), norm.t(), 1e-12);
+  });
+  null_grads_vs_ref(rng, {{"dx", {N, C}, true}, {"dlog_scale", {1}, true}}, kReduce,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::exp_scale_backward(o[0], o[1], dy.t(), x.t(), s.t(), 4.6);
+                    });
+}
+
 OP_CASE(NullGrad, Gru, "gru_backward: null:dgi null:dgh null:dh") {
   Rng rng = test_rng();
   const int64_t N = 5, p = 7;
@@ -1645,6 +1710,58 @@ OP_TYPED_CASE(Fd, Gelu, "gelu_backward: fd") {
   EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
 }
 
+// Rows of norm 1..3 and one of norm ~0.02 < eps = 0.1 (clamped: y = x / eps).
+OP_TYPED_CASE(Fd, L2Norm, "l2norm_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 4, C = 5;
+  const double eps = 0.1;
+  auto x = rng.randn<D>({N, C}), R = rng.randn<D>({N, C});
+  for (int64_t c = 0; c < C; ++c) x[2 * C + c] *= 0.01;
+  Buf<D> y({N, C}), norm({N});
+  auto loss = [&] {
+    B::l2norm_forward(y.t(), norm.t(), x.t(), eps);
+    return dot(y, R);
+  };
+  loss();
+  ASSERT_EQ(norm[2], eps);  // the clamped row
+  ASSERT_GT(norm[0], eps);
+  auto dx0 = rng.randn<D>({N, C});
+  auto dx = dx0;
+  B::l2norm_backward(dx.t(), R.t(), y.t(), norm.t(), eps);
+  EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+}
+
+// s below the clamp (gradient y . dy) and above it (no gradient for s).
+OP_TYPED_CASE(Fd, ExpScale, "exp_scale_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const double mx = 1.0;
+  for (double s0 : {0.3, 1.4}) {
+    SHAPE_TRACE("log_scale=" << s0);
+    auto x = rng.randn<D>({3, 4}), R = rng.randn<D>({3, 4});
+    Buf<D> s({1}, s0), y({3, 4});
+    auto loss = [&] {
+      B::exp_scale_forward(y.t(), x.t(), s.t(), mx);
+      return dot(y, R);
+    };
+    loss();
+    auto dx0 = rng.randn<D>({3, 4}), ds0 = rng.randn<D>({1});
+    auto dx = dx0, ds = ds0;
+    B::exp_scale_backward(dx.t(), ds.t(), R.t(), y.t(), s.t(), mx);
+    EXPECT_TRUE(fd_check("x", x, added(dx, dx0), loss));
+    if (s0 <= mx) {
+      EXPECT_TRUE(fd_check("log_scale", s, added(ds, ds0), loss));
+    } else {  // clamped: the loss does not move with s, and no gradient is added
+      EXPECT_EQ(ds[0], ds0[0]);
+      const double l0 = loss();
+      s[0] = s0 + 0.05;
+      EXPECT_EQ(loss(), l0);
+      s[0] = s0;
+    }
+  }
+}
+
 OP_TYPED_CASE(Fd, Gru, "gru_backward: fd") {
   using B = TypeParam;
   Rng rng = test_rng();
@@ -1882,6 +1999,23 @@ TYPED_TEST(Known, LinearRmsNormSwigluGru) {
   B::gru_forward(hn.t(), gates.t(), gi.t(), gh.t(), hp.t());
   EXPECT_TRUE(values("gates", gates, {0.5, 0.5, std::tanh(0.4)}));
   EXPECT_TRUE(values("hnew", hn, {0.5 * std::tanh(0.4) + 0.25}));
+}
+
+TYPED_TEST(Known, L2NormExpScale) {
+  using B = TypeParam;
+  auto x = from({2, 2}, {3, 4, 0, 0});
+  Buf<D> y({2, 2}), norm({2});
+  B::l2norm_forward(y.t(), norm.t(), x.t(), 1e-12);  // a zero row stays 0 (norm clamped to eps)
+  EXPECT_TRUE(values("l2norm y", y, {0.6, 0.8, 0, 0}));
+  EXPECT_TRUE(values("l2norm norm", norm, {5, 1e-12}));
+  auto c = from({1, 2}, {1.5, -1});
+  auto s = from({1}, {std::log(2.0)});
+  Buf<D> z({1, 2});
+  B::exp_scale_forward(z.t(), c.t(), s.t(), std::log(100.0));
+  EXPECT_TRUE(values("exp_scale", z, {3, -2}));
+  s[0] = 7;  // above the clamp: exp(log 100) = 100
+  B::exp_scale_forward(z.t(), c.t(), s.t(), std::log(100.0));
+  EXPECT_TRUE(values("exp_scale clamped", z, {150, -100}));
 }
 
 TYPED_TEST(Known, Rope) {

@@ -64,6 +64,22 @@ TEST(Trainer, LearnsMarkovSourceNearEntropyRate) {
   }
 }
 
+// The cosine routers train as well (same bound): the learned temperature,
+// the expert embeddings and the projections all move.
+TEST(Trainer, CosineRoutersLearnMarkovSource) {
+  for (RouterType r : {RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe}) {
+    TrainConfig c = small_run(r);
+    c.model.xmoe_dim = 8;
+    c.weight_decay = 0.1;
+    Trainer t(c);
+    const float s0 = t.model().params().get("layers/00/router/log_scale").data[0];
+    while (t.step() < c.train_iters) t.train_step();
+    const double after = t.evaluate(4), best = t.source().entropy_rate_nats();
+    EXPECT_LT(after, best + 0.25) << router_type_name(r) << " entropy rate " << best;
+    EXPECT_NE(t.model().params().get("layers/00/router/log_scale").data[0], s0) << router_type_name(r);
+  }
+}
+
 // Everything a step changes: parameters (replicated and experts) and the four moment vectors.
 std::vector<std::vector<float>> whole_state(Trainer& t) {
   TrainState s = t.state();

@@ -77,7 +77,15 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
   int64_t per_layer = 0;  // one layer's router tensors
   const std::string router = "the router parameters of one layer (--router-dim, --hidden-size, --num-experts)";
   const std::string lower_router = "lower --router-dim, --hidden-size or --num-experts";
-  if (!router_has_projection(c.router_type)) {
+  if (router_has_cosine_head(c.router_type)) {
+    // [proj_w [p, d], proj_b [p] (gru_xmoe)] + [xmoe_proj [r, d or p]] + expert_emb [E, r] + log_scale [1]
+    const int64_t r = c.cosine_dim(), in = router_has_projection(c.router_type) ? p : d;
+    const std::string cos = "the router parameters of one layer (--xmoe-dim, --router-dim, --hidden-size, --num-experts)";
+    const std::string lower_cos = "lower --xmoe-dim, --router-dim, --hidden-size or --num-experts";
+    const int64_t body = router_has_projection(c.router_type) ? shape_sum({shape_product({p, d}, cos, lower_cos), p}, cos, lower_cos) : 0;
+    const int64_t xproj = router_has_xmoe_proj(c.router_type) ? shape_product({r, in}, cos, lower_cos) : 0;
+    per_layer = shape_sum({body, xproj, shape_product({E, r}, cos, lower_cos), 1}, cos, lower_cos);
+  } else if (!router_has_projection(c.router_type)) {
     per_layer = shape_product({E, d}, "the router parameters of one layer (--num-experts x --hidden-size)",
                               "lower --num-experts or --hidden-size");  // gate_w [E, d]
   } else {  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
@@ -102,8 +110,10 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
 
 namespace {
 constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh,
-                                       RouterType::gru,    RouterType::gru_np, RouterType::rnn};
-const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn";
+                                       RouterType::gru,    RouterType::gru_np, RouterType::rnn,
+                                       RouterType::cosine, RouterType::xmoe,   RouterType::gru_xmoe};
+const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"
+                                    ", cosine, xmoe, gru-xmoe";
 }  // namespace
 
 RouterType parse_router_type(const std::string& s) {
@@ -121,6 +131,9 @@ const char* router_type_name(RouterType r) {
     case RouterType::gru: return "gru";
     case RouterType::gru_np: return "gru-np";
     case RouterType::rnn: return "rnn";
+    case RouterType::cosine: return "cosine";
+    case RouterType::xmoe: return "xmoe";
+    case RouterType::gru_xmoe: return "gru-xmoe";
   }
   return "unknown";
 }
@@ -139,17 +152,26 @@ const char* router_init_name(RouterInit r) {
   return "unknown";
 }
 
-bool router_has_projection(RouterType r) { return r != RouterType::linear && r != RouterType::random; }
+bool router_has_projection(RouterType r) {
+  return r != RouterType::linear && r != RouterType::random && r != RouterType::cosine && r != RouterType::xmoe;
+}
 bool router_has_cell(RouterType r) { return router_cell_gates(r) > 0; }
 int router_cell_gates(RouterType r) {
   switch (r) {
     case RouterType::gru:
+    case RouterType::gru_xmoe:
     case RouterType::gru_np: return 3;
     case RouterType::rnn: return 1;
     default: return 0;
   }
 }
-bool router_carries_state(RouterType r) { return r == RouterType::gru || r == RouterType::rnn; }
+bool router_carries_state(RouterType r) {
+  return r == RouterType::gru || r == RouterType::rnn || r == RouterType::gru_xmoe;
+}
+bool router_has_cosine_head(RouterType r) {
+  return r == RouterType::cosine || r == RouterType::xmoe || r == RouterType::gru_xmoe;
+}
+bool router_has_xmoe_proj(RouterType r) { return r == RouterType::xmoe || r == RouterType::gru_xmoe; }
 
 int64_t expert_capacity(double capacity_factor, int64_t tokens, int topk, int num_experts) {
   return int64_t(std::ceil(double(tokens) * double(topk) / double(num_experts) * capacity_factor));
@@ -173,6 +195,7 @@ void ModelConfig::validate() const {
     usage_fail("--moe-router-topk=" + std::to_string(topk) + " must be <= --num-experts=" +
                std::to_string(num_experts));
   require_at_least("--router-dim", router_dim, 1);
+  require_at_least("--xmoe-dim", xmoe_dim, 1);
   require_at_least("--vocab-size", vocab_size, 2);
   require_at_least("--seq-length", seq_length, 1);
   if (std::string(router_type_name(router_type)) == "unknown")

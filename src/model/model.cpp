@@ -59,10 +59,16 @@ void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeig
     const std::string P(pre);
     auto& w = lw[l];
     get({{&w.attn_norm, P + "attn_norm"}, {&w.wq, P + "attn/wq"}, {&w.wk, P + "attn/wk"}, {&w.wv, P + "attn/wv"},
-         {&w.wo, P + "attn/wo"}, {&w.moe_norm, P + "moe_norm"}, {&w.gate_w, P + "router/gate_w"},
+         {&w.wo, P + "attn/wo"}, {&w.moe_norm, P + "moe_norm"},
          {&w.w1, P + "experts/w1"}, {&w.w3, P + "experts/w3"}, {&w.w2, P + "experts/w2"}});
+    if (!router_has_cosine_head(cfg_.router_type)) get({{&w.gate_w, P + "router/gate_w"}});
+    if (router_has_projection(cfg_.router_type) && !router_has_cosine_head(cfg_.router_type))
+      get({{&w.gate_b, P + "router/gate_b"}});
     if (router_has_projection(cfg_.router_type))
-      get({{&w.gate_b, P + "router/gate_b"}, {&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
+      get({{&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
+    if (router_has_cosine_head(cfg_.router_type))
+      get({{&w.expert_emb, P + "router/expert_emb"}, {&w.log_scale, P + "router/log_scale"}});
+    if (router_has_xmoe_proj(cfg_.router_type)) get({{&w.xmoe_proj, P + "router/xmoe_proj"}});
   }
 }
 
@@ -74,6 +80,8 @@ void Model<T>::carve(Arena<T>& a) {
   const int64_t g = router_cell_gates(cfg_.router_type) * p;  // cell gate rows
   const bool has_h = router_has_projection(cfg_.router_type);
   const bool has_cell = router_has_cell(cfg_.router_type);
+  const bool has_cos = router_has_cosine_head(cfg_.router_type), has_xproj = router_has_xmoe_proj(cfg_.router_type);
+  const int64_t r = cfg_.cosine_dim();  // the cosine head's width
   // Every view gets `dims`; the shapes of model.h, grouped.
   auto take = [&a](std::initializer_list<Tensor<T>*> views, std::initializer_list<int64_t> dims) {
     for (Tensor<T>* v : views) *v = a.take(dims);
@@ -85,6 +93,13 @@ void Model<T>::carve(Arena<T>& a) {
     if (has_h) take({&L.up, &L.h}, {max_tok, p});
     if (has_cell) take({&L.gi, &L.gh, &L.gates}, {max_tok, g});
     take({&L.logits, &L.probs}, {max_tok, E});
+    if (has_xproj) take({&L.xz}, {max_tok, r});
+    if (has_cos) {
+      take({&L.zn}, {max_tok, r});
+      take({&L.znorm}, {max_tok});
+      take({&L.en}, {E, r});
+      take({&L.enorm}, {E});
+    }
     take({&L.gate}, {max_tok, K});
     take({&L.xs, &L.ys}, {max_slots, d});
   }
@@ -101,6 +116,12 @@ void Model<T>::carve(Arena<T>& a) {
   take({&s.dprobs_extra}, {E});
   if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});
   if (has_cell) take({&s.dgi, &s.dgh}, {max_tok, g});
+  if (has_cos) {
+    take({&s.dcos}, {max_tok, E});
+    take({&s.dzn}, {max_tok, r});
+    if (has_xproj) take({&s.dz}, {max_tok, r});
+    take({&s.den}, {E, r});
+  }
   take({&s.dxs, &s.dys}, {max_slots, d});
   take({&s.dlogits}, {head_chunk_, V});
 }

@@ -39,6 +39,22 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     else
       add(std::move(name), std::move(shape), init, false, frozen);
   };
+  // The cosine head's tensors on an input of width `in`: xmoe_proj and
+  // expert_emb are not decayed (the logits do not depend on their norms, so
+  // decay would only shrink them and raise their effective learning rate,
+  // never regularise the routing); log_scale starts at log(1/0.07) under
+  // either init and is not decayed (X-MoE does not decay the temperature).
+  auto add_cosine_head = [&](const std::string& L, int64_t in) {
+    const int64_t r = c.cosine_dim();
+    if (router_has_xmoe_proj(c.router_type)) {
+      add_router(L + "router/xmoe_proj", {r, in}, Init::normal, in);  // nn.Linear(in, r, bias=False)
+      s.back().decay = false;
+    }
+    add_router(L + "router/expert_emb", {E, r}, Init::normal, r);  // torch: as nn.Linear(r, E)'s weight
+    s.back().decay = false;
+    add(L + "router/log_scale", {1}, Init::constant);
+    s.back().value = kInitLogScale;
+  };
   add("embed/wte", {V, d}, Init::normal);
   if (router_has_cell(c.router_type)) {
     const int64_t g = router_cell_gates(c.router_type) * p;
@@ -54,7 +70,13 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     add(L + "attn_norm", {d}, Init::ones);
     for (const char* w : {"wq", "wk", "wv", "wo"}) add(L + "attn/" + w, {d, d}, Init::normal);
     add(L + "moe_norm", {d}, Init::ones);
-    if (!router_has_projection(c.router_type)) {
+    if (router_has_cosine_head(c.router_type)) {
+      if (router_has_projection(c.router_type)) {  // gru_xmoe: the gru router's projection, then the head on h
+        add_router(L + "router/proj_w", {p, d}, Init::normal, d);
+        add_router(L + "router/proj_b", {p}, Init::zeros, d);
+      }
+      add_cosine_head(L, router_has_projection(c.router_type) ? p : d);
+    } else if (!router_has_projection(c.router_type)) {
       add_router(L + "router/gate_w", {E, d}, Init::normal, d, c.router_type == RouterType::random);
     } else {
       add_router(L + "router/proj_w", {p, d}, Init::normal, d);
@@ -120,6 +142,7 @@ void ParamStore<T>::init(uint64_t seed, double std, int first_expert) {
         case Init::zeros: p[i] = T(0); break;
         case Init::normal: p[i] = T(std * random_normal(seed, stream, uint64_t(base + i))); break;
         case Init::uniform: p[i] = T(s.bound * (2 * random_uniform(seed, stream, uint64_t(base + i)) - 1)); break;
+        case Init::constant: p[i] = T(s.value); break;
       }
     }
   }

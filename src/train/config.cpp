@@ -156,10 +156,14 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
     t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",
                       [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
-    t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn",
+    t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn"
+                      " | cosine (CosineMoE: scaled cosine of u and expert embeddings) | xmoe (X-MoE: cosine after a projection to xmoe-dim)"
+                      " | gru-xmoe (gru's state into the xmoe head)",
                       [](auto& c) -> auto& { return c.model.router_type; }));
-    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn)",
+    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn, gru-xmoe)",
                       [](auto& c) -> auto& { return c.model.router_dim; }));
+    t.push_back(field("xmoe-dim", "r", "width r of the xmoe / gru-xmoe cosine head (expert embeddings [E, r])",
+                      [](auto& c) -> auto& { return c.model.xmoe_dim; }));
     t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (ablation)",
                       [](auto& c) -> auto& { return c.model.router_detach; }));
     t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",

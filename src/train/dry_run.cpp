@@ -25,7 +25,7 @@ constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 // Matrix weights one token meets per layer in the router (cell included), and
 // the router's own per-layer parameters; in double (FLOPs only).
 double router_matmul_per_layer(const ModelConfig& m) {
-  const double d = m.hidden_size, E = m.num_experts, p = m.router_dim;
+  const double d = m.hidden_size, E = m.num_experts, p = m.router_dim, r = m.xmoe_dim;
   switch (m.router_type) {
     case RouterType::linear:
     case RouterType::random: return E * d;                            // gate_w [E, d]
@@ -34,6 +34,11 @@ double router_matmul_per_layer(const ModelConfig& m) {
     case RouterType::gru:
     case RouterType::gru_np: return p * d + E * p + 2 * (3 * p * p);  // + cell w_ih, w_hh [3p, p]
     case RouterType::rnn: return p * d + E * p + 2 * (p * p);         // + cell w_ih, w_hh [p, p]
+    // The cosine head: the cosines with the normalised expert_emb [E, r]
+    // (r = d for cosine); the row norms are O(r) per token, not counted.
+    case RouterType::cosine: return E * d;                                     // expert_emb [E, d]
+    case RouterType::xmoe: return r * d + E * r;                               // xmoe_proj [r, d], expert_emb [E, r]
+    case RouterType::gru_xmoe: return p * d + 2 * (3 * p * p) + r * p + E * r;  // gru's, xmoe_proj [r, p], expert_emb
   }
   return 0;
 }
@@ -68,6 +73,8 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   const int64_t g = router_cell_gates(m.router_type) * p;  // cell gate rows
   const bool has_h = router_has_projection(m.router_type);
   const bool has_cell = router_has_cell(m.router_type);
+  const bool has_cos = router_has_cosine_head(m.router_type), has_xproj = router_has_xmoe_proj(m.router_type);
+  const int64_t r = m.cosine_dim();  // the cosine head's width
   const std::string what = "the activations of one micro-batch (--micro-batch-size x --seq-length tokens x the widths)";
   ArenaCount layer(what);
   layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out
@@ -76,6 +83,13 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   if (has_h) layer.take_n(2, {Tm, p});     // up, h
   if (has_cell) layer.take_n(3, {Tm, g});  // gi, gh, gates
   layer.take_n(2, {Tm, E});  // logits, probs
+  if (has_xproj) layer.take({Tm, r});  // xz
+  if (has_cos) {
+    layer.take({Tm, r});  // zn
+    layer.take({Tm});     // znorm
+    layer.take({E, r});   // en
+    layer.take({E});      // enorm
+  }
   layer.take({Tm, K});       // gate
   layer.take_n(2, {Tk, d});  // xs, ys
   ArenaCount all(what);
@@ -93,6 +107,12 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.take({E});             // dprobs_extra
   if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
   if (has_cell) all.take_n(2, {Tm, g});  // dgi, dgh
+  if (has_cos) {
+    all.take({Tm, E});                   // dcos
+    all.take({Tm, r});                   // dzn
+    if (has_xproj) all.take({Tm, r});    // dz
+    all.take({E, r});                    // den
+  }
   all.take_n(2, {Tk, d});    // dxs, dys
   all.take({Vc, V});         // dlogits
   return all.elements();
@@ -218,6 +238,7 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
      << " V=" << m.vocab_size << " S=" << m.seq_length << "\n";
   os << "  router: " << router_type_name(m.router_type);
   if (router_has_projection(m.router_type)) os << " p=" << m.router_dim;
+  if (router_has_xmoe_proj(m.router_type)) os << " r=" << m.xmoe_dim;
   if (m.router_type == RouterType::random) os << " (frozen)";
   if (m.router_detach) os << " (detached)";
   os << ", embeddings " << (m.tie_embeddings ? "tied" : "untied") << "\n";

@@ -20,7 +20,8 @@ expect_usage() {  # expect_usage "needle" args...
 }
 expect_usage "--moe-router-topk=5" --num-experts 4 --moe-router-topk 5
 expect_usage "--num-attention-heads" --hidden-size 30 --num-attention-heads 4
-expect_usage "--moe-router-type" --moe-router-type cosine
+expect_usage "--moe-router-type" --moe-router-type sinkhorn
+expect_usage "--xmoe-dim=0" --moe-router-type xmoe --xmoe-dim 0
 expect_usage "--no-such-flag" --no-such-flag 1
 expect_usage "missing.ini" --config /nonexistent/missing.ini
 out=$("$build/rmoe_train" --config "$src/configs/pretrain_24l_rmoe.ini" --dry-run 2>&1) || { echo "FAIL: dry run"; fail=1; }

@@ -39,7 +39,12 @@ CASES = [
     ("golden_gru_tied.h5", "gru", 0, 1, 6000),
     ("golden_gru_np.h5", "gru-np", 0, 0, 7000),
     ("golden_gru_capacity.h5", "gru", 0, 0, 9000, {"capacity_factor": 0.75}),
+    ("golden_cosine.h5", "cosine", 0, 0, 9000),
+    ("golden_xmoe.h5", "xmoe", 0, 0, 10000),
+    ("golden_gru_xmoe.h5", "gru-xmoe", 0, 0, 11000),
+    ("golden_gru_xmoe_detach.h5", "gru-xmoe", 1, 0, 12000),
 ]
+COSINE_ROUTERS = ("cosine", "xmoe", "gru-xmoe")
 
 
 def check_gru_cell():
@@ -67,6 +72,8 @@ def make_params(cfg, gen):
             P[name] = 0.3 * r
         elif kind == "norm":
             P[name] = 1.0 + 0.1 * r
+        elif kind == "log_scale":  # around log(1/0.07), the init, below the clamp at log(100)
+            P[name] = 2.66 + 0.2 * r
         else:
             P[name] = 0.1 * r
     return P
@@ -120,6 +127,8 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
                     "batch_size", "router_detach", "tie_embeddings"):
             f.attrs[key] = np.int32(getattr(cfg, key))
         f.attrs["router_type"] = cfg.router_type  # variable-length utf-8 string
+        if cfg.router_type in COSINE_ROUTERS:
+            f.attrs["xmoe_dim"] = np.int32(cfg.xmoe_dim)
         for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta", "capacity_factor"):
             f.attrs[key] = np.float64(getattr(cfg, key))
         f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))

@@ -25,7 +25,8 @@ class Config:
     vocab_size: int = 32
     seq_length: int = 8
     batch_size: int = 2
-    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn
+    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | cosine | xmoe | gru-xmoe
+    xmoe_dim: int = 6  # r, the cosine head's width (xmoe, gru-xmoe)
     router_detach: int = 0
     tie_embeddings: int = 0
     capacity_factor: float = 0.0  # 0 = dropless
@@ -37,7 +38,8 @@ class Config:
 
 # --------------------------------------------------------------------------
 # Parameter table (names, shapes, kind) exactly as MODEL.md "Parameters".
-# kind: "matrix" (2-D or 3-D weight), "norm" (RMSNorm gain), "bias".
+# kind: "matrix" (2-D or 3-D weight), "norm" (RMSNorm gain), "bias",
+# "log_scale" (the cosine head's log inverse temperature).
 # --------------------------------------------------------------------------
 
 def layer_name(i, rest):
@@ -56,6 +58,16 @@ def param_specs(cfg):
         specs.append((layer_name(i, "moe_norm"), (d,), "norm"))
         if cfg.router_type == "linear":
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
+        elif cfg.router_type in ("cosine", "xmoe", "gru-xmoe"):
+            r = d if cfg.router_type == "cosine" else cfg.xmoe_dim
+            if cfg.router_type == "gru-xmoe":
+                specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
+                specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
+            if cfg.router_type != "cosine":
+                specs.append((layer_name(i, "router/xmoe_proj"),
+                              (r, p if cfg.router_type == "gru-xmoe" else d), "matrix"))
+            specs.append((layer_name(i, "router/expert_emb"), (E, r), "matrix"))
+            specs.append((layer_name(i, "router/log_scale"), (1,), "log_scale"))
         elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn"):
             specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
             specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
@@ -66,8 +78,8 @@ def param_specs(cfg):
         specs.append((layer_name(i, "experts/w1"), (E, f, d), "matrix"))
         specs.append((layer_name(i, "experts/w2"), (E, d, f), "matrix"))
         specs.append((layer_name(i, "experts/w3"), (E, f, d), "matrix"))
-    if cfg.router_type in ("gru", "gru-np", "rnn"):
-        g = 3 * p if cfg.router_type in ("gru", "gru-np") else p
+    if cfg.router_type in ("gru", "gru-np", "rnn", "gru-xmoe"):
+        g = 3 * p if cfg.router_type in ("gru", "gru-np", "gru-xmoe") else p
         specs.append(("router/cell/w_ih", (g, p), "matrix"))
         specs.append(("router/cell/w_hh", (g, p), "matrix"))
         specs.append(("router/cell/b_ih", (g,), "bias"))
@@ -141,14 +153,28 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
 
 
+def cosine_head(x, P, i, cfg):
+    """X-MoE's head: exp(min(s, log 100)) * cos(x W^T, e_j) (W: xmoe_proj, not
+    for cosine). x: [T, d or p] -> logit [T, E]."""
+    if cfg.router_type in ("xmoe", "gru-xmoe"):
+        x = x @ P[layer_name(i, "router/xmoe_proj")].T
+    z = torch.nn.functional.normalize(x, dim=-1)  # eps 1e-12: x / max(||x||, eps)
+    e = torch.nn.functional.normalize(P[layer_name(i, "router/expert_emb")], dim=-1)
+    scale = torch.clamp(P[layer_name(i, "router/log_scale")], max=math.log(100.0)).exp()
+    return scale * (z @ e.T)
+
+
 def router(u, h_prev, P, i, cfg):
     """Returns (logit [T, E], new hidden state or None)."""
     rt = cfg.router_type
-    gate_w = P[layer_name(i, "router/gate_w")]
+    if rt in ("cosine", "xmoe"):
+        return cosine_head(u, P, i, cfg), None
     if rt == "linear":
-        return u @ gate_w.T, None
+        return u @ P[layer_name(i, "router/gate_w")].T, None
     proj = u @ P[layer_name(i, "router/proj_w")].T + P[layer_name(i, "router/proj_b")]
-    gate_b = P[layer_name(i, "router/gate_b")]
+    if rt != "gru-xmoe":
+        gate_w = P[layer_name(i, "router/gate_w")]
+        gate_b = P[layer_name(i, "router/gate_b")]
     if rt == "mlp":  # the paper's SMoE-MLP: exact (erf) GELU
         return torch.nn.functional.gelu(proj) @ gate_w.T + gate_b, None
     if rt == "mlp-tanh":
@@ -157,9 +183,11 @@ def router(u, h_prev, P, i, cfg):
         h_prev = torch.zeros_like(proj)  # "NP": every layer starts from 0
     if cfg.router_detach:
         h_prev = h_prev.detach()
-    cell = gru_cell if rt in ("gru", "gru-np") else rnn_cell
+    cell = gru_cell if rt in ("gru", "gru-np", "gru-xmoe") else rnn_cell
     h = cell(proj, h_prev, P["router/cell/w_ih"], P["router/cell/w_hh"],
              P["router/cell/b_ih"], P["router/cell/b_hh"])
+    if rt == "gru-xmoe":
+        return cosine_head(h, P, i, cfg), h
     return h @ gate_w.T + gate_b, h
 
 
@@ -239,7 +267,7 @@ def forward(P, tokens, targets, cfg):
     wte = P["embed/wte"]
     x = wte[tokens.reshape(-1)]                             # [T, d]
     h = None
-    if cfg.router_type in ("gru", "gru-np", "rnn"):
+    if cfg.router_type in ("gru", "gru-np", "rnn", "gru-xmoe"):
         h = torch.zeros(T, cfg.router_dim, dtype=x.dtype)   # h_0 = 0
     lbs, zs, idxs, probs, keeps = [], [], [], [], []
     for i in range(cfg.num_layers):

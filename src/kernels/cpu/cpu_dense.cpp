@@ -1,5 +1,6 @@
 // cpu_dense.cpp — the cpu backend's token-wise ops: linear, embedding, RMSNorm,
-// RoPE, SwiGLU, tanh, GELU, the GRU cell, cross-entropy.
+// RoPE, row L2 normalisation and the exp scale (cosine routers), SwiGLU, tanh,
+// GELU, the GRU cell, cross-entropy.
 //
 // GEMMs go to OpenBLAS; row-wise loops are OpenMP-parallel over rows. Column
 // reductions (bias, norm-weight and embedding gradients) are parallel over
@@ -132,6 +133,77 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
         for (int64_t c = c0; c < c1; ++c) s[c - c0] += dout.data[n * d + c] * x.data[n * d + c] * rstd.data[n];
       for (int64_t c = c0; c < c1; ++c) dw.data[c] += s[c - c0];
     }
+  }
+}
+
+// ---- row L2 normalisation and the exp scale (the cosine routers) -------------
+// y = x / max(||x||, eps); each row's sum of squares in double.
+template <class T>
+void l2norm_forward(Tensor<T> y, Tensor<T> norm, In<T> x, double eps) {
+  const int64_t N = x.rows(), C = x.cols();
+  RMOE_CHECK(y.numel() == x.numel() && norm.numel() == N,
+             "l2norm_forward: x " << x.shape_str() << " y " << y.shape_str() << " norm " << norm.shape_str());
+#pragma omp parallel for schedule(static) if (worth_threads(N * C))
+  for (int64_t n = 0; n < N; ++n) {
+    const T* xr = x.data + n * C;
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += double(xr[c]) * xr[c];
+    const double nrm = std::max(std::sqrt(ss), eps);
+    norm.data[n] = T(nrm);
+    const T inv = T(1.0 / nrm);
+    for (int64_t c = 0; c < C; ++c) y.data[n * C + c] = xr[c] * inv;
+  }
+}
+
+template <class T>
+void l2norm_backward(Tensor<T> dx, In<T> dy, In<T> y, In<T> norm, double eps) {
+  if (dx.is_null()) return;
+  const int64_t N = y.rows(), C = y.cols();
+  RMOE_CHECK(dy.numel() == y.numel() && dx.numel() == y.numel() && norm.numel() == N,
+             "l2norm_backward: y " << y.shape_str() << " dy " << dy.shape_str() << " dx " << dx.shape_str());
+#pragma omp parallel for schedule(static) if (worth_threads(N * C))
+  for (int64_t n = 0; n < N; ++n) {
+    const T* yr = y.data + n * C;
+    const T* g = dy.data + n * C;
+    T* o = dx.data + n * C;
+    const double nrm = double(norm.data[n]);
+    double dot = 0;  // y . dy; 0 where clamped (the norm is a constant there)
+    if (nrm > eps)
+      for (int64_t c = 0; c < C; ++c) dot += double(yr[c]) * g[c];
+    const T inv = T(1.0 / nrm), tdot = T(dot);
+    for (int64_t c = 0; c < C; ++c) o[c] += (g[c] - yr[c] * tdot) * inv;
+  }
+}
+
+template <class T>
+void exp_scale_forward(Tensor<T> y, In<T> x, In<T> log_scale, double max_log_scale) {
+  RMOE_CHECK(log_scale.numel() == 1 && y.numel() == x.numel(),
+             "exp_scale_forward: x " << x.shape_str() << " y " << y.shape_str() << " log_scale "
+                                     << log_scale.shape_str());
+  const T sc = T(std::exp(std::min(double(log_scale.data[0]), max_log_scale)));
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) y.data[i] = sc * x.data[i];
+}
+
+template <class T>
+void exp_scale_backward(Tensor<T> dx, Tensor<T> dlog_scale, In<T> dy, In<T> y, In<T> log_scale,
+                        double max_log_scale) {
+  RMOE_CHECK(log_scale.numel() == 1 && dy.numel() == y.numel() && (dx.is_null() || dx.numel() == y.numel()) &&
+                 (dlog_scale.is_null() || dlog_scale.numel() == 1),
+             "exp_scale_backward: y " << y.shape_str() << " dy " << dy.shape_str() << " log_scale "
+                                      << log_scale.shape_str());
+  const double s = double(log_scale.data[0]);
+  const int64_t n = y.numel();
+  if (!dx.is_null()) {
+    const T sc = T(std::exp(std::min(s, max_log_scale)));
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+    for (int64_t i = 0; i < n; ++i) dx.data[i] += sc * dy.data[i];
+  }
+  if (!dlog_scale.is_null() && s <= max_log_scale) {
+    double acc = 0;  // serial, in index order: the same bits for any thread count
+    for (int64_t i = 0; i < n; ++i) acc += double(dy.data[i]) * y.data[i];
+    dlog_scale.data[0] += T(acc);
   }
 }
 

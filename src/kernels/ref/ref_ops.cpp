@@ -274,6 +274,85 @@ void rmsnorm_backward(Tensor<T> dx, Tensor<T> dw, In<T> dout, In<T> x, In<T> w, 
   }
 }
 
+// ---- l2norm, exp_scale (the cosine routers) --------------------------------------
+
+// y_j = x_j / n, n = max(||x||, eps) (torch.nn.functional.normalize).
+template <class T>
+void l2norm_forward(Tensor<T> y, Tensor<T> norm, In<T> x, double eps) {
+  const char* op = "ref::l2norm_forward";
+  check_cpu(x, op, "x");
+  const int64_t N = x.rows(), C = x.cols();
+  check_rc(y, N, C, op, "y");
+  check_n(norm, N, op, "norm");
+  for (int64_t r = 0; r < N; ++r) {
+    double ss = 0.0;
+    for (int64_t j = 0; j < C; ++j) ss += double(x.data[r * C + j]) * double(x.data[r * C + j]);
+    const double n = std::max(std::sqrt(ss), eps);
+    norm.data[r] = T(n);
+    for (int64_t j = 0; j < C; ++j) y.data[r * C + j] = T(double(x.data[r * C + j]) / n);
+  }
+}
+
+// Unclamped (n = ||x|| > eps): dy_i/dx_j = delta_ij / n - x_i x_j / n^3 = (delta_ij - y_i y_j) / n.
+// Clamped (n = eps, a constant): dy_i/dx_j = delta_ij / eps.
+template <class T>
+void l2norm_backward(Tensor<T> dx, In<T> dy, In<T> y, In<T> norm, double eps) {
+  const char* op = "ref::l2norm_backward";
+  if (dx.is_null()) return;
+  check_cpu(y, op, "y");
+  const int64_t N = y.rows(), C = y.cols();
+  check_rc(dy, N, C, op, "dy");
+  check_rc(dx, N, C, op, "dx");
+  check_n(norm, N, op, "norm");
+  for (int64_t r = 0; r < N; ++r) {
+    const double n = double(norm.data[r]);
+    const bool clamped = !(n > eps);
+    for (int64_t j = 0; j < C; ++j) {
+      double acc = 0.0;
+      for (int64_t i = 0; i < C; ++i) {
+        const double jac = ((i == j) ? 1.0 : 0.0) / n -
+                           (clamped ? 0.0 : double(y.data[r * C + i]) * double(y.data[r * C + j]) / n);
+        acc += double(dy.data[r * C + i]) * jac;
+      }
+      dx.data[r * C + j] = T(double(dx.data[r * C + j]) + acc);
+    }
+  }
+}
+
+// y = c x, c = exp(min(s, max)).
+template <class T>
+void exp_scale_forward(Tensor<T> y, In<T> x, In<T> log_scale, double max_log_scale) {
+  const char* op = "ref::exp_scale_forward";
+  check_cpu(x, op, "x");
+  check_n(log_scale, 1, op, "log_scale");
+  check_n(y, x.numel(), op, "y");
+  const double c = std::exp(std::min(double(log_scale.data[0]), max_log_scale));
+  for (int64_t i = 0; i < x.numel(); ++i) y.data[i] = T(c * double(x.data[i]));
+}
+
+// dy_i/dx_i = c; dy_i/ds = c x_i = y_i for s <= max, 0 above (the clamp holds s at max).
+template <class T>
+void exp_scale_backward(Tensor<T> dx, Tensor<T> dlog_scale, In<T> dy, In<T> y, In<T> log_scale,
+                        double max_log_scale) {
+  const char* op = "ref::exp_scale_backward";
+  check_cpu(y, op, "y");
+  check_n(log_scale, 1, op, "log_scale");
+  check_n(dy, y.numel(), op, "dy");
+  const double s = double(log_scale.data[0]);
+  if (!dx.is_null()) {
+    check_n(dx, y.numel(), op, "dx");
+    const double c = std::exp(std::min(s, max_log_scale));
+    for (int64_t i = 0; i < y.numel(); ++i) dx.data[i] = T(double(dx.data[i]) + c * double(dy.data[i]));
+  }
+  if (!dlog_scale.is_null()) {
+    check_n(dlog_scale, 1, op, "dlog_scale");
+    double acc = double(dlog_scale.data[0]);
+    if (s <= max_log_scale)
+      for (int64_t i = 0; i < y.numel(); ++i) acc += double(dy.data[i]) * double(y.data[i]);
+    dlog_scale.data[0] = T(acc);
+  }
+}
+
 // ---- rope ---------------------------------------------------------------------
 
 namespace {

@@ -125,6 +125,22 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
     (Tensor<T> out, Tensor<T> rstd, In<T> x, In<T> w, double eps), (out, rstd, x, w, eps))             \
   X(real, rmsnorm_backward, no, (dout),                                                                \
     (Grad<T> dx, Grad<T> dw, In<T> dout, In<T> x, In<T> w, In<T> rstd), (dx, dw, dout, x, w, rstd))    \
+  /* Row L2 normalisation (the cosine routers, F.normalize): y[N,C] = x / norm, */                     \
+  /* norm[N] = max(||x_n||_2, eps) saved for backward. */                                              \
+  X(real, l2norm_forward, no, (y), (Tensor<T> y, Tensor<T> norm, In<T> x, double eps), (y, norm, x, eps)) \
+  /* dx += (dy - y (y . dy)) / norm per row where norm > eps; dx += dy / eps where the norm */         \
+  /* was clamped (norm = eps: the denominator is a constant there). From the output y. */              \
+  X(real, l2norm_backward, no, (dy), (Grad<T> dx, In<T> dy, In<T> y, In<T> norm, double eps),          \
+    (dx, dy, y, norm, eps))                                                                            \
+  /* y = exp(min(s, max_log_scale)) x, s = log_scale[0] (a [1] tensor: the cosine routers' */          \
+  /* learned inverse temperature); y may be x (in place). */                                           \
+  X(real, exp_scale_forward, no, (y), (Tensor<T> y, In<T> x, In<T> log_scale, double max_log_scale),   \
+    (y, x, log_scale, max_log_scale))                                                                  \
+  /* dx += exp(min(s, max)) dy; dlog_scale[0] += sum_i dy_i y_i (= d/ds) if s <= max, */               \
+  /* else nothing (clamped: y does not depend on s). From the output y; sum in double, in order. */    \
+  X(real, exp_scale_backward, no, (dy),                                                                \
+    (Grad<T> dx, Grad<T> dlog_scale, In<T> dy, In<T> y, In<T> log_scale, double max_log_scale),        \
+    (dx, dlog_scale, dy, y, log_scale, max_log_scale))                                                 \
   /* Rotary embedding in place on x[B,S,H,D] (D even), positions 0..S-1, half-split */                 \
   /* pairing (i, i+D/2), freq_i = theta^(-2i/D). backward = the inverse rotation of */                 \
   /* the gradient, in place (the one backward that does not add). */                                   \

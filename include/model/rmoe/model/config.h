@@ -13,7 +13,14 @@ namespace rmoe {
 // what "mlp" meant before (same parameters, so old checkpoints name it).
 // random: logit = G u like linear, but G keeps its random init (frozen: no
 // gradient, the optimizer skips it; ParamSpec::frozen).
-enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh, random };
+// cosine, xmoe, gru_xmoe: the cosine-similarity head (X-MoE): logit =
+// exp(s) cos(x, e_j) with learned expert embeddings e and log inverse
+// temperature s; x = u (cosine), u projected to r = xmoe_dim (xmoe), or the
+// gru router's h_l projected to r (gru_xmoe).
+enum class RouterType {
+  linear, mlp, gru, rnn, gru_np, mlp_tanh, random,
+  cosine, xmoe, gru_xmoe,
+};
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
@@ -26,10 +33,20 @@ enum class RouterInit { normal, torch };
 RouterInit parse_router_init(const std::string& s);  // throws UsageError
 const char* router_init_name(RouterInit r);
 // Which parts a router has (docs/MODEL.md "Parameters").
-bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear, random
-bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn
-int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np), 1 (rnn), 0
-bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn
+bool router_has_projection(RouterType r);  // proj_w/b and h [T, p]: all but linear, random, cosine, xmoe
+bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn, gru_xmoe
+int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np, gru_xmoe), 1 (rnn), 0
+bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn, gru_xmoe
+// The cosine head (expert_emb [E, r], log_scale [1]) instead of gate_w/gate_b: cosine, xmoe, gru_xmoe.
+bool router_has_cosine_head(RouterType r);
+bool router_has_xmoe_proj(RouterType r);   // xmoe_proj [r, d] (xmoe) or [r, p] (gru_xmoe) before the cosine
+
+// The cosine head's constants (docs/MODEL.md). logit = exp(min(s, kMaxLogScale)) cos:
+// s = log(1/tau) keeps tau > 0; the clamp (CLIP's) keeps tau >= 0.01, so the
+// logits stay within +-100 however far s runs.
+inline constexpr double kCosineNormEps = 1e-12;             // max(||x||, eps), F.normalize's default
+inline constexpr double kMaxLogScale = 4.605170185988092;   // log(100)
+inline constexpr double kInitLogScale = 2.659260036932778;  // log(1/0.07): tau = 0.07, X-MoE's init
 
 struct ModelConfig {
   int num_layers = 4;          // L
@@ -38,7 +55,8 @@ struct ModelConfig {
   int num_experts = 8;         // E
   int topk = 2;                // k
   int ffn_hidden_size = 128;   // f (each expert's SwiGLU width)
-  int router_dim = 128;        // p (all routers but linear, random)
+  int router_dim = 128;        // p (all routers but linear, random, cosine, xmoe)
+  int xmoe_dim = 16;           // r: the cosine head's width (xmoe, gru_xmoe)
   int vocab_size = 256;        // V
   int seq_length = 128;        // S
   RouterType router_type = RouterType::gru;
@@ -58,6 +76,8 @@ struct ModelConfig {
   int64_t head_chunk_elements = int64_t(1) << 24;  // 64 MB of fp32
 
   int head_dim() const { return hidden_size / num_heads; }
+  // The cosine head's width: xmoe_dim (xmoe, gru_xmoe), hidden_size (cosine).
+  int cosine_dim() const { return router_has_xmoe_proj(router_type) ? xmoe_dim : hidden_size; }
   // Throws UsageError naming the first bad field, its value and what is
   // allowed: sizes, real values outside float's range (check_float_range),
   // and shapes whose parameter counts do not fit in 64 bits
@@ -79,7 +99,7 @@ struct ModelParamCounts {
   int64_t attention = 0;    // L x wq, wk, wv, wo [d, d]
   int64_t norms = 0;        // L x attn_norm, moe_norm [d]; final_norm [d]
   int64_t router = 0;       // L x the router's own tensors + the shared cell
-  int64_t router_cell = 0;  // of which the shared GRU/RNN cell (gru, rnn; else 0)
+  int64_t router_cell = 0;  // of which the shared GRU/RNN cell (gru, gru_np, rnn, gru_xmoe; else 0)
   int64_t experts = 0;      // L x w1, w3 [E, f, d], w2 [E, d, f]
   int64_t total = 0;
 };

@@ -2,9 +2,10 @@
 //
 // Legend: B sequences per micro-batch, S sequence length, T = B*S tokens,
 // Tk = T*k token slots, d width, H heads, D head dim, E experts, k top-k,
-// f expert FFN width, p router width, V vocabulary, L layers. (These letters
-// name sizes in shape comments only; in code T is the element type, and the
-// counts are num_tokens_ / n_tok and n_slots.)
+// f expert FFN width, p router width, r cosine-head width (xmoe_dim, or d for
+// cosine), V vocabulary, L layers. (These letters name sizes in shape
+// comments only; in code T is the element type, and the counts are
+// num_tokens_ / n_tok and n_slots.)
 //
 // One member-function file per layer: attention_layer.cpp, router.cpp,
 // moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
@@ -101,11 +102,17 @@ class Model {
   // Hold routing fixed: when set, forward reuses the last top-k choice instead
   // of recomputing it (finite-difference tests need a piecewise-smooth loss).
   void set_freeze_routing(bool on) { freeze_routing_ = on; }
+  // Hold the router state fixed: when set, every layer's cell takes as h_{l-1}
+  // the state of the forward run last before this call, whatever the weights
+  // are now. With router_detach the backward treats h_{l-1} as a constant, so
+  // finite differences of such forwards check the detached gradient (tests).
+  void set_freeze_router_state(bool on);
 
  private:
   struct LayerWeights {  // views into a ParamStore (weights or gradients)
     Tensor<T> attn_norm, wq, wk, wv, wo, moe_norm;
     Tensor<T> gate_w, gate_b, proj_w, proj_b;  // router (gate_b, proj_* null for linear)
+    Tensor<T> xmoe_proj, expert_emb, log_scale;  // cosine head: [r, d or p], [E, r], [1] (null otherwise)
     Tensor<T> w1, w3, w2;                      // experts [E,f,d], [E,f,d], [E,d,f]
   };
   struct GlobalWeights {
@@ -118,6 +125,7 @@ class Model {
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
     Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
+    Tensor<T> xz, zn, znorm, en, enorm;        // cosine head: xz, zn [T,r]; znorm [T]; en [E,r]; enorm [E]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
     Tensor<int32_t> idx, slot_token, slot_of;  // routing: [T,k], [Tk], [T,k] (slot_of -1: dropped)
@@ -128,6 +136,7 @@ class Model {
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
+    Tensor<T> dcos, dzn, dz, den;                   // cosine head: [T,E], [T,r] x2, [E,r]
     Tensor<T> dxs, dys;                             // [Tk,d] x2
     Tensor<T> dxf, dlogits;                         // [T,d], [head chunk,V]
   };
@@ -142,6 +151,8 @@ class Model {
   void router_forward(int l);                // u -> logits (and h for gru/rnn/mlp)
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
+  void cosine_head_forward(int l, Tensor<T> x);                 // x [T, d or p] -> logits (router.cpp)
+  void cosine_head_backward(int l, Tensor<T> x, Tensor<T> dx);  // dlogits_r -> dx (+=), head grads
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void capacity_drop(int l);                 // L.keep and the layer's drop counts (moe_layer.cpp)
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
@@ -180,6 +191,8 @@ class Model {
   Tensor<double> slot_keys_;
   int64_t slots_global_ = 0;
   bool freeze_routing_ = false;
+  Tensor<T> h_frozen_;              // [L, T, p]: the states held by set_freeze_router_state (null: not held)
+  std::vector<T> h_frozen_mem_;     // its backing (host; allocated only when a test holds the state)
 };
 
 extern template class Model<float>;

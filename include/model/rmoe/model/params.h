@@ -15,7 +15,7 @@
 
 namespace rmoe {
 
-enum class Init { normal, ones, zeros, uniform };  // uniform: in [-bound, bound)
+enum class Init { normal, ones, zeros, uniform, constant };  // uniform: in [-bound, bound); constant: value
 
 struct ParamSpec {
   std::string name;            // e.g. "layers/03/attn/wq"
@@ -26,6 +26,7 @@ struct ParamSpec {
   int64_t offset = 0;          // into its buffer
   bool frozen = false;         // never trained: no gradient, AdamW skips it (the random router's gate)
   double bound = 0;            // Init::uniform's half-width
+  double value = 0;            // Init::constant's value (the cosine routers' log_scale)
   int64_t numel() const;
 };
 
