@@ -125,7 +125,8 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_TRUE(c.dry_run);
   EXPECT_EQ(c.metrics_file, "m.jsonl");
   EXPECT_FALSE(parse_args({"--router-detach=false"}).model.router_detach);
-  for (const char* t : {"linear", "random", "mlp", "mlp-tanh", "gru", "gru-np", "rnn"})
+  for (const char* t : {"linear", "random", "mlp", "mlp-tanh", "gru", "gru-np", "rnn",
+                        "lstm"})
     EXPECT_STREQ(router_type_name(parse_args({std::string("--moe-router-type=") + t}).model.router_type), t);
 }
 
@@ -223,7 +224,8 @@ TEST(TrainConfigErrors, BadValuesAndUnknownOptions) {
   expect_usage_error({"--lr=nan"}, {"--lr=nan"});
   expect_usage_error({"--router-detach=maybe"}, {"--router-detach=maybe", "true or false"});
   expect_usage_error({"--moe-router-type=gru2"},
-                     {"--moe-router-type=gru2", "unknown router type", "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"});
+                     {"--moe-router-type=gru2", "unknown router type", "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"
+                                                              ", lstm"});
   expect_usage_error({"--device=tpu"}, {"--device=tpu", "cpu, cuda"});
   expect_usage_error({"--data-path=synthetic:foo"},
                      {"--data-path=synthetic:foo: unknown synthetic source; available: synthetic:markov"});
@@ -432,6 +434,8 @@ TEST(TrainConfigErrors, ShapesMustFitTheirCounts) {
                 .model.seq_length,
             2147483647);
   expect_usage_error({"--router-dim=715827883"}, {"--router-dim=715827883", "GRU", "at most 715827882"});
+  expect_usage_error({"--router-dim=536870912", "--moe-router-type=lstm"},
+                     {"--router-dim=536870912", "LSTM cell's 4 x --router-dim", "at most 536870911"});
   EXPECT_EQ(parse_args({"--router-dim=715827883", "--moe-router-type=mlp", "--dry-run"}).model.router_dim, 715827883);
 }
 
@@ -520,7 +524,8 @@ TEST(TrainConfig, StoredIniWithOverrides) {
 
 TEST(ModelConfig, RouterTypeNames) {
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
-                       RouterType::gru_np, RouterType::rnn})
+                       RouterType::gru_np, RouterType::rnn,
+                       RouterType::lstm})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);
   EXPECT_THROW(parse_router_type("GRU"), UsageError);
   EXPECT_THROW(parse_router_type("gru_np"), UsageError);  // the flag spells it gru-np

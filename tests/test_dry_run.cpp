@@ -50,7 +50,8 @@ TrainConfig paper_config() {
 std::vector<TrainConfig> varied_configs() {
   std::vector<TrainConfig> out;
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
-                       RouterType::gru_np, RouterType::rnn}) {
+                       RouterType::gru_np, RouterType::rnn,
+                       RouterType::lstm}) {
     for (bool tied : {false, true}) {
       for (int mb : {1, 3}) {
         TrainConfig c;
@@ -183,6 +184,22 @@ TEST(DryRun, PaperConfigMatchesHandCount) {
   // 6 GiB, more than all the activations now).
   EXPECT_EQ(s.memory_bytes_estimate, 16 * total + s.activation_bytes_estimate + s.index_bytes_estimate);
   EXPECT_LT(s.activation_bytes_estimate, 4LL * 24 * 20 * 4096 * 4096);
+}
+
+// The LSTM router of the paper's shapes, by hand: the GRU's projections and
+// gates, and a cell of four gates (w_ih, w_hh [4p, p]; b_ih, b_hh [4p]) whose
+// two matrices every layer applies.
+TEST(DryRun, LstmRouterHandCount) {
+  TrainConfig c = paper_config();
+  c.model.router_type = RouterType::lstm;
+  const ModelStats s = compute_model_stats(c);
+  const int64_t router_layer = 128LL * 1280 + 128 + 16 * 128 + 16;
+  const int64_t lstm_cell = 2LL * (512 * 128) + 2 * 512;
+  EXPECT_EQ(s.router_params, 24 * router_layer + lstm_cell);
+  EXPECT_EQ(s.router_params, 4116864);
+  const double matmul_per_token =
+      24.0 * (4.0 * 1280 * 1280 + 3.0 * 4 * 448 * 1280 + (128.0 * 1280 + 16 * 128 + 2 * 512 * 128)) + 96512.0 * 1280;
+  EXPECT_DOUBLE_EQ(s.flops_per_token, 6.0 * matmul_per_token + 6.0 * 24 * 4096 * 1280);
 }
 
 TEST(DryRun, ReportShowsTheRouterOverhead) {

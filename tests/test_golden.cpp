@@ -97,7 +97,8 @@ void check_case(const std::string& name, double tol) {
 }
 
 const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
-                        "golden_gru_tied", "golden_gru_np"};
+                        "golden_gru_tied", "golden_gru_np",
+                        "golden_lstm", "golden_lstm_detach"};
 
 }  // namespace
 

@@ -104,6 +104,7 @@ TEST(ModelFD, Gru) { fd_check(tiny(RouterType::gru)); }
 TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
+TEST(ModelFD, Lstm) { fd_check(tiny(RouterType::lstm)); }  // gradient through h and c across layers
 
 // The random router is the linear router with its gate frozen: the same
 // forward, and the same gradient everywhere except the gate's, which is 0.
@@ -206,6 +207,39 @@ TEST(ModelRouter, DetachCutsOnlyTheRecurrentPath) {
   EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
 }
 
+// lstm: router_detach cuts both d/dh_{l-1} and d/dc_{l-1} and nothing else:
+// the same losses; the top layer's gate and experts (no recurrent path above
+// them) get bit-identical gradients; the lowest projection and w_hh, reached
+// through (h, c) from the layers above only without detach, differ. The
+// detached gradient itself is checked against PyTorch's .detach() by
+// golden_lstm_detach.h5.
+TEST(ModelRouter, LstmDetachCutsOnlyTheRecurrentPath) {
+  auto c = tiny(RouterType::lstm);
+  Batch b = make_batch(c, 2, 5);
+  Model<double> full(c, 2);
+  c.router_detach = true;
+  Model<double> det(c, 2);
+  init_model(full, 42);
+  init_model(det, 42);
+  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
+            det.forward(b.tokens.data(), b.targets.data(), 2).total);
+  full.grads().zero();
+  det.grads().zero();
+  full.backward(1.0);
+  det.backward(1.0);
+  auto maxdiff = [&](const char* name) {
+    auto s = *full.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i)
+      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
+    return m;
+  };
+  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
+  EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
+  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
+  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
 // gru-np carries no state between layers, so there is no recurrent path for
 // router_detach to cut: detached and not, every gradient is bit-identical;
 // and it is a different model from gru (the lowest layer's projection sees
@@ -254,7 +288,8 @@ TEST(ModelDeterminism, TwoRunsBitIdentical) {
 // too; the cell's fan-in is p as nn.GRUCell's hidden size), decay as before
 // (matrices only); every other tensor is exactly the normal init's.
 TEST(ModelParams, TorchRouterInitIsPytorchsUniform) {
-  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::gru, RouterType::rnn}) {
+  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::gru, RouterType::rnn,
+                       RouterType::lstm}) {
     SCOPED_TRACE(router_type_name(r));
     auto c = tiny(r);
     ParamStore<double> normal(model_param_specs(c));

@@ -102,8 +102,10 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
 
 namespace {
 constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh,
-                                       RouterType::gru,    RouterType::gru_np, RouterType::rnn};
-const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn";
+                                       RouterType::gru,    RouterType::gru_np, RouterType::rnn,
+                                       RouterType::lstm};
+const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"
+                                    ", lstm";
 }  // namespace
 
 RouterType parse_router_type(const std::string& s) {
@@ -121,6 +123,7 @@ const char* router_type_name(RouterType r) {
     case RouterType::gru: return "gru";
     case RouterType::gru_np: return "gru-np";
     case RouterType::rnn: return "rnn";
+    case RouterType::lstm: return "lstm";
   }
   return "unknown";
 }
@@ -146,10 +149,15 @@ int router_cell_gates(RouterType r) {
     case RouterType::gru:
     case RouterType::gru_np: return 3;
     case RouterType::rnn: return 1;
+    case RouterType::lstm: return 4;  // (i, f, g, o)
     default: return 0;
   }
 }
-bool router_carries_state(RouterType r) { return r == RouterType::gru || r == RouterType::rnn; }
+bool router_carries_state(RouterType r) {
+  return r == RouterType::gru || r == RouterType::rnn
+         || r == RouterType::lstm;
+}
+bool router_has_cell_memory(RouterType r) { return r == RouterType::lstm; }
 
 void ModelConfig::validate() const {
   require_at_least("--num-layers", num_layers, 1);
@@ -183,9 +191,9 @@ void ModelConfig::validate() const {
   require_positive("rms_eps", rms_eps);        // not a flag: fixed by MODEL.md
   require_positive("rope_theta", rope_theta);  // not a flag: fixed by MODEL.md
   // The GEMMs take 32-bit dimensions; every other matrix side is one of the
-  // 32-bit fields above, the GRU cell's gate rows are 3p.
+  // 32-bit fields above, the GRU cell's gate rows are 3p (the LSTM's 4p).
   if (router_cell_gates(router_type) > 1 && int64_t(router_cell_gates(router_type)) * router_dim > std::numeric_limits<int32_t>::max())
-    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the GRU cell's " +
+    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the " + (router_type == RouterType::lstm ? "LSTM" : "GRU") + " cell's " +
                std::to_string(router_cell_gates(router_type)) + " x --router-dim rows must fit " +
                "32-bit matrix dimensions; give at most " +
                std::to_string(std::numeric_limits<int32_t>::max() / router_cell_gates(router_type)));

@@ -72,6 +72,7 @@ void Model<T>::carve(Arena<T>& a) {
   const int64_t g = router_cell_gates(cfg_.router_type) * p;  // cell gate rows
   const bool has_h = router_has_projection(cfg_.router_type);
   const bool has_cell = router_has_cell(cfg_.router_type);
+  const bool has_c = router_has_cell_memory(cfg_.router_type);
   // Every view gets `dims`; the shapes of model.h, grouped.
   auto take = [&a](std::initializer_list<Tensor<T>*> views, std::initializer_list<int64_t> dims) {
     for (Tensor<T>* v : views) *v = a.take(dims);
@@ -82,6 +83,7 @@ void Model<T>::carve(Arena<T>& a) {
     take({&L.lse_att}, {max_seqs, H, S});
     if (has_h) take({&L.up, &L.h}, {max_tok, p});
     if (has_cell) take({&L.gi, &L.gh, &L.gates}, {max_tok, g});
+    if (has_c) take({&L.c}, {max_tok, p});
     take({&L.logits, &L.probs}, {max_tok, E});
     take({&L.gate}, {max_tok, K});
     take({&L.xs, &L.ys}, {max_slots, d});
@@ -98,6 +100,7 @@ void Model<T>::carve(Arena<T>& a) {
   take({&s.dprobs_extra}, {E});
   if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});
   if (has_cell) take({&s.dgi, &s.dgh}, {max_tok, g});
+  if (has_c) take({&s.dc, &s.dc_prev}, {max_tok, p});
   take({&s.dxs, &s.dys}, {max_slots, d});
   take({&s.dlogits}, {max_tok, V});
 }
@@ -208,6 +211,8 @@ void Model<T>::backward(double loss_scale) {
   }
   if (router_has_projection(cfg_.router_type))
     zero(first_rows(scratch_.dh, num_tokens_));  // no gradient into h_L from above
+  if (router_has_cell_memory(cfg_.router_type))
+    zero(first_rows(scratch_.dc, num_tokens_));  // nor into c_L
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
     moe_backward(l, loss_scale);  // dx: d/dx_out -> d/dx_mid
     profile::RegionScope region(profile::Region::attention);

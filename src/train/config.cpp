@@ -152,11 +152,12 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
     t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",
                       [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
-    t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn",
+    t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn"
+                      " | lstm (one LSTM cell shared by all layers, state h and c)",
                       [](auto& c) -> auto& { return c.model.router_type; }));
-    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn)",
+    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn, lstm)",
                       [](auto& c) -> auto& { return c.model.router_dim; }));
-    t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (ablation)",
+    t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (and lstm's c_{i-1}) (ablation)",
                       [](auto& c) -> auto& { return c.model.router_detach; }));
     t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",
                       [](auto& c) -> auto& { return c.model.tie_embeddings; }));
@@ -164,7 +165,7 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.init_std; }));
     t.push_back(field("router-init", "INIT",
                       "router tensors' init: normal (init-method-std, biases 0) | torch (PyTorch's nn.Linear / "
-                      "nn.GRUCell: uniform +-1/sqrt(fan_in), biases too)",
+                      "nn.GRUCell / nn.LSTMCell: uniform +-1/sqrt(fan_in), biases too)",
                       [](auto& c) -> auto& { return c.model.router_init; }));
     // batch and optimisation
     t.push_back(field("micro-batch-size", "N", "sequences per forward/backward",

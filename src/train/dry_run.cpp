@@ -33,6 +33,7 @@ double router_matmul_per_layer(const ModelConfig& m) {
     case RouterType::gru:
     case RouterType::gru_np: return p * d + E * p + 2 * (3 * p * p);  // + cell w_ih, w_hh [3p, p]
     case RouterType::rnn: return p * d + E * p + 2 * (p * p);         // + cell w_ih, w_hh [p, p]
+    case RouterType::lstm: return p * d + E * p + 2 * (4 * p * p);    // + cell w_ih, w_hh [4p, p]
   }
   return 0;
 }
@@ -67,6 +68,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   const int64_t g = router_cell_gates(m.router_type) * p;  // cell gate rows
   const bool has_h = router_has_projection(m.router_type);
   const bool has_cell = router_has_cell(m.router_type);
+  const bool has_c = router_has_cell_memory(m.router_type);
   const std::string what = "the activations of one micro-batch (--micro-batch-size x --seq-length tokens x the widths)";
   ArenaCount layer(what);
   layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out
@@ -74,6 +76,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   layer.take({B, H, S});     // lse_att
   if (has_h) layer.take_n(2, {Tm, p});     // up, h
   if (has_cell) layer.take_n(3, {Tm, g});  // gi, gh, gates
+  if (has_c) layer.take({Tm, p});          // c (lstm)
   layer.take_n(2, {Tm, E});  // logits, probs
   layer.take({Tm, K});       // gate
   layer.take_n(2, {Tk, d});  // xs, ys
@@ -91,6 +94,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.take({E});             // dprobs_extra
   if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
   if (has_cell) all.take_n(2, {Tm, g});  // dgi, dgh
+  if (has_c) all.take_n(2, {Tm, p});     // dc, dc_prev (lstm)
   all.take_n(2, {Tk, d});    // dxs, dys
   all.take({Tm, V});         // dlogits
   return all.elements();

@@ -37,6 +37,8 @@ CASES = [
     ("golden_gru_detach.h5", "gru", 1, 0, 5000),
     ("golden_gru_tied.h5", "gru", 0, 1, 6000),
     ("golden_gru_np.h5", "gru-np", 0, 0, 7000),
+    ("golden_lstm.h5", "lstm", 0, 0, 9000),
+    ("golden_lstm_detach.h5", "lstm", 1, 0, 10000),
 ]
 
 
@@ -54,6 +56,23 @@ def check_gru_cell():
     ours = rm.gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     err = (ref - ours).abs().max().item()
     assert err < 1e-12, "gru_cell differs from torch.nn.GRUCell by %g" % err
+
+
+def check_lstm_cell():
+    """Our hand-written LSTM cell must match torch.nn.LSTMCell (h and c)."""
+    g = torch.Generator().manual_seed(8)
+    n, p = 5, 8
+    cell = torch.nn.LSTMCell(p, p).double()
+    with torch.no_grad():
+        for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
+            w.copy_(torch.randn(w.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(n, p, generator=g, dtype=torch.float64)
+    h = torch.randn(n, p, generator=g, dtype=torch.float64)
+    c = torch.randn(n, p, generator=g, dtype=torch.float64)
+    ref_h, ref_c = cell(x, (h, c))
+    ours_h, ours_c = rm.lstm_cell(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    err = max((ref_h - ours_h).abs().max().item(), (ref_c - ours_c).abs().max().item())
+    assert err < 1e-12, "lstm_cell differs from torch.nn.LSTMCell by %g" % err
 
 
 def make_params(cfg, gen):
@@ -121,6 +140,7 @@ def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     check_gru_cell()
+    check_lstm_cell()
     os.makedirs(OUT_DIR, exist_ok=True)
     only = set(sys.argv[1:])
     unknown = only - {c[0] for c in CASES}

@@ -25,7 +25,7 @@ class Config:
     vocab_size: int = 32
     seq_length: int = 8
     batch_size: int = 2
-    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn
+    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | lstm
     router_detach: int = 0
     tie_embeddings: int = 0
     aux_loss_coeff: float = 0.1
@@ -55,7 +55,7 @@ def param_specs(cfg):
         specs.append((layer_name(i, "moe_norm"), (d,), "norm"))
         if cfg.router_type == "linear":
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
-        elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn"):
+        elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn", "lstm"):
             specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
             specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             specs.append((layer_name(i, "router/gate_w"), (E, p), "matrix"))
@@ -65,8 +65,8 @@ def param_specs(cfg):
         specs.append((layer_name(i, "experts/w1"), (E, f, d), "matrix"))
         specs.append((layer_name(i, "experts/w2"), (E, d, f), "matrix"))
         specs.append((layer_name(i, "experts/w3"), (E, f, d), "matrix"))
-    if cfg.router_type in ("gru", "gru-np", "rnn"):
-        g = 3 * p if cfg.router_type in ("gru", "gru-np") else p
+    if cfg.router_type in ("gru", "gru-np", "rnn", "lstm"):
+        g = {"gru": 3 * p, "gru-np": 3 * p, "rnn": p, "lstm": 4 * p}[cfg.router_type]
         specs.append(("router/cell/w_ih", (g, p), "matrix"))
         specs.append(("router/cell/w_hh", (g, p), "matrix"))
         specs.append(("router/cell/b_ih", (g,), "bias"))
@@ -135,13 +135,26 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     return (1 - z) * n + z * h
 
 
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """LSTM cell from the equations (rows ordered i, f, g, o as torch.nn.LSTMCell).
+
+    Returns (h', c'): c' = f * c + i * g, h' = o * tanh(c')."""
+    gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)
+    i, f, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.sigmoid(a_o)
+    g = torch.tanh(a_g)
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new
+
+
 def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     """tanh RNN cell: h' = tanh(x w_ih^T + b_ih + h w_hh^T + b_hh)."""
     return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
 
 
 def router(u, h_prev, P, i, cfg):
-    """Returns (logit [T, E], new hidden state or None)."""
+    """Returns (logit [T, E], new hidden state or None). For lstm the state
+    is the pair (h, c)."""
     rt = cfg.router_type
     gate_w = P[layer_name(i, "router/gate_w")]
     if rt == "linear":
@@ -154,6 +167,13 @@ def router(u, h_prev, P, i, cfg):
         return torch.tanh(proj) @ gate_w.T + gate_b, None
     if rt == "gru-np":
         h_prev = torch.zeros_like(proj)  # "NP": every layer starts from 0
+    if rt == "lstm":
+        h, c = h_prev
+        if cfg.router_detach:  # cuts both h_{i-1} and c_{i-1}
+            h, c = h.detach(), c.detach()
+        h, c = lstm_cell(proj, h, c, P["router/cell/w_ih"], P["router/cell/w_hh"],
+                         P["router/cell/b_ih"], P["router/cell/b_hh"])
+        return h @ gate_w.T + gate_b, (h, c)
     if cfg.router_detach:
         h_prev = h_prev.detach()
     cell = gru_cell if rt in ("gru", "gru-np") else rnn_cell
@@ -219,6 +239,9 @@ def forward(P, tokens, targets, cfg):
     h = None
     if cfg.router_type in ("gru", "gru-np", "rnn"):
         h = torch.zeros(T, cfg.router_dim, dtype=x.dtype)   # h_0 = 0
+    if cfg.router_type == "lstm":
+        zero = torch.zeros(T, cfg.router_dim, dtype=x.dtype)
+        h = (zero, zero)                                    # h_0 = c_0 = 0
     lbs, zs, idxs, probs = [], [], [], []
     for i in range(cfg.num_layers):
         a = rms_norm(x, P[layer_name(i, "attn_norm")], cfg.rms_eps)

@@ -13,7 +13,10 @@ namespace rmoe {
 // what "mlp" meant before (same parameters, so old checkpoints name it).
 // random: logit = G u like linear, but G keeps its random init (frozen: no
 // gradient, the optimizer skips it; ParamSpec::frozen).
-enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh, random };
+// lstm: one LSTM cell (PyTorch LSTMCell) shared by all layers, like gru, with
+// a second state c passed from layer to layer next to h.
+enum class RouterType { linear, mlp, gru, rnn, gru_np, mlp_tanh, random,
+                        lstm };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
 const char* router_type_name(RouterType r);
@@ -27,9 +30,10 @@ RouterInit parse_router_init(const std::string& s);  // throws UsageError
 const char* router_init_name(RouterInit r);
 // Which parts a router has (docs/MODEL.md "Parameters").
 bool router_has_projection(RouterType r);  // proj_w/b, gate_b, gate_w [E, p]: all but linear, random
-bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn
-int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np), 1 (rnn), 0
-bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn
+bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn, lstm
+int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np), 1 (rnn), 4 (lstm), 0
+bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn, lstm
+bool router_has_cell_memory(RouterType r); // the LSTM's c passes from layer to layer too: lstm
 
 struct ModelConfig {
   int num_layers = 4;          // L
@@ -43,7 +47,7 @@ struct ModelConfig {
   int seq_length = 128;        // S
   RouterType router_type = RouterType::gru;
   RouterInit router_init = RouterInit::normal;
-  bool router_detach = false;  // cut the gradient through h_{i-1} (ablation)
+  bool router_detach = false;  // cut the gradient through h_{i-1} (and lstm's c_{i-1}) (ablation)
   bool tie_embeddings = false; // head shares the embedding matrix
   double aux_loss_coeff = 0.01;
   double z_loss_coeff = 0.0;
@@ -56,7 +60,7 @@ struct ModelConfig {
   // allowed: sizes, real values outside float's range (check_float_range),
   // and shapes whose parameter counts do not fit in 64 bits
   // (model_param_counts) or whose matrix sides do not fit the 32-bit GEMM
-  // dimensions (the GRU cell's 3p rows).
+  // dimensions (the GRU cell's 3p rows, the LSTM's 4p).
   void validate() const;
 };
 
@@ -68,7 +72,7 @@ struct ModelParamCounts {
   int64_t attention = 0;    // L x wq, wk, wv, wo [d, d]
   int64_t norms = 0;        // L x attn_norm, moe_norm [d]; final_norm [d]
   int64_t router = 0;       // L x the router's own tensors + the shared cell
-  int64_t router_cell = 0;  // of which the shared GRU/RNN cell (gru, rnn; else 0)
+  int64_t router_cell = 0;  // of which the shared GRU/RNN/LSTM cell (gru, gru-np, rnn, lstm; else 0)
   int64_t experts = 0;      // L x w1, w3 [E, f, d], w2 [E, d, f]
   int64_t total = 0;
 };

@@ -84,13 +84,14 @@ class Model {
   };
   struct GlobalWeights {
     Tensor<T> wte, final_norm, head;           // head aliases wte when tied
-    Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn)
+    Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn/lstm)
   };
   struct LayerActs {
     Tensor<T> x_in, rstd1, a, q, k, v, o;      // attention: x_in, a, q, k, v, o [T,d]
     Tensor<T> lse_att;                         // attention's row log-sum-exp [B,H,S]
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
-    Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
+    Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p] ([T,4p] lstm, [T,p] rnn)
+    Tensor<T> c;                               // lstm's cell state c_l [T,p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
     Tensor<T> moe_out;                         // [T,d]
@@ -100,7 +101,8 @@ class Model {
   struct Scratch {  // backward buffers, shared by all layers
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
-    Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
+    Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2 (lstm: dgi = d(gi + gh) [T,4p])
+    Tensor<T> dc, dc_prev;                          // lstm: d/dc_l from above, d/dc_{l-1} [T,p]
     Tensor<T> dxs, dys;                             // [Tk,d] x2
     Tensor<T> dxf, dlogits;                         // [T,d], [T,V]
   };
@@ -115,6 +117,7 @@ class Model {
   void router_forward(int l);                // u -> logits (and h for gru/rnn/mlp)
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
+  Tensor<T> c_prev_of(int l) const;          // lstm's incoming c [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
@@ -130,7 +133,7 @@ class Model {
   GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
-  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
+  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p] (also lstm's c_{-1})
   Scratch scratch_;  // backward buffers
   Tensor<int32_t> tokens_, targets_, idx_frozen_;  // [T] x2; [T,k] top-k scratch of frozen routing
   // Per forward: router_stats of every layer [L, 2E+2] (summed over ranks)
