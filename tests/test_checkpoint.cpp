@@ -338,6 +338,15 @@ TEST(Checkpoint, LstmRouterRoundTrip) {
   EXPECT_EQ(st.params.find("router/cell/w_ih")->shape, (std::vector<int64_t>{4 * 8, 8}));  // [4p, p]
 }
 
+TEST(Checkpoint, SharedProjectionRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_shared_proj = true;
+  expect_ablation_round_trip(cfg, "router-shared-proj", "shared_proj");
+  OwnedState st = make_state(cfg, 3);
+  EXPECT_EQ(st.params.find("router/proj_w")->shape, (std::vector<int64_t>{8, 16}));  // [p, d]
+  EXPECT_EQ(st.params.find("layers/00/router/proj_w"), nullptr);
+}
+
 TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
   const ModelConfig cfg = tiny_model();  // E = 4
   const std::string dir = fresh_dir("slice");
@@ -611,6 +620,7 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   b.model.tie_embeddings = true;
   b.model.init_std = 0.01;
   b.model.router_init = RouterInit::torch;
+  b.model.router_shared_proj = true;
   b.seed = 99;
   ResumeChanges r = compare(b);
   std::vector<std::string> refused = keys(r.refused);

@@ -144,7 +144,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
   const std::vector<std::string> expected = {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
       "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
-      "router-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
+      "router-dim", "router-detach", "router-shared-proj", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
@@ -153,6 +153,12 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
 }
 
 TEST(TrainConfigErrors, BadCombinations) {
+  expect_usage_error({"--router-shared-proj", "--moe-router-type=linear"},
+                     {"--router-shared-proj", "--moe-router-type=linear", "has none", "allowed: mlp"});
+  expect_usage_error({"--router-shared-proj", "--moe-router-type=random"},
+                     {"--router-shared-proj", "--moe-router-type=random"});
+  EXPECT_TRUE(parse_args({"--router-shared-proj", "--moe-router-type=mlp"}).model.router_shared_proj);
+  EXPECT_FALSE(parse_args({}).model.router_shared_proj);
   expect_usage_error({"--num-experts=4", "--moe-router-topk=5"}, {"--moe-router-topk=5 must be <= --num-experts=4"});
   expect_usage_error({"--hidden-size=100", "--num-attention-heads=3"},
                      {"--hidden-size=100", "--num-attention-heads=3", "multiple"});

@@ -4,9 +4,13 @@
 // statistics reducer seam.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
+#include <utility>
 
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
@@ -105,6 +109,75 @@ TEST(ModelFD, Rnn) { fd_check(tiny(RouterType::rnn)); }
 TEST(ModelFD, GruNp) { fd_check(tiny(RouterType::gru_np)); }
 TEST(ModelFD, Random) { fd_check(tiny(RouterType::random)); }  // gate frozen, the rest checked
 TEST(ModelFD, Lstm) { fd_check(tiny(RouterType::lstm)); }  // gradient through h and c across layers
+TEST(ModelFD, GruSharedProj) {
+  auto c = tiny(RouterType::gru);
+  c.router_shared_proj = true;
+  fd_check(c);
+}
+TEST(ModelFD, MlpSharedProj) {
+  auto c = tiny(RouterType::mlp);
+  c.router_shared_proj = true;
+  fd_check(c);
+}
+
+// --router-shared-proj is the per-layer model with every layer's projection
+// equal: the same forward, bit for bit, and the shared tensor's gradient is the
+// sum over layers of the per-layer gradients (layers added in the order the
+// backward visits them, top first); every other gradient is the same.
+TEST(ModelRouter, SharedProjIsTiedPerLayerProjections) {
+  for (RouterType r : {RouterType::gru, RouterType::lstm, RouterType::mlp}) {
+    SCOPED_TRACE(router_type_name(r));
+    auto c = tiny(r);
+    Batch b = make_batch(c, 2, 5);
+    Model<double> per(c, 2);
+    c.router_shared_proj = true;
+    Model<double> shared(c, 2);
+    init_model(shared, 42);
+    init_model(per, 42);
+    for (const auto& s : shared.params().specs()) {  // everything else: the same values
+      if (s.name.rfind("router/proj_", 0) == 0) continue;
+      const double* from = shared.params().data_of(s);
+      std::copy(from, from + s.numel(), per.params().data_of(*per.params().find(s.name)));
+    }
+    for (int l = 0; l < c.num_layers; ++l)
+      for (const char* t : {"proj_w", "proj_b"}) {
+        const ParamSpec& s = *shared.params().find(std::string("router/") + t);
+        char name[64];
+        std::snprintf(name, sizeof name, "layers/%02d/router/%s", l, t);
+        ASSERT_EQ(shared.params().find(name), nullptr) << name;
+        const double* from = shared.params().data_of(s);
+        std::copy(from, from + s.numel(), per.params().data_of(*per.params().find(name)));
+      }
+    EXPECT_EQ(shared.forward(b.tokens.data(), b.targets.data(), 2).total,
+              per.forward(b.tokens.data(), b.targets.data(), 2).total);
+    shared.grads().zero();
+    per.grads().zero();
+    shared.backward(1.0);
+    per.backward(1.0);
+    for (const auto& s : shared.params().specs()) {
+      const double* gs = shared.grads().data_of(s);
+      if (s.name.rfind("router/proj_", 0) == 0) {
+        const std::string t = s.name.substr(std::string("router/").size());
+        double worst = 0, norm = 0;
+        for (int64_t i = 0; i < s.numel(); ++i) {
+          double sum = 0;
+          for (int l = c.num_layers - 1; l >= 0; --l) {
+            char name[64];
+            std::snprintf(name, sizeof name, "layers/%02d/router/%s", l, t.c_str());
+            sum += per.grads().data_of(*per.params().find(name))[i];
+          }
+          worst = std::max(worst, std::abs(gs[i] - sum));
+          norm = std::max(norm, std::abs(sum));
+        }
+        EXPECT_GT(norm, 1e-6) << s.name;
+        EXPECT_LE(worst, 1e-13 * norm) << s.name;
+      } else {
+        const double* gp = per.grads().data_of(*per.params().find(s.name));
+        EXPECT_EQ(std::memcmp(gs, gp, sizeof(double) * s.numel()), 0) << s.name;
+      }
+    }
+  }
+}
 
 // The random router is the linear router with its gate frozen: the same
 // forward, and the same gradient everywhere except the gate's, which is 0.
@@ -288,10 +361,14 @@ TEST(ModelDeterminism, TwoRunsBitIdentical) {
 // too; the cell's fan-in is p as nn.GRUCell's hidden size), decay as before
 // (matrices only); every other tensor is exactly the normal init's.
 TEST(ModelParams, TorchRouterInitIsPytorchsUniform) {
-  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::gru, RouterType::rnn,
-                       RouterType::lstm}) {
-    SCOPED_TRACE(router_type_name(r));
+  const std::pair<RouterType, bool> cases[] = {{RouterType::linear, false}, {RouterType::random, false},
+                                               {RouterType::mlp, false},    {RouterType::gru, false},
+                                               {RouterType::rnn, false},    {RouterType::lstm, false},
+                                               {RouterType::gru, true}};  // true: --router-shared-proj
+  for (const auto& [r, shared_proj] : cases) {
+    SCOPED_TRACE(std::string(router_type_name(r)) + (shared_proj ? " shared-proj" : ""));
     auto c = tiny(r);
+    c.router_shared_proj = shared_proj;
     ParamStore<double> normal(model_param_specs(c));
     c.router_init = RouterInit::torch;
     ParamStore<double> torch(model_param_specs(c));

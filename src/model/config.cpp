@@ -81,8 +81,10 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
     per_layer = shape_product({E, d}, "the router parameters of one layer (--num-experts x --hidden-size)",
                               "lower --num-experts or --hidden-size");  // gate_w [E, d]
   } else {  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
-    per_layer = shape_sum({shape_product({p, d}, router, lower_router), p, shape_product({E, p}, router, lower_router), E},
-                          router, lower_router);
+    const int64_t proj = shape_sum({shape_product({p, d}, router, lower_router), p}, router, lower_router);
+    per_layer = shape_sum({c.router_shared_proj ? 0 : proj, shape_product({E, p}, router, lower_router), E}, router,
+                          lower_router);
+    if (c.router_shared_proj) n.router_shared_proj = proj;  // router/proj_w, proj_b once
   }
   if (router_has_cell(c.router_type)) {
     const int64_t g = router_cell_gates(c.router_type) * p;  // w_ih, w_hh [g, p]; b_ih, b_hh [g]
@@ -90,7 +92,7 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
     n.router_cell = shape_sum({shape_product({2, g, p}, cell, "lower --router-dim"), 2 * g}, cell, "lower --router-dim");
   }
   n.router = shape_sum({shape_product({L, per_layer}, "the router parameters (--num-layers x one layer's)", shape),
-                        n.router_cell},
+                        n.router_cell, n.router_shared_proj},
                        "the router parameters", shape);
   n.experts = shape_product({L, E, 3, f, d},
                             "the expert parameters (--num-layers x --num-experts x 3 x --ffn-hidden-size x --hidden-size)",
@@ -185,6 +187,9 @@ void ModelConfig::validate() const {
   if (std::string(router_init_name(router_init)) == "unknown")
     usage_fail("--router-init=" + std::to_string(static_cast<int>(router_init)) +
                ": unknown router init; allowed: normal, torch");
+  if (router_shared_proj && !router_has_projection(router_type))
+    usage_fail(std::string("--router-shared-proj needs a router with a projection; --moe-router-type=") +
+               router_type_name(router_type) + " has none (allowed: mlp, mlp-tanh, gru, gru-np, rnn, lstm)");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);

@@ -59,8 +59,12 @@ void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeig
     get({{&w.attn_norm, P + "attn_norm"}, {&w.wq, P + "attn/wq"}, {&w.wk, P + "attn/wk"}, {&w.wv, P + "attn/wv"},
          {&w.wo, P + "attn/wo"}, {&w.moe_norm, P + "moe_norm"}, {&w.gate_w, P + "router/gate_w"},
          {&w.w1, P + "experts/w1"}, {&w.w3, P + "experts/w3"}, {&w.w2, P + "experts/w2"}});
-    if (router_has_projection(cfg_.router_type))
-      get({{&w.gate_b, P + "router/gate_b"}, {&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
+    if (router_has_projection(cfg_.router_type)) {
+      // --router-shared-proj: every layer's view is the one shared tensor, so
+      // each layer's backward adds its part into the same gradient.
+      const std::string proj = cfg_.router_shared_proj ? "router/" : P + "router/";
+      get({{&w.gate_b, P + "router/gate_b"}, {&w.proj_w, proj + "proj_w"}, {&w.proj_b, proj + "proj_b"}});
+    }
   }
 }
 

@@ -503,7 +503,7 @@ std::vector<std::string> config_differences(const std::string& ini_a, const std:
 
 const std::vector<std::string>& model_shaping_options() {
   // Parameter names and shapes: layers, widths, heads, experts, router type
-  // and width, vocabulary, tied embeddings. The function computed from the
+  // and width, vocabulary, tied embeddings, a shared router projection. The function computed from the
   // same parameters: top-k. The gradient that made the weights: router-detach
   // (an ablation, a model variant of its own). How the weights came to be:
   // init-method-std, router-init and seed (also the data order). Everything else
@@ -512,7 +512,8 @@ const std::vector<std::string>& model_shaping_options() {
   static const std::vector<std::string> keys = {
       "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
       "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",
-      "tie-embeddings", "init-method-std", "router-init", "seed"};
+      "tie-embeddings", "init-method-std", "router-init", "seed",
+      "router-shared-proj"};
   return keys;
 }
 

@@ -159,6 +159,10 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.router_dim; }));
     t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (and lstm's c_{i-1}) (ablation)",
                       [](auto& c) -> auto& { return c.model.router_detach; }));
+    t.push_back(field("router-shared-proj", "",
+                      "one router projection router/proj_w, proj_b shared by all layers instead of one per layer "
+                      "(the paper's S-proj; routers with a projection: mlp, mlp-tanh, gru, gru-np, rnn, lstm)",
+                      [](auto& c) -> auto& { return c.model.router_shared_proj; }));
     t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",
                       [](auto& c) -> auto& { return c.model.tie_embeddings; }));
     t.push_back(field("init-method-std", "X", "std of the normal init of every matrix",

@@ -218,6 +218,7 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
   if (router_has_projection(m.router_type)) os << " p=" << m.router_dim;
   if (m.router_type == RouterType::random) os << " (frozen)";
   if (m.router_detach) os << " (detached)";
+  if (m.router_shared_proj) os << " (shared projection)";
   os << ", embeddings " << (m.tie_embeddings ? "tied" : "untied") << "\n";
   const int64_t tokens_per_step = static_cast<int64_t>(cfg.global_batch_size) * m.seq_length;
   os << "  batch: micro " << cfg.micro_batch_size << ", global " << cfg.global_batch_size << " sequences ("

@@ -27,7 +27,8 @@ MARGIN = 1e-3
 MAX_TRIES = 1000
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
 
-# (file name, router_type, router_detach, tie_embeddings, first seed to try)
+# (file name, router_type, router_detach, tie_embeddings, first seed to try
+#  [, dict of further Config fields])
 CASES = [
     ("golden_linear.h5", "linear", 0, 0, 1000),
     ("golden_mlp_tanh.h5", "mlp-tanh", 0, 0, 2000),  # was golden_mlp.h5 before "mlp" became GELU
@@ -39,6 +40,7 @@ CASES = [
     ("golden_gru_np.h5", "gru-np", 0, 0, 7000),
     ("golden_lstm.h5", "lstm", 0, 0, 9000),
     ("golden_lstm_detach.h5", "lstm", 1, 0, 10000),
+    ("golden_gru_shared_proj.h5", "gru", 0, 0, 11000, {"router_shared_proj": 1}),
 ]
 
 
@@ -120,6 +122,10 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
                     "batch_size", "router_detach", "tie_embeddings"):
             f.attrs[key] = np.int32(getattr(cfg, key))
         f.attrs["router_type"] = cfg.router_type  # variable-length utf-8 string
+        # Options newer than the first files: written only when not at their
+        # default, so the older files stay as they were (the reader defaults them).
+        if cfg.router_shared_proj:
+            f.attrs["router_shared_proj"] = np.int32(cfg.router_shared_proj)
         for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta"):
             f.attrs[key] = np.float64(getattr(cfg, key))
         f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))
@@ -146,10 +152,11 @@ def main():
     unknown = only - {c[0] for c in CASES}
     if unknown:
         raise SystemExit("no golden case named " + ", ".join(sorted(unknown)))
-    for fname, rtype, detach, tied, first_seed in CASES:
+    for fname, rtype, detach, tied, first_seed, *more in CASES:
         if only and fname not in only:
             continue
-        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied)
+        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied,
+                        **(more[0] if more else {}))
         seed, P32, tokens, targets, out, grads = build_case(cfg, first_seed)
         path = os.path.normpath(os.path.join(OUT_DIR, fname))
         write_golden(path, cfg, P32, tokens, targets, out, grads)

@@ -27,6 +27,7 @@ class Config:
     batch_size: int = 2
     router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | lstm
     router_detach: int = 0
+    router_shared_proj: int = 0  # 1: one router/proj_w, proj_b for all layers ("S-proj")
     tie_embeddings: int = 0
     aux_loss_coeff: float = 0.1
     z_loss_coeff: float = 0.01
@@ -56,8 +57,9 @@ def param_specs(cfg):
         if cfg.router_type == "linear":
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
         elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn", "lstm"):
-            specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
-            specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
+            if not cfg.router_shared_proj:
+                specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
+                specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             specs.append((layer_name(i, "router/gate_w"), (E, p), "matrix"))
             specs.append((layer_name(i, "router/gate_b"), (E,), "bias"))
         else:
@@ -71,6 +73,11 @@ def param_specs(cfg):
         specs.append(("router/cell/w_hh", (g, p), "matrix"))
         specs.append(("router/cell/b_ih", (g,), "bias"))
         specs.append(("router/cell/b_hh", (g,), "bias"))
+    if cfg.router_shared_proj:
+        if cfg.router_type == "linear":
+            raise ValueError("router_shared_proj needs a router with a projection")
+        specs.append(("router/proj_w", (p, d), "matrix"))
+        specs.append(("router/proj_b", (p,), "bias"))
     specs.append(("final_norm", (d,), "norm"))
     if not cfg.tie_embeddings:
         specs.append(("head", (V, d), "matrix"))
@@ -159,7 +166,8 @@ def router(u, h_prev, P, i, cfg):
     gate_w = P[layer_name(i, "router/gate_w")]
     if rt == "linear":
         return u @ gate_w.T, None
-    proj = u @ P[layer_name(i, "router/proj_w")].T + P[layer_name(i, "router/proj_b")]
+    pre = "router/" if cfg.router_shared_proj else layer_name(i, "router/")
+    proj = u @ P[pre + "proj_w"].T + P[pre + "proj_b"]
     gate_b = P[layer_name(i, "router/gate_b")]
     if rt == "mlp":  # the paper's SMoE-MLP: exact (erf) GELU
         return torch.nn.functional.gelu(proj) @ gate_w.T + gate_b, None

@@ -48,6 +48,9 @@ struct ModelConfig {
   RouterType router_type = RouterType::gru;
   RouterInit router_init = RouterInit::normal;
   bool router_detach = false;  // cut the gradient through h_{i-1} (and lstm's c_{i-1}) (ablation)
+  // One projection router/proj_w [p, d], proj_b [p] for every layer instead of
+  // layers/LL/router/proj_* (the paper's "S-proj"); routers with a projection only.
+  bool router_shared_proj = false;
   bool tie_embeddings = false; // head shares the embedding matrix
   double aux_loss_coeff = 0.01;
   double z_loss_coeff = 0.0;
@@ -71,8 +74,9 @@ struct ModelParamCounts {
   int64_t head = 0;         // head [V, d]; 0 when tied
   int64_t attention = 0;    // L x wq, wk, wv, wo [d, d]
   int64_t norms = 0;        // L x attn_norm, moe_norm [d]; final_norm [d]
-  int64_t router = 0;       // L x the router's own tensors + the shared cell
+  int64_t router = 0;       // L x the router's own tensors + the shared cell (+ the shared projection)
   int64_t router_cell = 0;  // of which the shared GRU/RNN/LSTM cell (gru, gru-np, rnn, lstm; else 0)
+  int64_t router_shared_proj = 0;  // of which the shared projection (--router-shared-proj; else 0)
   int64_t experts = 0;      // L x w1, w3 [E, f, d], w2 [E, d, f]
   int64_t total = 0;
 };
