@@ -347,6 +347,14 @@ TEST(Checkpoint, SharedProjectionRoundTrip) {
   EXPECT_EQ(st.params.find("layers/00/router/proj_w"), nullptr);
 }
 
+TEST(Checkpoint, LogitResidualRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_logit_residual = 0.375;
+  expect_ablation_round_trip(cfg, "router-logit-residual", "logit_residual");
+  cfg.router_logit_residual_detach = true;
+  expect_ablation_round_trip(cfg, "router-logit-residual-detach", "logit_residual_detach");
+}
+
 TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
   const ModelConfig cfg = tiny_model();  // E = 4
   const std::string dir = fresh_dir("slice");
@@ -621,6 +629,8 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   b.model.init_std = 0.01;
   b.model.router_init = RouterInit::torch;
   b.model.router_shared_proj = true;
+  b.model.router_logit_residual = 0.5;
+  b.model.router_logit_residual_detach = true;
   b.seed = 99;
   ResumeChanges r = compare(b);
   std::vector<std::string> refused = keys(r.refused);

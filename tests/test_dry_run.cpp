@@ -78,6 +78,12 @@ std::vector<TrainConfig> varied_configs() {
     c.model.router_shared_proj = true;
     out.push_back(c);
   }
+  for (bool detach : {false, true}) {  // --router-logit-residual (its backward buffer)
+    TrainConfig c = out.front();
+    c.model.router_logit_residual = 0.5;
+    c.model.router_logit_residual_detach = detach;
+    out.push_back(c);
+  }
   TrainConfig defaults;  // the defaults (multiples of 16 everywhere)
   out.push_back(defaults);
   return out;
@@ -85,6 +91,8 @@ std::vector<TrainConfig> varied_configs() {
 
 std::string describe(const TrainConfig& c) {
   return std::string(router_type_name(c.model.router_type)) + (c.model.router_shared_proj ? " shared-proj" : "") +
+         (c.model.router_logit_residual != 0 ? " logit-residual" : "") +
+         (c.model.router_logit_residual_detach ? "-detached" : "") +
          (c.model.tie_embeddings ? " tied" : " untied") +
          " mb=" + std::to_string(c.micro_batch_size) + " d=" + std::to_string(c.model.hidden_size);
 }

@@ -120,6 +120,98 @@ TEST(ModelFD, MlpSharedProj) {
   fd_check(c);
 }
 
+// --router-logit-residual: the gradient through logits_{i-1} recurs over all
+// layers below (3 layers: 2 -> 1 -> 0); every router type takes it.
+TEST(ModelFD, GruLogitResidual) {
+  auto c = tiny(RouterType::gru);
+  c.router_logit_residual = 0.7;
+  fd_check(c);
+}
+TEST(ModelFD, LinearLogitResidual) {
+  auto c = tiny(RouterType::linear);
+  c.router_logit_residual = -0.6;
+  fd_check(c);
+}
+TEST(ModelFD, LstmLogitResidual) {
+  auto c = tiny(RouterType::lstm);
+  c.router_logit_residual = 0.5;
+  fd_check(c);
+}
+// With the detach switch the forward is the same and the gradient is that of
+// the residual terms held constant: FD (which sees them move) does not apply
+// to the layers below the top, but it does to the top layer's router, whose
+// logits feed no residual; golden_gru_logit_residual_detach.h5 checks the
+// whole detached gradient against PyTorch's .detach().
+TEST(ModelFD, LogitResidualDetachTopLayer) {
+  auto c = tiny(RouterType::linear);
+  c.router_logit_residual = 0.7;
+  c.router_logit_residual_detach = true;
+  const int B = 2;
+  Model<double> m(c, B);
+  init_model(m, 42);
+  Batch b = make_batch(c, B, 9);
+  m.forward(b.tokens.data(), b.targets.data(), B);
+  m.grads().zero();
+  m.backward(1.0);
+  m.set_freeze_routing(true);
+  const ParamSpec s = *m.params().find("layers/02/router/gate_w");
+  double* p = m.params().data_of(s);
+  const double* g = m.grads().data_of(s);
+  for (int64_t i = 0; i < s.numel(); i += 5) {
+    const double eps = 1e-5, keep = p[i];
+    p[i] = keep + eps;
+    const double lp = m.forward(b.tokens.data(), b.targets.data(), B).total;
+    p[i] = keep - eps;
+    const double lm = m.forward(b.tokens.data(), b.targets.data(), B).total;
+    p[i] = keep;
+    const double fd = (lp - lm) / (2 * eps);
+    EXPECT_LT(std::abs(fd - g[i]) / std::max(1e-3, std::abs(fd) + std::abs(g[i])), 1e-6)
+        << s.name << "[" << i << "] analytic " << g[i] << " fd " << fd;
+  }
+}
+
+// The detach switch cuts exactly the residual path: the same losses; the top
+// layer's gate and experts get bit-identical gradients; the lowest layer's
+// gate (which reaches the upper logits through the residual) differs. Without
+// a residual (A = 0) the model is the plain one, bit for bit.
+TEST(ModelRouter, LogitResidualDetachCutsOnlyTheResidualPath) {
+  auto c = tiny(RouterType::linear);
+  Batch b = make_batch(c, 2, 5);
+  std::vector<double> g[3];
+  double loss[3];
+  for (int run = 0; run < 3; ++run) {
+    ModelConfig rc = c;
+    rc.router_logit_residual = run == 0 ? 0.0 : 0.7;
+    rc.router_logit_residual_detach = run == 2;
+    Model<double> m(rc, 2);
+    init_model(m, 42);
+    loss[run] = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    m.grads().zero();
+    m.backward(1.0);
+    g[run] = m.grads().replicated();
+    if (run == 0) {  // A = 0 is the model without the option
+      Model<double> plain(c, 2);
+      init_model(plain, 42);
+      EXPECT_EQ(plain.forward(b.tokens.data(), b.targets.data(), 2).total, loss[0]);
+      plain.grads().zero();
+      plain.backward(1.0);
+      EXPECT_EQ(plain.grads().replicated(), g[0]);
+    }
+  }
+  EXPECT_NE(loss[0], loss[1]);
+  EXPECT_EQ(loss[1], loss[2]);
+  Model<double> names(c, 2);
+  auto maxdiff = [&](const char* name) {
+    const ParamSpec s = *names.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i) m = std::max(m, std::abs(g[1][s.offset + i] - g[2][s.offset + i]));
+    return m;
+  };
+  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
+  EXPECT_GT(maxdiff("layers/00/router/gate_w"), 1e-8);
+  EXPECT_GT(maxdiff("layers/01/router/gate_w"), 1e-8);
+}
+
 // --router-shared-proj is the per-layer model with every layer's projection
 // equal: the same forward, bit for bit, and the shared tensor's gradient is the
 // sum over layers of the per-layer gradients (layers added in the order the

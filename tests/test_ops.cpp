@@ -929,6 +929,26 @@ OP_CASE(CpuVsRef, Basic, "fill: ref", "copy: ref", "add: ref", "sum: ref", "sum_
   EXPECT_TRUE(close("add double", yd, 1e-15));
 }
 
+OP_CASE(CpuVsRef, AddScaled, "add_scaled: ref") {
+  Rng rng = test_rng();
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(3 * 4096 + 17)})
+    for (double alpha : {0.5, -1.25, 0.0}) {
+      SHAPE_TRACE("n=" << n << " alpha=" << alpha);
+      auto a = rng.randn<F>({n}), b = rng.randn<F>({n});
+      auto y = fwd_pair<F>({n});
+      Cpu::add_scaled(y.c.t(), a.t(), b.t(), alpha);
+      Ref::add_scaled(y.r.t(), a.t(), b.t(), alpha);
+      EXPECT_TRUE(close("add_scaled", y, kElem));
+      Pair<F> in_a{a, a}, in_b{b, b};  // y = a, y = b: in place
+      Cpu::add_scaled(in_a.c.t(), in_a.c.t(), b.t(), alpha);
+      Ref::add_scaled(in_a.r.t(), in_a.r.t(), b.t(), alpha);
+      EXPECT_TRUE(close("add_scaled y = a", in_a, kElem));
+      Cpu::add_scaled(in_b.c.t(), a.t(), in_b.c.t(), alpha);
+      Ref::add_scaled(in_b.r.t(), a.t(), in_b.r.t(), alpha);
+      EXPECT_TRUE(close("add_scaled y = b", in_b, kElem));
+    }
+}
+
 // The plan of random and skewed choices (experts without slots, all slots on
 // one expert, one token) equals ref's and the test's own stable sort
 // (make_routing: by expert, then token, then choice).
@@ -1779,6 +1799,14 @@ TYPED_TEST(Known, LinearRmsNormSwigluGru) {
   B::gru_forward(hn.t(), gates.t(), gi.t(), gh.t(), hp.t());
   EXPECT_TRUE(values("gates", gates, {0.5, 0.5, std::tanh(0.4)}));
   EXPECT_TRUE(values("hnew", hn, {0.5 * std::tanh(0.4) + 0.25}));
+}
+
+TYPED_TEST(Known, AddScaled) {
+  using B = TypeParam;
+  auto a = from({3}, {1, -2, 0.5}), b = from({3}, {4, 1, -1});
+  Buf<D> y({3});
+  B::add_scaled(y.t(), a.t(), b.t(), 0.25);
+  EXPECT_TRUE(values("y", y, {2, -1.75, 0.25}));
 }
 
 // LSTM, PyTorch's (i, f, g, o) order: pre = gi + gh = (0, ln 3, 0.5, -ln 3) gives

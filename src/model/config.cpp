@@ -190,6 +190,11 @@ void ModelConfig::validate() const {
   if (router_shared_proj && !router_has_projection(router_type))
     usage_fail(std::string("--router-shared-proj needs a router with a projection; --moe-router-type=") +
                router_type_name(router_type) + " has none (allowed: mlp, mlp-tanh, gru, gru-np, rnn, lstm)");
+  if (!std::isfinite(router_logit_residual))
+    usage_fail("--router-logit-residual=" + shortest_text(router_logit_residual) + " must be a finite number");
+  if (router_logit_residual_detach && router_logit_residual == 0)
+    usage_fail("--router-logit-residual-detach needs --router-logit-residual=A with A != 0 (it is 0: no residual "
+               "to detach)");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);
@@ -205,6 +210,7 @@ void ModelConfig::validate() const {
   check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
   check_float_range("--moe-z-loss-coeff", z_loss_coeff);
   check_float_range("--init-method-std", init_std);
+  check_float_range("--router-logit-residual", router_logit_residual);
   check_float_range("rms_eps", rms_eps);
   check_float_range("rope_theta", rope_theta);
   (void)model_param_counts(*this);  // every parameter count fits in 64 bits

@@ -100,6 +100,7 @@ void Model<T>::carve(Arena<T>& a) {
   take({&s.dx, &s.da, &s.dq, &s.dk, &s.dv, &s.d_o, &s.du, &s.dxf}, {max_tok, d});
   take({&s.att}, {flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});
   take({&s.dlogits_r}, {max_tok, E});
+  if (cfg_.router_logit_residual != 0) take({&s.dlogits_res}, {max_tok, E});
   take({&s.dgate}, {max_tok, K});
   take({&s.dprobs_extra}, {E});
   if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});

@@ -503,17 +503,20 @@ std::vector<std::string> config_differences(const std::string& ini_a, const std:
 
 const std::vector<std::string>& model_shaping_options() {
   // Parameter names and shapes: layers, widths, heads, experts, router type
-  // and width, vocabulary, tied embeddings, a shared router projection. The function computed from the
-  // same parameters: top-k. The gradient that made the weights: router-detach
-  // (an ablation, a model variant of its own). How the weights came to be:
-  // init-method-std, router-init and seed (also the data order). Everything else
+  // and width, vocabulary, tied embeddings, a shared router projection. The
+  // function computed from the same parameters: top-k, the router logit
+  // residual. The gradient that made the weights: router-detach and
+  // router-logit-residual-detach (ablations, model variants of their own).
+  // How the weights came to be: init-method-std, router-init and seed (also
+  // the data order). Everything else
   // (sequence length, batch sizes, learning rates, aux/z loss coefficients,
   // AdamW, clipping, intervals, paths, layout, device) may change on resume.
   static const std::vector<std::string> keys = {
       "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
       "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",
       "tie-embeddings", "init-method-std", "router-init", "seed",
-      "router-shared-proj"};
+      "router-shared-proj",
+      "router-logit-residual", "router-logit-residual-detach"};
   return keys;
 }
 

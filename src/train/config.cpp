@@ -163,6 +163,13 @@ const std::vector<OptionSpec>& option_table() {
                       "one router projection router/proj_w, proj_b shared by all layers instead of one per layer "
                       "(the paper's S-proj; routers with a projection: mlp, mlp-tanh, gru, gru-np, rnn, lstm)",
                       [](auto& c) -> auto& { return c.model.router_shared_proj; }));
+    t.push_back(field("router-logit-residual", "A",
+                      "router logit residual (the paper's r-A): layer i >= 1's logits += A x layer i-1's final "
+                      "logits, before softmax and top-k (0 = off; every router type)",
+                      [](auto& c) -> auto& { return c.model.router_logit_residual; }));
+    t.push_back(field("router-logit-residual-detach", "",
+                      "the logit residual's term carries no gradient into layer i-1 (needs --router-logit-residual)",
+                      [](auto& c) -> auto& { return c.model.router_logit_residual_detach; }));
     t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",
                       [](auto& c) -> auto& { return c.model.tie_embeddings; }));
     t.push_back(field("init-method-std", "X", "std of the normal init of every matrix",

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"  // shortest_text
 #include "rmoe/kernels/flash_attention.h"  // the attention backward scratch
 
 namespace rmoe {
@@ -90,6 +91,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.take_n(8, {Tm, d});    // dx, da, dq, dk, dv, d_o, du, dxf
   all.take({flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});  // att
   all.take({Tm, E});         // dlogits_r
+  if (m.router_logit_residual != 0) all.take({Tm, E});  // dlogits_res
   all.take({Tm, K});         // dgate
   all.take({E});             // dprobs_extra
   if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
@@ -219,6 +221,9 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
   if (m.router_type == RouterType::random) os << " (frozen)";
   if (m.router_detach) os << " (detached)";
   if (m.router_shared_proj) os << " (shared projection)";
+  if (m.router_logit_residual != 0)
+    os << " (logit residual " << shortest_text(m.router_logit_residual)
+       << (m.router_logit_residual_detach ? ", detached)" : ")");
   os << ", embeddings " << (m.tie_embeddings ? "tied" : "untied") << "\n";
   const int64_t tokens_per_step = static_cast<int64_t>(cfg.global_batch_size) * m.seq_length;
   os << "  batch: micro " << cfg.micro_batch_size << ", global " << cfg.global_batch_size << " sequences ("

@@ -41,6 +41,9 @@ CASES = [
     ("golden_lstm.h5", "lstm", 0, 0, 9000),
     ("golden_lstm_detach.h5", "lstm", 1, 0, 10000),
     ("golden_gru_shared_proj.h5", "gru", 0, 0, 11000, {"router_shared_proj": 1}),
+    ("golden_gru_logit_residual.h5", "gru", 0, 0, 12000, {"router_logit_residual": 0.5}),
+    ("golden_gru_logit_residual_detach.h5", "gru", 0, 0, 13000,
+     {"router_logit_residual": 0.5, "router_logit_residual_detach": 1}),
 ]
 
 
@@ -126,6 +129,9 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
         # default, so the older files stay as they were (the reader defaults them).
         if cfg.router_shared_proj:
             f.attrs["router_shared_proj"] = np.int32(cfg.router_shared_proj)
+        if cfg.router_logit_residual != 0:
+            f.attrs["router_logit_residual"] = np.float64(cfg.router_logit_residual)
+            f.attrs["router_logit_residual_detach"] = np.int32(cfg.router_logit_residual_detach)
         for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta"):
             f.attrs[key] = np.float64(getattr(cfg, key))
         f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))

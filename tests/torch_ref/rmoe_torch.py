@@ -28,6 +28,8 @@ class Config:
     router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | lstm
     router_detach: int = 0
     router_shared_proj: int = 0  # 1: one router/proj_w, proj_b for all layers ("S-proj")
+    router_logit_residual: float = 0.0  # A: logit_i += A * logit_{i-1} for i >= 1 ("r-A"); 0 = off
+    router_logit_residual_detach: int = 0  # 1: the residual term is a constant for the gradient
     tie_embeddings: int = 0
     aux_loss_coeff: float = 0.1
     z_loss_coeff: float = 0.01
@@ -258,6 +260,10 @@ def forward(P, tokens, targets, cfg):
         logit, h_new = router(u, h, P, i, cfg)
         if h_new is not None:
             h = h_new
+        if cfg.router_logit_residual != 0 and i > 0:
+            prev = prev_logit.detach() if cfg.router_logit_residual_detach else prev_logit
+            logit = logit + cfg.router_logit_residual * prev     # before softmax, top-k, z-loss
+        prev_logit = logit                                       # layer i's final logits
         prob = torch.softmax(logit, dim=-1)
         idx = topk_select(prob, cfg.topk)
         x = x + moe(u, prob, idx, P, i, cfg)

@@ -101,6 +101,15 @@ void add(Tensor<T> y, In<T> a, In<T> b) {
 }
 
 template <class T>
+void add_scaled(Tensor<T> y, In<T> a, In<T> b, double alpha) {
+  const char* op = "ref::add_scaled";
+  check_cpu(y, op, "y");
+  check_n(a, y.numel(), op, "a");
+  check_n(b, y.numel(), op, "b");
+  for (int64_t i = 0; i < y.numel(); ++i) y.data[i] = T(double(a.data[i]) + alpha * double(b.data[i]));
+}
+
+template <class T>
 void sum(Tensor<double> out, In<T> x) {
   const char* op = "ref::sum";
   check_cpu(x, op, "x");

@@ -101,6 +101,9 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   X(any, copy, no, (dst, src), (Tensor<T> dst, In<T> src), (dst, src))                                 \
   /* y = a + b elementwise; y may be a or b (in place). */                                             \
   X(real, add, no, (y), (Tensor<T> y, In<T> a, In<T> b), (y, a, b))                                    \
+  /* y = a + alpha * b elementwise; y may be a or b (in place). The router logit */                   \
+  /* residual, forward and backward. */                                                                \
+  X(real, add_scaled, no, (y), (Tensor<T> y, In<T> a, In<T> b, double alpha), (y, a, b, alpha))         \
   /* out[0] = sum_i x[i], accumulated in double in index order. */                                     \
   X(real, sum, no, (x), (Tensor<double> out, In<T> x), (out, x))                                       \
   /* out[0] = sum_i x[i]^2 in double over fixed blocks of 4096 elements, the block */                  \

@@ -51,6 +51,12 @@ struct ModelConfig {
   // One projection router/proj_w [p, d], proj_b [p] for every layer instead of
   // layers/LL/router/proj_* (the paper's "S-proj"); routers with a projection only.
   bool router_shared_proj = false;
+  // Logit residual (the paper's "r-A"): for layers i >= 1, before softmax and
+  // top-k, logits_i += A * logits_{i-1} (layer i-1's final, residual logits);
+  // 0 = off. With the detach switch the residual term carries no gradient
+  // into layer i-1. Every router type.
+  double router_logit_residual = 0.0;
+  bool router_logit_residual_detach = false;
   bool tie_embeddings = false; // head shares the embedding matrix
   double aux_loss_coeff = 0.01;
   double z_loss_coeff = 0.0;

@@ -101,6 +101,7 @@ class Model {
   struct Scratch {  // backward buffers, shared by all layers
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
+    Tensor<T> dlogits_res;                          // logit residual: d/dlogits_l, for layer l-1 [T,E]
     Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2 (lstm: dgi = d(gi + gh) [T,4p])
     Tensor<T> dc, dc_prev;                          // lstm: d/dc_l from above, d/dc_{l-1} [T,p]
     Tensor<T> dxs, dys;                             // [Tk,d] x2
