@@ -178,10 +178,9 @@ double norm_err(const std::vector<double>& a, const double* b, size_t n) {
 // Tolerance: 1e-11 normalised max error in double, 3e-5 in float (the only
 // differences are summation orders across ranks).
 template <class T>
-void check_equivalence(double tol) {
+void check_equivalence(double tol, const ModelConfig& c = tiny_model()) {
   auto world = mpi_world();
   const int P = world->size();
-  const ModelConfig c = tiny_model();
   const int G = 4;
   std::vector<int32_t> tok(G * c.seq_length), tgt(G * c.seq_length);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -223,6 +222,15 @@ void check_equivalence(double tol) {
 
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11); }
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5); }
+// The router ablations are per token: the lstm's (h, c), one projection shared
+// by all layers, and the logit residual over depth.
+TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsRouterAblations) {
+  ModelConfig c = tiny_model();
+  c.router_type = RouterType::lstm;
+  c.router_shared_proj = true;
+  c.router_logit_residual = 0.5;
+  check_equivalence<double>(1e-11, c);
+}
 
 TEST(Equivalence, RepeatedRunsAreBitIdentical) {
   auto world = mpi_world();
