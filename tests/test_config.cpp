@@ -144,8 +144,8 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
   const std::vector<std::string> expected = {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
       "vocab-size", "num-experts", "moe-router-topk", "moe-aux-loss-coeff", "moe-z-loss-coeff", "moe-router-type",
-      "router-dim", "router-detach", "router-shared-proj",
-      "router-logit-residual", "router-logit-residual-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
+      "router-dim", "router-detach", "router-shared-proj", "router-logit-residual", "router-logit-residual-detach",
+      "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
@@ -167,8 +167,8 @@ TEST(TrainConfigErrors, BadCombinations) {
   const TrainConfig r = parse_args({"--router-logit-residual=0.5", "--router-logit-residual-detach"});
   EXPECT_DOUBLE_EQ(r.model.router_logit_residual, 0.5);
   EXPECT_TRUE(r.model.router_logit_residual_detach);
-  EXPECT_DOUBLE_EQ(parse_args({"--router-logit-residual=-0.25", "--moe-router-type=linear"}).model.router_logit_residual,
-                   -0.25);
+  const TrainConfig neg = parse_args({"--router-logit-residual=-0.25", "--moe-router-type=linear"});
+  EXPECT_DOUBLE_EQ(neg.model.router_logit_residual, -0.25);
   EXPECT_DOUBLE_EQ(parse_args({}).model.router_logit_residual, 0.0);
   expect_usage_error({"--num-experts=4", "--moe-router-topk=5"}, {"--moe-router-topk=5 must be <= --num-experts=4"});
   expect_usage_error({"--hidden-size=100", "--num-attention-heads=3"},

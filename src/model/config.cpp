@@ -203,7 +203,8 @@ void ModelConfig::validate() const {
   // The GEMMs take 32-bit dimensions; every other matrix side is one of the
   // 32-bit fields above, the GRU cell's gate rows are 3p (the LSTM's 4p).
   if (router_cell_gates(router_type) > 1 && int64_t(router_cell_gates(router_type)) * router_dim > std::numeric_limits<int32_t>::max())
-    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the " + (router_type == RouterType::lstm ? "LSTM" : "GRU") + " cell's " +
+    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the " +
+               (router_type == RouterType::lstm ? "LSTM" : "GRU") + " cell's " +
                std::to_string(router_cell_gates(router_type)) + " x --router-dim rows must fit " +
                "32-bit matrix dimensions; give at most " +
                std::to_string(std::numeric_limits<int32_t>::max() / router_cell_gates(router_type)));

@@ -157,7 +157,8 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.router_type; }));
     t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn, lstm)",
                       [](auto& c) -> auto& { return c.model.router_dim; }));
-    t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (and lstm's c_{i-1}) (ablation)",
+    t.push_back(field("router-detach", "",
+                      "cut the gradient through the router's h_{i-1} (and lstm's c_{i-1}) (ablation)",
                       [](auto& c) -> auto& { return c.model.router_detach; }));
     t.push_back(field("router-shared-proj", "",
                       "one router projection router/proj_w, proj_b shared by all layers instead of one per layer "

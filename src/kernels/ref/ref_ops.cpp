@@ -604,7 +604,8 @@ void lstm_forward(Tensor<T> hnew, Tensor<T> cnew, Tensor<T> gates, In<T> gi, In<
   for (int64_t n = 0; n < N; ++n)
     for (int64_t j = 0; j < p; ++j) {
       double a[4];
-      for (int q = 0; q < 4; ++q) a[q] = double(gi.data[n * 4 * p + q * p + j]) + double(gh.data[n * 4 * p + q * p + j]);
+      for (int q = 0; q < 4; ++q)
+        a[q] = double(gi.data[n * 4 * p + q * p + j]) + double(gh.data[n * 4 * p + q * p + j]);
       const double i = sigmoid(a[0]), f = sigmoid(a[1]), g = std::tanh(a[2]), o = sigmoid(a[3]);
       const double cn = f * double(c.data[n * p + j]) + i * g;
       cnew.data[n * p + j] = T(cn);
