@@ -180,13 +180,9 @@ double norm_err(const std::vector<double>& a, const double* b, size_t n) {
 // capacity decides over all ranks' slots, so every layout drops the slots one
 // process drops.
 template <class T>
-void check_equivalence(double tol, double capacity_factor = 0, RouterType router = RouterType::gru) {
+void check_equivalence(double tol, const ModelConfig& c = tiny_model()) {
   auto world = mpi_world();
   const int P = world->size();
-  ModelConfig c = tiny_model();
-  c.capacity_factor = capacity_factor;
-  c.router_type = router;
-  c.xmoe_dim = 5;
   const int G = 4;
   std::vector<int32_t> tok(G * c.seq_length), tgt(G * c.seq_length);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -203,7 +199,7 @@ void check_equivalence(double tol, double capacity_factor = 0, RouterType router
   std::vector<double> ref_exp(ref.grads().expert().begin(), ref.grads().expert().end());
   int64_t ref_dropped = 0;
   for (int64_t d : rr.dropped_slots) ref_dropped += d;
-  if (capacity_factor > 0) {
+  if (c.capacity_factor > 0) {
     EXPECT_GT(ref_dropped, 0) << "the capacity drops nothing: the test would not test it";
   }
   for (int ep : valid_eps(P, c.num_experts)) {
@@ -235,12 +231,32 @@ void check_equivalence(double tol, double capacity_factor = 0, RouterType router
 
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11); }
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5); }
-TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsDouble) { check_equivalence<double>(1e-11, 0.75); }
-TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsFloat) { check_equivalence<float>(3e-5, 0.75); }
+TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsDouble) {
+  ModelConfig c = tiny_model();
+  c.capacity_factor = 0.75;
+  check_equivalence<double>(1e-11, c);
+}
+TEST(Equivalence, WithCapacityEveryLayoutGivesTheOneProcessGradientsFloat) {
+  ModelConfig c = tiny_model();
+  c.capacity_factor = 0.75;
+  check_equivalence<float>(3e-5, c);
+}
 // The cosine head's log_scale and expert_emb sum their gradient over every
 // token: over ranks too.
 TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsGruXmoe) {
-  check_equivalence<double>(1e-11, 0, RouterType::gru_xmoe);
+  ModelConfig c = tiny_model();
+  c.router_type = RouterType::gru_xmoe;
+  c.xmoe_dim = 5;
+  check_equivalence<double>(1e-11, c);
+}
+// The router ablations are per token: the lstm's (h, c), one projection shared
+// by all layers, and the logit residual over depth.
+TEST(Equivalence, EveryLayoutGivesTheOneProcessGradientsRouterAblations) {
+  ModelConfig c = tiny_model();
+  c.router_type = RouterType::lstm;
+  c.router_shared_proj = true;
+  c.router_logit_residual = 0.5;
+  check_equivalence<double>(1e-11, c);
 }
 
 TEST(Equivalence, RepeatedRunsAreBitIdentical) {

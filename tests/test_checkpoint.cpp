@@ -326,6 +326,64 @@ TEST(Checkpoint, CosineRoutersRoundTrip) {
   }
 }
 
+// The router ablations of the paper (docs/MODEL.md): a checkpoint saved with
+// one holds its tensors and its options; what it stores parses back to the
+// same model, resuming with it changes nothing, and resuming without it is
+// refused as a model change.
+void expect_ablation_round_trip(const ModelConfig& cfg, const std::string& key, const std::string& name) {
+  SCOPED_TRACE(name);
+  TrainConfig tc;
+  tc.model = cfg;
+  tc.lr_decay_iters = tc.resolved_lr_decay_iters();
+  const std::string dir = fresh_dir(name);
+  OwnedState saved = make_state(cfg, 21);
+  TrainState s = saved.view();
+  s.step = 4;
+  s.seed = 77;
+  s.config_ini = config_to_ini(tc);
+  const std::string path = save_checkpoint(dir, s, one_process(cfg.num_experts), 0);
+  OwnedState loaded = zero_state(cfg);
+  TrainState l = loaded.view();
+  load_checkpoint(path, l, one_process(cfg.num_experts));
+  EXPECT_TRUE(same_state(saved, loaded));
+  const TrainConfig back = parse_train_config_from_ini(l.config_ini, path, {});
+  EXPECT_EQ(config_to_ini(back), config_to_ini(tc));
+  EXPECT_EQ(model_param_specs(back.model).size(), model_param_specs(cfg).size());
+  EXPECT_TRUE(compare_for_resume(l, config_to_ini(back), "", "").refused.empty());
+  TrainConfig plain = tc;
+  plain.model = tiny_model();
+  const ResumeChanges without = compare_for_resume(l, config_to_ini(plain), "", "");
+  ASSERT_FALSE(without.refused.empty());
+  bool named = false;
+  for (const auto& c : without.refused) named = named || c.key == key;
+  EXPECT_TRUE(named) << key;
+}
+
+TEST(Checkpoint, LstmRouterRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_type = RouterType::lstm;
+  expect_ablation_round_trip(cfg, "moe-router-type", "lstm_router");
+  OwnedState st = make_state(cfg, 3);
+  EXPECT_EQ(st.params.find("router/cell/w_ih")->shape, (std::vector<int64_t>{4 * 8, 8}));  // [4p, p]
+}
+
+TEST(Checkpoint, SharedProjectionRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_shared_proj = true;
+  expect_ablation_round_trip(cfg, "router-shared-proj", "shared_proj");
+  OwnedState st = make_state(cfg, 3);
+  EXPECT_EQ(st.params.find("router/proj_w")->shape, (std::vector<int64_t>{8, 16}));  // [p, d]
+  EXPECT_EQ(st.params.find("layers/00/router/proj_w"), nullptr);
+}
+
+TEST(Checkpoint, LogitResidualRoundTrip) {
+  ModelConfig cfg = tiny_model();
+  cfg.router_logit_residual = 0.375;
+  expect_ablation_round_trip(cfg, "router-logit-residual", "logit_residual");
+  cfg.router_logit_residual_detach = true;
+  expect_ablation_round_trip(cfg, "router-logit-residual-detach", "logit_residual_detach");
+}
+
 TEST(Checkpoint, LoadsAnExpertSliceOfAnotherLayout) {
   const ModelConfig cfg = tiny_model();  // E = 4
   const std::string dir = fresh_dir("slice");
@@ -599,6 +657,9 @@ TEST(CheckpointResume, ModelShapingChangesAreRefusedOthersReported) {
   b.model.tie_embeddings = true;
   b.model.init_std = 0.01;
   b.model.router_init = RouterInit::torch;
+  b.model.router_shared_proj = true;
+  b.model.router_logit_residual = 0.5;
+  b.model.router_logit_residual_detach = true;
   b.seed = 99;
   b.model.xmoe_dim = 8;
   ResumeChanges r = compare(b);

@@ -125,7 +125,8 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_TRUE(c.dry_run);
   EXPECT_EQ(c.metrics_file, "m.jsonl");
   EXPECT_FALSE(parse_args({"--router-detach=false"}).model.router_detach);
-  for (const char* t : {"linear", "random", "mlp", "mlp-tanh", "gru", "gru-np", "rnn"})
+  for (const char* t : {"linear", "random", "mlp", "mlp-tanh", "gru", "gru-np", "rnn",
+                        "lstm"})
     EXPECT_STREQ(router_type_name(parse_args({std::string("--moe-router-type=") + t}).model.router_type), t);
 }
 
@@ -160,7 +161,9 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "config", "help", "num-layers", "hidden-size", "ffn-hidden-size", "num-attention-heads", "seq-length",
       "vocab-size", "num-experts", "moe-router-topk", "moe-expert-capacity-factor", "moe-aux-loss-coeff",
       "moe-z-loss-coeff", "moe-router-type",
-      "router-dim", "xmoe-dim", "router-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size", "global-batch-size",
+      "router-dim", "xmoe-dim", "router-detach", "router-shared-proj", "router-logit-residual",
+      "router-logit-residual-detach", "tie-embeddings", "init-method-std", "router-init", "micro-batch-size",
+      "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
       "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
@@ -169,6 +172,22 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
 }
 
 TEST(TrainConfigErrors, BadCombinations) {
+  expect_usage_error({"--router-shared-proj", "--moe-router-type=linear"},
+                     {"--router-shared-proj", "--moe-router-type=linear", "has none", "allowed: mlp"});
+  expect_usage_error({"--router-shared-proj", "--moe-router-type=random"},
+                     {"--router-shared-proj", "--moe-router-type=random"});
+  EXPECT_TRUE(parse_args({"--router-shared-proj", "--moe-router-type=mlp"}).model.router_shared_proj);
+  EXPECT_FALSE(parse_args({}).model.router_shared_proj);
+  expect_usage_error({"--router-logit-residual-detach"},
+                     {"--router-logit-residual-detach", "--router-logit-residual", "no residual"});
+  expect_usage_error({"--router-logit-residual=x"}, {"--router-logit-residual=x", "finite number"});
+  expect_usage_error({"--router-logit-residual=1e-40"}, {"--router-logit-residual=1e-40", "32-bit float"});
+  const TrainConfig r = parse_args({"--router-logit-residual=0.5", "--router-logit-residual-detach"});
+  EXPECT_DOUBLE_EQ(r.model.router_logit_residual, 0.5);
+  EXPECT_TRUE(r.model.router_logit_residual_detach);
+  const TrainConfig neg = parse_args({"--router-logit-residual=-0.25", "--moe-router-type=linear"});
+  EXPECT_DOUBLE_EQ(neg.model.router_logit_residual, -0.25);
+  EXPECT_DOUBLE_EQ(parse_args({}).model.router_logit_residual, 0.0);
   expect_usage_error({"--num-experts=4", "--moe-router-topk=5"}, {"--moe-router-topk=5 must be <= --num-experts=4"});
   expect_usage_error({"--hidden-size=100", "--num-attention-heads=3"},
                      {"--hidden-size=100", "--num-attention-heads=3", "multiple"});
@@ -240,7 +259,8 @@ TEST(TrainConfigErrors, BadValuesAndUnknownOptions) {
   expect_usage_error({"--lr=nan"}, {"--lr=nan"});
   expect_usage_error({"--router-detach=maybe"}, {"--router-detach=maybe", "true or false"});
   expect_usage_error({"--moe-router-type=gru2"},
-                     {"--moe-router-type=gru2", "unknown router type", "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"});
+                     {"--moe-router-type=gru2", "unknown router type", "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"
+                                                              ", cosine, xmoe, gru-xmoe, lstm"});
   expect_usage_error({"--device=tpu"}, {"--device=tpu", "cpu, cuda"});
   expect_usage_error({"--data-path=synthetic:foo"},
                      {"--data-path=synthetic:foo: unknown synthetic source; available: synthetic:markov"});
@@ -449,6 +469,8 @@ TEST(TrainConfigErrors, ShapesMustFitTheirCounts) {
                 .model.seq_length,
             2147483647);
   expect_usage_error({"--router-dim=715827883"}, {"--router-dim=715827883", "GRU", "at most 715827882"});
+  expect_usage_error({"--router-dim=536870912", "--moe-router-type=lstm"},
+                     {"--router-dim=536870912", "LSTM cell's 4 x --router-dim", "at most 536870911"});
   EXPECT_EQ(parse_args({"--router-dim=715827883", "--moe-router-type=mlp", "--dry-run"}).model.router_dim, 715827883);
 }
 
@@ -554,7 +576,8 @@ TEST(TrainConfig, StoredIniWithOverrides) {
 
 TEST(ModelConfig, RouterTypeNames) {
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
-                       RouterType::gru_np, RouterType::rnn})
+                       RouterType::gru_np, RouterType::rnn,
+                       RouterType::lstm})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);
   for (RouterType r : {RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe})
     EXPECT_EQ(parse_router_type(router_type_name(r)), r);

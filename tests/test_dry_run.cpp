@@ -51,7 +51,8 @@ std::vector<TrainConfig> varied_configs() {
   std::vector<TrainConfig> out;
   for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh, RouterType::gru,
                        RouterType::gru_np, RouterType::rnn,
-                       RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe}) {
+                       RouterType::cosine, RouterType::xmoe, RouterType::gru_xmoe,
+                       RouterType::lstm}) {
     for (bool tied : {false, true}) {
       for (int mb : {1, 3}) {
         TrainConfig c;
@@ -73,13 +74,28 @@ std::vector<TrainConfig> varied_configs() {
       }
     }
   }
+  for (RouterType r : {RouterType::mlp, RouterType::gru, RouterType::lstm}) {  // --router-shared-proj
+    TrainConfig c = out.front();
+    c.model.router_type = r;
+    c.model.router_shared_proj = true;
+    out.push_back(c);
+  }
+  for (bool detach : {false, true}) {  // --router-logit-residual (its backward buffer)
+    TrainConfig c = out.front();
+    c.model.router_logit_residual = 0.5;
+    c.model.router_logit_residual_detach = detach;
+    out.push_back(c);
+  }
   TrainConfig defaults;  // the defaults (multiples of 16 everywhere)
   out.push_back(defaults);
   return out;
 }
 
 std::string describe(const TrainConfig& c) {
-  return std::string(router_type_name(c.model.router_type)) + (c.model.tie_embeddings ? " tied" : " untied") +
+  return std::string(router_type_name(c.model.router_type)) + (c.model.router_shared_proj ? " shared-proj" : "") +
+         (c.model.router_logit_residual != 0 ? " logit-residual" : "") +
+         (c.model.router_logit_residual_detach ? "-detached" : "") +
+         (c.model.tie_embeddings ? " tied" : " untied") +
          " mb=" + std::to_string(c.micro_batch_size) + " d=" + std::to_string(c.model.hidden_size);
 }
 
@@ -123,6 +139,7 @@ TEST(DryRun, PartsAreTheParameterRegistrys) {
     // A linear router is L gate matrices [E, d].
     TrainConfig lin = c;
     lin.model.router_type = RouterType::linear;
+    lin.model.router_shared_proj = false;  // a linear router has no projection to share
     int64_t linear_router = 0;
     for (const ParamSpec& p : model_param_specs(lin.model))
       if (part_of(p.name) == "router") linear_router += p.numel();
@@ -214,6 +231,38 @@ TEST(DryRun, CosineRoutersMatchHandCount) {
     EXPECT_NE(text.find(std::string("router: ") + router_type_name(k.r)), std::string::npos) << text;
     EXPECT_EQ(text.find(" r=16") != std::string::npos, k.r != RouterType::cosine) << text;
   }
+}
+
+// The LSTM router of the paper's shapes, by hand: the GRU's projections and
+// gates, and a cell of four gates (w_ih, w_hh [4p, p]; b_ih, b_hh [4p]) whose
+// two matrices every layer applies.
+TEST(DryRun, LstmRouterHandCount) {
+  TrainConfig c = paper_config();
+  c.model.router_type = RouterType::lstm;
+  const ModelStats s = compute_model_stats(c);
+  const int64_t router_layer = 128LL * 1280 + 128 + 16 * 128 + 16;
+  const int64_t lstm_cell = 2LL * (512 * 128) + 2 * 512;
+  EXPECT_EQ(s.router_params, 24 * router_layer + lstm_cell);
+  EXPECT_EQ(s.router_params, 4116864);
+  const double matmul_per_token =
+      24.0 * (4.0 * 1280 * 1280 + 3.0 * 4 * 448 * 1280 + (128.0 * 1280 + 16 * 128 + 2 * 512 * 128)) + 96512.0 * 1280;
+  EXPECT_DOUBLE_EQ(s.flops_per_token, 6.0 * matmul_per_token + 6.0 * 24 * 4096 * 1280);
+}
+
+// --router-shared-proj: one projection [p, d] + [p] instead of L of them; every
+// layer still applies it, so the FLOPs are the per-layer router's.
+TEST(DryRun, SharedProjectionHandCount) {
+  TrainConfig c = paper_config();
+  const ModelStats per_layer = compute_model_stats(c);
+  c.model.router_shared_proj = true;
+  const ModelStats s = compute_model_stats(c);
+  const int64_t proj = 128LL * 1280 + 128, gates = 16 * 128 + 16;
+  const int64_t gru_cell = 2LL * (384 * 128) + 2 * 384;
+  EXPECT_EQ(s.router_params, proj + 24 * gates + gru_cell);
+  EXPECT_EQ(per_layer.router_params - s.router_params, 23 * proj);
+  EXPECT_EQ(s.total_params, per_layer.total_params - 23 * proj);
+  EXPECT_DOUBLE_EQ(s.flops_per_token, per_layer.flops_per_token);
+  EXPECT_NE(format_dry_run(c, s).find("(shared projection)"), std::string::npos);
 }
 
 TEST(DryRun, ReportShowsTheRouterOverhead) {

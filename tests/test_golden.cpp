@@ -30,6 +30,11 @@ ModelConfig config_from(const h5::File& f) {
   c.router_type = parse_router_type(f.attr_string("router_type"));
   c.router_detach = f.attr_int("router_detach") != 0;
   c.tie_embeddings = f.attr_int("tie_embeddings") != 0;
+  // Attributes newer than the first golden files: their default when absent.
+  c.router_shared_proj = f.has_attr("router_shared_proj") && f.attr_int("router_shared_proj") != 0;
+  c.router_logit_residual = f.has_attr("router_logit_residual") ? f.attr_double("router_logit_residual") : 0.0;
+  c.router_logit_residual_detach =
+      f.has_attr("router_logit_residual_detach") && f.attr_int("router_logit_residual_detach") != 0;
   c.aux_loss_coeff = f.attr_double("aux_loss_coeff");
   c.z_loss_coeff = f.attr_double("z_loss_coeff");
   c.rms_eps = f.attr_double("rms_eps");
@@ -105,7 +110,10 @@ void check_case(const std::string& name, double tol) {
 
 const char* kCases[] = {"golden_linear", "golden_mlp", "golden_mlp_tanh", "golden_gru", "golden_rnn", "golden_gru_detach",
                         "golden_gru_tied", "golden_gru_np", "golden_gru_capacity",
-                        "golden_cosine", "golden_xmoe", "golden_gru_xmoe", "golden_gru_xmoe_detach"};
+                        "golden_cosine", "golden_xmoe", "golden_gru_xmoe", "golden_gru_xmoe_detach",
+                        "golden_lstm", "golden_lstm_detach",
+                        "golden_gru_shared_proj",
+                        "golden_gru_logit_residual", "golden_gru_logit_residual_detach"};
 
 }  // namespace
 

@@ -6,10 +6,14 @@
 // statistics reducer seam.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <random>
+#include <string>
+#include <utility>
 
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
@@ -263,6 +267,169 @@ TEST(ModelCapacity, NoDropGivesTheDroplessModelExactly) {
                          capped_model.grads().expert().begin()));
 }
 
+TEST(ModelFD, Lstm) { fd_check(tiny(RouterType::lstm)); }  // gradient through h and c across layers
+TEST(ModelFD, GruSharedProj) {
+  auto c = tiny(RouterType::gru);
+  c.router_shared_proj = true;
+  fd_check(c);
+}
+TEST(ModelFD, MlpSharedProj) {
+  auto c = tiny(RouterType::mlp);
+  c.router_shared_proj = true;
+  fd_check(c);
+}
+
+// --router-logit-residual: the gradient through logits_{i-1} recurs over all
+// layers below (3 layers: 2 -> 1 -> 0); every router type takes it.
+TEST(ModelFD, GruLogitResidual) {
+  auto c = tiny(RouterType::gru);
+  c.router_logit_residual = 0.7;
+  fd_check(c);
+}
+TEST(ModelFD, LinearLogitResidual) {
+  auto c = tiny(RouterType::linear);
+  c.router_logit_residual = -0.6;
+  fd_check(c);
+}
+TEST(ModelFD, LstmLogitResidual) {
+  auto c = tiny(RouterType::lstm);
+  c.router_logit_residual = 0.5;
+  fd_check(c);
+}
+// With the detach switch the forward is the same and the gradient is that of
+// the residual terms held constant: FD (which sees them move) does not apply
+// to the layers below the top, but it does to the top layer's router, whose
+// logits feed no residual; golden_gru_logit_residual_detach.h5 checks the
+// whole detached gradient against PyTorch's .detach().
+TEST(ModelFD, LogitResidualDetachTopLayer) {
+  auto c = tiny(RouterType::linear);
+  c.router_logit_residual = 0.7;
+  c.router_logit_residual_detach = true;
+  const int B = 2;
+  Model<double> m(c, B);
+  init_model(m, 42);
+  Batch b = make_batch(c, B, 9);
+  m.forward(b.tokens.data(), b.targets.data(), B);
+  m.grads().zero();
+  m.backward(1.0);
+  m.set_freeze_routing(true);
+  const ParamSpec s = *m.params().find("layers/02/router/gate_w");
+  double* p = m.params().data_of(s);
+  const double* g = m.grads().data_of(s);
+  for (int64_t i = 0; i < s.numel(); i += 5) {
+    const double eps = 1e-5, keep = p[i];
+    p[i] = keep + eps;
+    const double lp = m.forward(b.tokens.data(), b.targets.data(), B).total;
+    p[i] = keep - eps;
+    const double lm = m.forward(b.tokens.data(), b.targets.data(), B).total;
+    p[i] = keep;
+    const double fd = (lp - lm) / (2 * eps);
+    EXPECT_LT(std::abs(fd - g[i]) / std::max(1e-3, std::abs(fd) + std::abs(g[i])), 1e-6)
+        << s.name << "[" << i << "] analytic " << g[i] << " fd " << fd;
+  }
+}
+
+// The detach switch cuts exactly the residual path: the same losses; the top
+// layer's gate and experts get bit-identical gradients; the lowest layer's
+// gate (which reaches the upper logits through the residual) differs. Without
+// a residual (A = 0) the model is the plain one, bit for bit.
+TEST(ModelRouter, LogitResidualDetachCutsOnlyTheResidualPath) {
+  auto c = tiny(RouterType::linear);
+  Batch b = make_batch(c, 2, 5);
+  std::vector<double> g[3];
+  double loss[3];
+  for (int run = 0; run < 3; ++run) {
+    ModelConfig rc = c;
+    rc.router_logit_residual = run == 0 ? 0.0 : 0.7;
+    rc.router_logit_residual_detach = run == 2;
+    Model<double> m(rc, 2);
+    init_model(m, 42);
+    loss[run] = m.forward(b.tokens.data(), b.targets.data(), 2).total;
+    m.grads().zero();
+    m.backward(1.0);
+    g[run] = m.grads().replicated();
+    if (run == 0) {  // A = 0 is the model without the option
+      Model<double> plain(c, 2);
+      init_model(plain, 42);
+      EXPECT_EQ(plain.forward(b.tokens.data(), b.targets.data(), 2).total, loss[0]);
+      plain.grads().zero();
+      plain.backward(1.0);
+      EXPECT_EQ(plain.grads().replicated(), g[0]);
+    }
+  }
+  EXPECT_NE(loss[0], loss[1]);
+  EXPECT_EQ(loss[1], loss[2]);
+  Model<double> names(c, 2);
+  auto maxdiff = [&](const char* name) {
+    const ParamSpec s = *names.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i) m = std::max(m, std::abs(g[1][s.offset + i] - g[2][s.offset + i]));
+    return m;
+  };
+  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
+  EXPECT_GT(maxdiff("layers/00/router/gate_w"), 1e-8);
+  EXPECT_GT(maxdiff("layers/01/router/gate_w"), 1e-8);
+}
+
+// --router-shared-proj is the per-layer model with every layer's projection
+// equal: the same forward, bit for bit, and the shared tensor's gradient is the
+// sum over layers of the per-layer gradients (layers added in the order the
+// backward visits them, top first); every other gradient is the same.
+TEST(ModelRouter, SharedProjIsTiedPerLayerProjections) {
+  for (RouterType r : {RouterType::gru, RouterType::lstm, RouterType::mlp}) {
+    SCOPED_TRACE(router_type_name(r));
+    auto c = tiny(r);
+    Batch b = make_batch(c, 2, 5);
+    Model<double> per(c, 2);
+    c.router_shared_proj = true;
+    Model<double> shared(c, 2);
+    init_model(shared, 42);
+    init_model(per, 42);
+    for (const auto& s : shared.params().specs()) {  // everything else: the same values
+      if (s.name.rfind("router/proj_", 0) == 0) continue;
+      const double* from = shared.params().data_of(s);
+      std::copy(from, from + s.numel(), per.params().data_of(*per.params().find(s.name)));
+    }
+    for (int l = 0; l < c.num_layers; ++l)
+      for (const char* t : {"proj_w", "proj_b"}) {
+        const ParamSpec& s = *shared.params().find(std::string("router/") + t);
+        char name[64];
+        std::snprintf(name, sizeof name, "layers/%02d/router/%s", l, t);
+        ASSERT_EQ(shared.params().find(name), nullptr) << name;
+        const double* from = shared.params().data_of(s);
+        std::copy(from, from + s.numel(), per.params().data_of(*per.params().find(name)));
+      }
+    EXPECT_EQ(shared.forward(b.tokens.data(), b.targets.data(), 2).total,
+              per.forward(b.tokens.data(), b.targets.data(), 2).total);
+    shared.grads().zero();
+    per.grads().zero();
+    shared.backward(1.0);
+    per.backward(1.0);
+    for (const auto& s : shared.params().specs()) {
+      const double* gs = shared.grads().data_of(s);
+      if (s.name.rfind("router/proj_", 0) == 0) {
+        const std::string t = s.name.substr(std::string("router/").size());
+        double worst = 0, norm = 0;
+        for (int64_t i = 0; i < s.numel(); ++i) {
+          double sum = 0;
+          for (int l = c.num_layers - 1; l >= 0; --l) {
+            char name[64];
+            std::snprintf(name, sizeof name, "layers/%02d/router/%s", l, t.c_str());
+            sum += per.grads().data_of(*per.params().find(name))[i];
+          }
+          worst = std::max(worst, std::abs(gs[i] - sum));
+          norm = std::max(norm, std::abs(sum));
+        }
+        EXPECT_GT(norm, 1e-6) << s.name;
+        EXPECT_LE(worst, 1e-13 * norm) << s.name;
+      } else {
+        const double* gp = per.grads().data_of(*per.params().find(s.name));
+        EXPECT_EQ(std::memcmp(gs, gp, sizeof(double) * s.numel()), 0) << s.name;
+      }
+    }
+  }
+}
+
 // The random router is the linear router with its gate frozen: the same
 // forward, and the same gradient everywhere except the gate's, which is 0.
 TEST(ModelRouter, RandomIsLinearWithAFrozenGate) {
@@ -390,6 +557,39 @@ TEST(ModelRouter, GruXmoeDetachCutsOnlyTheRecurrentPath) {
   };
   for (const char* top : {"layers/02/router/expert_emb", "layers/02/router/xmoe_proj", "layers/02/router/log_scale"})
     EXPECT_EQ(maxdiff(top), 0.0) << top;
+  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
+  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
+// lstm: router_detach cuts both d/dh_{l-1} and d/dc_{l-1} and nothing else:
+// the same losses; the top layer's gate and experts (no recurrent path above
+// them) get bit-identical gradients; the lowest projection and w_hh, reached
+// through (h, c) from the layers above only without detach, differ. The
+// detached gradient itself is checked against PyTorch's .detach() by
+// golden_lstm_detach.h5.
+TEST(ModelRouter, LstmDetachCutsOnlyTheRecurrentPath) {
+  auto c = tiny(RouterType::lstm);
+  Batch b = make_batch(c, 2, 5);
+  Model<double> full(c, 2);
+  c.router_detach = true;
+  Model<double> det(c, 2);
+  init_model(full, 42);
+  init_model(det, 42);
+  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
+            det.forward(b.tokens.data(), b.targets.data(), 2).total);
+  full.grads().zero();
+  det.grads().zero();
+  full.backward(1.0);
+  det.backward(1.0);
+  auto maxdiff = [&](const char* name) {
+    auto s = *full.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i)
+      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
+    return m;
+  };
+  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
+  EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
   EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
   EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
 }
@@ -551,9 +751,14 @@ TEST(ModelDeterminism, TwoRunsBitIdentical) {
 // too; the cell's fan-in is p as nn.GRUCell's hidden size), decay as before
 // (matrices only); every other tensor is exactly the normal init's.
 TEST(ModelParams, TorchRouterInitIsPytorchsUniform) {
-  for (RouterType r : {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::gru, RouterType::rnn}) {
-    SCOPED_TRACE(router_type_name(r));
+  const std::pair<RouterType, bool> cases[] = {{RouterType::linear, false}, {RouterType::random, false},
+                                               {RouterType::mlp, false},    {RouterType::gru, false},
+                                               {RouterType::rnn, false},    {RouterType::lstm, false},
+                                               {RouterType::gru, true}};  // true: --router-shared-proj
+  for (const auto& [r, shared_proj] : cases) {
+    SCOPED_TRACE(std::string(router_type_name(r)) + (shared_proj ? " shared-proj" : ""));
     auto c = tiny(r);
+    c.router_shared_proj = shared_proj;
     ParamStore<double> normal(model_param_specs(c));
     c.router_init = RouterInit::torch;
     ParamStore<double> torch(model_param_specs(c));

@@ -733,6 +733,36 @@ OP_CASE(CpuVsRef, Gru, "gru_forward: ref", "gru_backward: ref") {
     }
 }
 
+OP_CASE(CpuVsRef, Lstm, "lstm_forward: ref", "lstm_backward: ref") {
+  Rng rng = test_rng();
+  struct S {
+    int64_t N, p;
+  };
+  for (S s : {S{1, 1}, S{7, 13}, S{64, 64}})
+    for (bool with_dc : {true, false}) {
+      SHAPE_TRACE("N=" << s.N << " p=" << s.p << " dc=" << with_dc);
+      auto gi = rng.randn<F>({s.N, 4 * s.p}, 1.5), gh = rng.randn<F>({s.N, 4 * s.p}, 1.5);
+      auto c = rng.randn<F>({s.N, s.p});
+      auto hnew = fwd_pair<F>({s.N, s.p}), cnew = fwd_pair<F>({s.N, s.p});
+      auto gates = fwd_pair<F>({s.N, 4 * s.p});
+      Cpu::lstm_forward(hnew.c.t(), cnew.c.t(), gates.c.t(), gi.t(), gh.t(), c.t());
+      Ref::lstm_forward(hnew.r.t(), cnew.r.t(), gates.r.t(), gi.t(), gh.t(), c.t());
+      EXPECT_TRUE(close("hnew", hnew, kElem));
+      EXPECT_TRUE(close("cnew", cnew, kElem));
+      EXPECT_TRUE(close("gates", gates, kElem));
+
+      auto dhnew = rng.randn<F>({s.N, s.p}), dcnew = rng.randn<F>({s.N, s.p});
+      auto dpre = grad_pair<F>(rng, {s.N, 4 * s.p});
+      auto dc = grad_pair<F>(rng, {s.N, s.p});
+      Cpu::lstm_backward(dpre.c.t(), with_dc ? dc.c.t() : Tensor<F>{}, dhnew.t(), dcnew.t(), gates.r.t(), c.t(),
+                         cnew.r.t());
+      Ref::lstm_backward(dpre.r.t(), with_dc ? dc.r.t() : Tensor<F>{}, dhnew.t(), dcnew.t(), gates.r.t(), c.t(),
+                         cnew.r.t());
+      EXPECT_TRUE(close("dpre", dpre, kElem));
+      EXPECT_TRUE(close("dc", dc, kElem));
+    }
+}
+
 OP_CASE(CpuVsRef, RouterTopk, "router_topk_forward: ref", "router_topk_backward: ref") {
   Rng rng = test_rng();
   struct S {
@@ -947,6 +977,26 @@ OP_CASE(CpuVsRef, Basic, "fill: ref", "copy: ref", "add: ref", "sum: ref", "sum_
   Cpu::add(yd.c.t(), ad.t(), bd.t());
   Ref::add(yd.r.t(), ad.t(), bd.t());
   EXPECT_TRUE(close("add double", yd, 1e-15));
+}
+
+OP_CASE(CpuVsRef, AddScaled, "add_scaled: ref") {
+  Rng rng = test_rng();
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(3 * 4096 + 17)})
+    for (double alpha : {0.5, -1.25, 0.0}) {
+      SHAPE_TRACE("n=" << n << " alpha=" << alpha);
+      auto a = rng.randn<F>({n}), b = rng.randn<F>({n});
+      auto y = fwd_pair<F>({n});
+      Cpu::add_scaled(y.c.t(), a.t(), b.t(), alpha);
+      Ref::add_scaled(y.r.t(), a.t(), b.t(), alpha);
+      EXPECT_TRUE(close("add_scaled", y, kElem));
+      Pair<F> in_a{a, a}, in_b{b, b};  // y = a, y = b: in place
+      Cpu::add_scaled(in_a.c.t(), in_a.c.t(), b.t(), alpha);
+      Ref::add_scaled(in_a.r.t(), in_a.r.t(), b.t(), alpha);
+      EXPECT_TRUE(close("add_scaled y = a", in_a, kElem));
+      Cpu::add_scaled(in_b.c.t(), a.t(), in_b.c.t(), alpha);
+      Ref::add_scaled(in_b.r.t(), a.t(), in_b.r.t(), alpha);
+      EXPECT_TRUE(close("add_scaled y = b", in_b, kElem));
+    }
 }
 
 // The plan of random and skewed choices (experts without slots, all slots on
@@ -1283,6 +1333,19 @@ OP_CASE(NullGrad, Gru, "gru_backward: null:dgi null:dgh null:dh") {
   null_grads_vs_ref(rng, {{"dgi", {N, 3 * p}, true}, {"dgh", {N, 3 * p}, true}, {"dh", {N, p}, true}}, kElem,
                     [&](auto B, std::vector<Tensor<F>> o) {
                       decltype(B)::gru_backward(o[0], o[1], o[2], dhnew.t(), gates.t(), gh.t(), h.t());
+                    });
+}
+
+OP_CASE(NullGrad, Lstm, "lstm_backward: null:dpre null:dc") {
+  Rng rng = test_rng();
+  const int64_t N = 5, p = 7;
+  auto gi = rng.randn<F>({N, 4 * p}, 1.5), gh = rng.randn<F>({N, 4 * p}, 1.5), c = rng.randn<F>({N, p});
+  auto dhnew = rng.randn<F>({N, p}), dcnew = rng.randn<F>({N, p});
+  Buf<F> hnew({N, p}), cnew({N, p}), gates({N, 4 * p});
+  Ref::lstm_forward(hnew.t(), cnew.t(), gates.t(), gi.t(), gh.t(), c.t());
+  null_grads_vs_ref(rng, {{"dpre", {N, 4 * p}, true}, {"dc", {N, p}, true}}, kElem,
+                    [&](auto B, std::vector<Tensor<F>> o) {
+                      decltype(B)::lstm_backward(o[0], o[1], dhnew.t(), dcnew.t(), gates.t(), c.t(), cnew.t());
                     });
 }
 
@@ -1782,6 +1845,29 @@ OP_TYPED_CASE(Fd, Gru, "gru_backward: fd") {
   EXPECT_TRUE(fd_check("h", h, added(dh, dh0), loss));
 }
 
+// L = sum(hnew * R) + sum(cnew * Rc): both outputs of the cell reach the loss
+// (cnew feeds the layer above), so dhnew = R, dcnew = Rc. gi and gh enter
+// only as gi + gh: dpre is the gradient of each.
+OP_TYPED_CASE(Fd, Lstm, "lstm_backward: fd") {
+  using B = TypeParam;
+  Rng rng = test_rng();
+  const int64_t N = 3, p = 4;
+  auto gi = rng.randn<D>({N, 4 * p}), gh = rng.randn<D>({N, 4 * p}), c = rng.randn<D>({N, p});
+  auto R = rng.randn<D>({N, p}), Rc = rng.randn<D>({N, p});
+  Buf<D> hnew({N, p}), cnew({N, p}), gates({N, 4 * p});
+  auto loss = [&] {
+    B::lstm_forward(hnew.t(), cnew.t(), gates.t(), gi.t(), gh.t(), c.t());
+    return dot(hnew, R) + dot(cnew, Rc);
+  };
+  loss();
+  auto dpre0 = rng.randn<D>({N, 4 * p}), dc0 = rng.randn<D>({N, p});
+  auto dpre = dpre0, dc = dc0;
+  B::lstm_backward(dpre.t(), dc.t(), R.t(), Rc.t(), gates.t(), c.t(), cnew.t());
+  EXPECT_TRUE(fd_check("gi", gi, added(dpre, dpre0), loss));
+  EXPECT_TRUE(fd_check("gh", gh, added(dpre, dpre0), loss));
+  EXPECT_TRUE(fd_check("c", c, added(dc, dc0), loss));
+}
+
 // L = sum(gate * Rg) + sum_{n,e} probs[n,e] Re[e] + z * sum(lse^2), each term
 // on or off; logits far from ties so no perturbation changes the top-k.
 OP_TYPED_CASE(Fd, RouterTopk, "router_topk_backward: fd") {
@@ -2016,6 +2102,28 @@ TYPED_TEST(Known, L2NormExpScale) {
   s[0] = 7;  // above the clamp: exp(log 100) = 100
   B::exp_scale_forward(z.t(), c.t(), s.t(), std::log(100.0));
   EXPECT_TRUE(values("exp_scale clamped", z, {150, -100}));
+}
+
+TYPED_TEST(Known, AddScaled) {
+  using B = TypeParam;
+  auto a = from({3}, {1, -2, 0.5}), b = from({3}, {4, 1, -1});
+  Buf<D> y({3});
+  B::add_scaled(y.t(), a.t(), b.t(), 0.25);
+  EXPECT_TRUE(values("y", y, {2, -1.75, 0.25}));
+}
+
+// LSTM, PyTorch's (i, f, g, o) order: pre = gi + gh = (0, ln 3, 0.5, -ln 3) gives
+// i = 1/2, f = 3/4, g = tanh(0.5), o = 1/4; c' = 3/4 * 2 + tanh(0.5)/2.
+TYPED_TEST(Known, Lstm) {
+  using B = TypeParam;
+  auto gi = from({1, 4}, {0, std::log(3.0), 0.25, 0}), gh = from({1, 4}, {0, 0, 0.25, -std::log(3.0)});
+  auto c = from({1, 1}, {2});
+  Buf<D> hn({1, 1}), cn({1, 1}), gates({1, 4});
+  B::lstm_forward(hn.t(), cn.t(), gates.t(), gi.t(), gh.t(), c.t());
+  const double cw = 1.5 + 0.5 * std::tanh(0.5);
+  EXPECT_TRUE(values("gates", gates, {0.5, 0.75, std::tanh(0.5), 0.25}));
+  EXPECT_TRUE(values("cnew", cn, {cw}));
+  EXPECT_TRUE(values("hnew", hn, {0.25 * std::tanh(cw)}));
 }
 
 TYPED_TEST(Known, Rope) {

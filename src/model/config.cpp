@@ -89,8 +89,10 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
     per_layer = shape_product({E, d}, "the router parameters of one layer (--num-experts x --hidden-size)",
                               "lower --num-experts or --hidden-size");  // gate_w [E, d]
   } else {  // proj_w [p, d], proj_b [p], gate_w [E, p], gate_b [E]
-    per_layer = shape_sum({shape_product({p, d}, router, lower_router), p, shape_product({E, p}, router, lower_router), E},
-                          router, lower_router);
+    const int64_t proj = shape_sum({shape_product({p, d}, router, lower_router), p}, router, lower_router);
+    per_layer = shape_sum({c.router_shared_proj ? 0 : proj, shape_product({E, p}, router, lower_router), E}, router,
+                          lower_router);
+    if (c.router_shared_proj) n.router_shared_proj = proj;  // router/proj_w, proj_b once
   }
   if (router_has_cell(c.router_type)) {
     const int64_t g = router_cell_gates(c.router_type) * p;  // w_ih, w_hh [g, p]; b_ih, b_hh [g]
@@ -98,7 +100,7 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
     n.router_cell = shape_sum({shape_product({2, g, p}, cell, "lower --router-dim"), 2 * g}, cell, "lower --router-dim");
   }
   n.router = shape_sum({shape_product({L, per_layer}, "the router parameters (--num-layers x one layer's)", shape),
-                        n.router_cell},
+                        n.router_cell, n.router_shared_proj},
                        "the router parameters", shape);
   n.experts = shape_product({L, E, 3, f, d},
                             "the expert parameters (--num-layers x --num-experts x 3 x --ffn-hidden-size x --hidden-size)",
@@ -111,9 +113,11 @@ ModelParamCounts model_param_counts(const ModelConfig& c) {
 namespace {
 constexpr RouterType kRouterTypes[] = {RouterType::linear, RouterType::random, RouterType::mlp, RouterType::mlp_tanh,
                                        RouterType::gru,    RouterType::gru_np, RouterType::rnn,
-                                       RouterType::cosine, RouterType::xmoe,   RouterType::gru_xmoe};
+                                       RouterType::cosine, RouterType::xmoe,   RouterType::gru_xmoe,
+                                       RouterType::lstm};
 const char* const kRouterTypeList = "linear, random, mlp, mlp-tanh, gru, gru-np, rnn"
-                                    ", cosine, xmoe, gru-xmoe";
+                                    ", cosine, xmoe, gru-xmoe"
+                                    ", lstm";
 }  // namespace
 
 RouterType parse_router_type(const std::string& s) {
@@ -134,6 +138,7 @@ const char* router_type_name(RouterType r) {
     case RouterType::cosine: return "cosine";
     case RouterType::xmoe: return "xmoe";
     case RouterType::gru_xmoe: return "gru-xmoe";
+    case RouterType::lstm: return "lstm";
   }
   return "unknown";
 }
@@ -162,12 +167,14 @@ int router_cell_gates(RouterType r) {
     case RouterType::gru_xmoe:
     case RouterType::gru_np: return 3;
     case RouterType::rnn: return 1;
+    case RouterType::lstm: return 4;  // (i, f, g, o)
     default: return 0;
   }
 }
 bool router_carries_state(RouterType r) {
-  return r == RouterType::gru || r == RouterType::rnn || r == RouterType::gru_xmoe;
+  return r == RouterType::gru || r == RouterType::rnn || r == RouterType::gru_xmoe || r == RouterType::lstm;
 }
+bool router_has_cell_memory(RouterType r) { return r == RouterType::lstm; }
 bool router_has_cosine_head(RouterType r) {
   return r == RouterType::cosine || r == RouterType::xmoe || r == RouterType::gru_xmoe;
 }
@@ -206,15 +213,24 @@ void ModelConfig::validate() const {
                ": unknown router init; allowed: normal, torch");
   require_nonneg("--moe-expert-capacity-factor", capacity_factor);
   if (head_chunk_elements < 1) usage_fail("head_chunk_elements=" + std::to_string(head_chunk_elements) + " must be >= 1");
+  if (router_shared_proj && !router_has_projection(router_type))
+    usage_fail(std::string("--router-shared-proj needs a router with a projection; --moe-router-type=") +
+               router_type_name(router_type) + " has none (allowed: mlp, mlp-tanh, gru, gru-np, rnn, lstm, gru-xmoe)");
+  if (!std::isfinite(router_logit_residual))
+    usage_fail("--router-logit-residual=" + shortest_text(router_logit_residual) + " must be a finite number");
+  if (router_logit_residual_detach && router_logit_residual == 0)
+    usage_fail("--router-logit-residual-detach needs --router-logit-residual=A with A != 0 (it is 0: no residual "
+               "to detach)");
   require_nonneg("--moe-aux-loss-coeff", aux_loss_coeff);
   require_nonneg("--moe-z-loss-coeff", z_loss_coeff);
   require_positive("--init-method-std", init_std);
   require_positive("rms_eps", rms_eps);        // not a flag: fixed by MODEL.md
   require_positive("rope_theta", rope_theta);  // not a flag: fixed by MODEL.md
   // The GEMMs take 32-bit dimensions; every other matrix side is one of the
-  // 32-bit fields above, the GRU cell's gate rows are 3p.
+  // 32-bit fields above, the GRU cell's gate rows are 3p (the LSTM's 4p).
   if (router_cell_gates(router_type) > 1 && int64_t(router_cell_gates(router_type)) * router_dim > std::numeric_limits<int32_t>::max())
-    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the GRU cell's " +
+    usage_fail("--router-dim=" + std::to_string(router_dim) + ": the " +
+               (router_type == RouterType::lstm ? "LSTM" : "GRU") + " cell's " +
                std::to_string(router_cell_gates(router_type)) + " x --router-dim rows must fit " +
                "32-bit matrix dimensions; give at most " +
                std::to_string(std::numeric_limits<int32_t>::max() / router_cell_gates(router_type)));
@@ -222,6 +238,7 @@ void ModelConfig::validate() const {
   check_float_range("--moe-aux-loss-coeff", aux_loss_coeff);
   check_float_range("--moe-z-loss-coeff", z_loss_coeff);
   check_float_range("--init-method-std", init_std);
+  check_float_range("--router-logit-residual", router_logit_residual);
   check_float_range("rms_eps", rms_eps);
   check_float_range("rope_theta", rope_theta);
   (void)model_param_counts(*this);  // every parameter count fits in 64 bits

@@ -64,8 +64,12 @@ void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeig
     if (!router_has_cosine_head(cfg_.router_type)) get({{&w.gate_w, P + "router/gate_w"}});
     if (router_has_projection(cfg_.router_type) && !router_has_cosine_head(cfg_.router_type))
       get({{&w.gate_b, P + "router/gate_b"}});
-    if (router_has_projection(cfg_.router_type))
-      get({{&w.proj_w, P + "router/proj_w"}, {&w.proj_b, P + "router/proj_b"}});
+    if (router_has_projection(cfg_.router_type)) {
+      // --router-shared-proj: every layer's view is the one shared tensor, so
+      // each layer's backward adds its part into the same gradient.
+      const std::string proj = cfg_.router_shared_proj ? "router/" : P + "router/";
+      get({{&w.proj_w, proj + "proj_w"}, {&w.proj_b, proj + "proj_b"}});
+    }
     if (router_has_cosine_head(cfg_.router_type))
       get({{&w.expert_emb, P + "router/expert_emb"}, {&w.log_scale, P + "router/log_scale"}});
     if (router_has_xmoe_proj(cfg_.router_type)) get({{&w.xmoe_proj, P + "router/xmoe_proj"}});
@@ -82,6 +86,7 @@ void Model<T>::carve(Arena<T>& a) {
   const bool has_cell = router_has_cell(cfg_.router_type);
   const bool has_cos = router_has_cosine_head(cfg_.router_type), has_xproj = router_has_xmoe_proj(cfg_.router_type);
   const int64_t r = cfg_.cosine_dim();  // the cosine head's width
+  const bool has_c = router_has_cell_memory(cfg_.router_type);
   // Every view gets `dims`; the shapes of model.h, grouped.
   auto take = [&a](std::initializer_list<Tensor<T>*> views, std::initializer_list<int64_t> dims) {
     for (Tensor<T>* v : views) *v = a.take(dims);
@@ -92,6 +97,7 @@ void Model<T>::carve(Arena<T>& a) {
     take({&L.lse_att}, {max_seqs, H, S});
     if (has_h) take({&L.up, &L.h}, {max_tok, p});
     if (has_cell) take({&L.gi, &L.gh, &L.gates}, {max_tok, g});
+    if (has_c) take({&L.c}, {max_tok, p});
     take({&L.logits, &L.probs}, {max_tok, E});
     if (has_xproj) take({&L.xz}, {max_tok, r});
     if (has_cos) {
@@ -112,6 +118,7 @@ void Model<T>::carve(Arena<T>& a) {
   take({&s.dx, &s.da, &s.dq, &s.dk, &s.dv, &s.d_o, &s.du, &s.dxf}, {max_tok, d});
   take({&s.att}, {flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});
   take({&s.dlogits_r}, {max_tok, E});
+  if (cfg_.router_logit_residual != 0) take({&s.dlogits_res}, {max_tok, E});
   take({&s.dgate}, {max_tok, K});
   take({&s.dprobs_extra}, {E});
   if (has_h) take({&s.dh, &s.dh_prev, &s.dup}, {max_tok, p});
@@ -122,6 +129,7 @@ void Model<T>::carve(Arena<T>& a) {
     if (has_xproj) take({&s.dz}, {max_tok, r});
     take({&s.den}, {E, r});
   }
+  if (has_c) take({&s.dc, &s.dc_prev}, {max_tok, p});
   take({&s.dxs, &s.dys}, {max_slots, d});
   take({&s.dlogits}, {head_chunk_, V});
 }
@@ -246,6 +254,8 @@ void Model<T>::backward(double loss_scale) {
   }
   if (router_has_projection(cfg_.router_type))
     zero(first_rows(scratch_.dh, num_tokens_));  // no gradient into h_L from above
+  if (router_has_cell_memory(cfg_.router_type))
+    zero(first_rows(scratch_.dc, num_tokens_));  // nor into c_L
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
     moe_backward(l, loss_scale);  // dx: d/dx_out -> d/dx_mid
     profile::RegionScope region(profile::Region::attention);

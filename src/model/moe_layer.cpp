@@ -1,5 +1,8 @@
 // moe_layer.cpp — x_out = x_mid + sum_j g_j Expert_{e_j}(u), u = RMSNorm(x_mid).
 //
+// With --router-logit-residual A the router's logits of layer l >= 1 get
+// A times layer l-1's (final) logits before softmax/top-k.
+//
 // route (router.cpp) -> softmax/top-k -> this layer's routing statistics ->
 // the plan (token slots ordered by expert) -> gather -> dispatcher (experts)
 // -> combine in slot order. Dropless: every slot is computed; an expert with
@@ -30,6 +33,11 @@ void Model<T>::moe_forward(int l) {
   ops::rmsnorm_forward(first_rows(L.u, n_tok), first_rows(L.rstd2, n_tok), first_rows(L.x_mid, n_tok), w.moe_norm,
                        cfg_.rms_eps);
   router_forward(l);
+  // Logit residual: logits_l += A logits_{l-1}, layer l-1's final logits (so
+  // it recurs over depth), before softmax, top-k and the aux losses.
+  if (cfg_.router_logit_residual != 0 && l > 0)
+    ops::add_scaled(first_rows(L.logits, n_tok), first_rows(L.logits, n_tok), first_rows(layers_[l - 1].logits, n_tok),
+                    cfg_.router_logit_residual);
   Tensor<int32_t> idx = first_rows(L.idx, n_tok);
   Tensor<T> probs = first_rows(L.probs, n_tok), gate = first_rows(L.gate, n_tok);
   if (!freeze_routing_) {
@@ -111,6 +119,14 @@ void Model<T>::moe_backward(int l, double loss_scale) {
   zero(first_rows(scratch_.dlogits_r, n_tok));
   ops::router_topk_backward(first_rows(scratch_.dlogits_r, n_tok), dgate, scratch_.dprobs_extra, dlse_scale,
                             first_rows(L.probs, n_tok), first_rows(L.idx, n_tok), first_rows(L.lse, n_tok));
+  // Logit residual: logits_{l+1} = own_{l+1} + A logits_l, so d/dlogits_l gains
+  // A d/dlogits_{l+1} (kept in dlogits_res by layer l+1), unless detached. The
+  // router's own logits get the whole d/dlogits_l.
+  const bool residual_grad = cfg_.router_logit_residual != 0 && !cfg_.router_logit_residual_detach;
+  if (residual_grad && l + 1 < NL)
+    ops::add_scaled(first_rows(scratch_.dlogits_r, n_tok), first_rows(scratch_.dlogits_r, n_tok),
+                    first_rows(scratch_.dlogits_res, n_tok), cfg_.router_logit_residual);
+  if (residual_grad && l > 0) ops::copy(first_rows(scratch_.dlogits_res, n_tok), first_rows(scratch_.dlogits_r, n_tok));
   router_backward(l);  // du +=
   ops::rmsnorm_backward(dx, g.moe_norm, du, first_rows(L.x_mid, n_tok), w.moe_norm, first_rows(L.rstd2, n_tok));
 }

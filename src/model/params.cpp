@@ -63,6 +63,10 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     add_router("router/cell/b_ih", {g}, Init::zeros, p);
     add_router("router/cell/b_hh", {g}, Init::zeros, p);
   }
+  if (c.router_shared_proj && router_has_projection(c.router_type)) {  // "S-proj": one projection for every layer
+    add_router("router/proj_w", {p, d}, Init::normal, d);
+    add_router("router/proj_b", {p}, Init::zeros, d);
+  }
   for (int i = 0; i < c.num_layers; ++i) {
     char pre[32];
     std::snprintf(pre, sizeof pre, "layers/%02d/", i);
@@ -79,8 +83,10 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& c, int first_expert,
     } else if (!router_has_projection(c.router_type)) {
       add_router(L + "router/gate_w", {E, d}, Init::normal, d, c.router_type == RouterType::random);
     } else {
-      add_router(L + "router/proj_w", {p, d}, Init::normal, d);
-      add_router(L + "router/proj_b", {p}, Init::zeros, d);
+      if (!c.router_shared_proj) {
+        add_router(L + "router/proj_w", {p, d}, Init::normal, d);
+        add_router(L + "router/proj_b", {p}, Init::zeros, d);
+      }
       add_router(L + "router/gate_w", {E, p}, Init::normal, p);
       add_router(L + "router/gate_b", {E}, Init::zeros, p);
     }

@@ -6,12 +6,14 @@
 //   rnn:    h_l = tanh(W_ih u' + b_ih + W_hh h_{l-1} + b_hh), logit = G h_l + c
 //   gru:    h_l = GRUCell(u', h_{l-1}),                    logit = G h_l + c
 //   gru-np: h_l = GRUCell(u', 0),                          logit = G h_l + c
+//   lstm:   (h_l, c_l) = LSTMCell(u', (h_{l-1}, c_{l-1})), logit = G h_l + c
 // The cosine head (X-MoE), instead of G x + c, on x = u (cosine, xmoe) or
 // x = h_l of the gru router (gru-xmoe):
 //   logit = exp(min(s, log 100)) normalize(W_x x) . normalize(e_j)   (xmoe, gru-xmoe; W_x: xmoe_proj)
 //   logit = exp(min(s, log 100)) normalize(u) . normalize(e_j)       (cosine)
-// with u' = P u + b. The cell is shared by all layers; h_{-1} = 0. The
-// gradient reaches h_{l-1} unless router_detach (the paper's ablation).
+// with u' = P u + b. The cell is shared by all layers; h_{-1} = 0 (and
+// c_{-1} = 0). The gradient reaches h_{l-1} (and c_{l-1}) unless
+// router_detach (the paper's ablation).
 // gru-np passes no state between layers (the paper's "NP" baseline): every
 // layer's h_prev is h0_ = 0, so no gradient crosses layers either.
 #include "model_util.h"
@@ -33,6 +35,14 @@ Tensor<T> Model<T>::h_prev_of(int l) const {
     return Tensor<T>(h_frozen_.data + (l - 1) * n_tok * h_frozen_.cols(), {n_tok, h_frozen_.cols()}, h_frozen_.device);
   }
   return first_rows(layers_[l - 1].h, n_tok);
+}
+
+// lstm's incoming cell state [T, p]: layer l-1's c, or zeros for the first layer.
+template <class T>
+Tensor<T> Model<T>::c_prev_of(int l) const {
+  const int64_t n_tok = num_tokens_;
+  if (l == 0) return first_rows(h0_, n_tok);
+  return first_rows(layers_[l - 1].c, n_tok);
 }
 
 template <class T>
@@ -68,13 +78,15 @@ void Model<T>::router_forward(int l) {
     ops::gelu_forward(h, up);
   } else if (cfg_.router_type == RouterType::mlp_tanh) {
     ops::tanh_forward(h, up);
-  } else {  // the shared cell (rnn, gru): gi = W_ih u' + b_ih, gh = W_hh h_{l-1} + b_hh
+  } else {  // the shared cell (rnn, gru, lstm): gi = W_ih u' + b_ih, gh = W_hh h_{l-1} + b_hh
     Tensor<T> gi = first_rows(L.gi, n_tok), gh = first_rows(L.gh, n_tok);
     ops::linear_forward(gi, up, global_weights_.w_ih, global_weights_.b_ih);
     ops::linear_forward(gh, h_prev, global_weights_.w_hh, global_weights_.b_hh);
     if (cfg_.router_type == RouterType::rnn) {
       ops::add(gi, gi, gh);  // pre-activation
       ops::tanh_forward(h, gi);
+    } else if (cfg_.router_type == RouterType::lstm) {
+      ops::lstm_forward(h, first_rows(L.c, n_tok), first_rows(L.gates, n_tok), gi, gh, c_prev_of(l));
     } else {
       ops::gru_forward(h, first_rows(L.gates, n_tok), gi, gh, h_prev);
     }
@@ -131,8 +143,11 @@ void Model<T>::cosine_head_backward(int l, Tensor<T> x, Tensor<T> dx) {
   ops::linear_backward(dx, g.xmoe_proj, Tensor<T>{}, dz, x, w.xmoe_proj);
 }
 
-// In: scratch_.dlogits_r (d/dlogits), scratch_.dh (d/dh_l from layer l+1's cell).
-// Out: scratch_.du += d/du; scratch_.dh_prev = d/dh_{l-1} (cell routers, zero if detached).
+// In: scratch_.dlogits_r (d/dlogits), scratch_.dh (d/dh_l from layer l+1's cell),
+// lstm: scratch_.dc (d/dc_l from layer l+1's cell).
+// Out: scratch_.du += d/du; scratch_.dh = d/dh_{l-1} (cell routers, zero if
+// detached), lstm: scratch_.dc = d/dc_{l-1} (zero if detached) - the next
+// (lower) layer's incoming gradients.
 template <class T>
 void Model<T>::router_backward(int l) {
   auto& L = layers_[l];
@@ -192,6 +207,21 @@ void Model<T>::router_backward(int l) {
       ops::linear_backward(dh_prev_or_none, global_grads_.w_hh, global_grads_.b_hh, dgh, h_prev, global_weights_.w_hh);
       break;
     }
+    case RouterType::lstm: {
+      // gi and gh enter only as gi + gh: one gradient dpre [T,4p] for both linears.
+      Tensor<T> dpre = first_rows(scratch_.dgi, n_tok), dc = first_rows(scratch_.dc, n_tok),
+                dc_prev = first_rows(scratch_.dc_prev, n_tok);
+      zero(dpre);
+      zero(dc_prev);
+      const Tensor<T> dc_prev_or_none = dh_prev_or_none.is_null() ? Tensor<T>{} : dc_prev;
+      ops::lstm_backward(dpre, dc_prev_or_none, dh, dc, first_rows(L.gates, n_tok), c_prev_of(l),
+                         first_rows(L.c, n_tok));
+      ops::linear_backward(dup, global_grads_.w_ih, global_grads_.b_ih, dpre, first_rows(L.up, n_tok),
+                           global_weights_.w_ih);
+      ops::linear_backward(dh_prev_or_none, global_grads_.w_hh, global_grads_.b_hh, dpre, h_prev, global_weights_.w_hh);
+      std::swap(scratch_.dc, scratch_.dc_prev);  // the next (lower) layer's incoming dc
+      break;
+    }
     case RouterType::linear:
     case RouterType::random:
     case RouterType::cosine:
@@ -206,6 +236,8 @@ template void Model<float>::set_freeze_router_state(bool);
 template void Model<double>::set_freeze_router_state(bool);
 template Tensor<float> Model<float>::h_prev_of(int) const;
 template Tensor<double> Model<double>::h_prev_of(int) const;
+template Tensor<float> Model<float>::c_prev_of(int) const;
+template Tensor<double> Model<double>::c_prev_of(int) const;
 template void Model<float>::router_forward(int);
 template void Model<double>::router_forward(int);
 template void Model<float>::router_backward(int);

@@ -503,10 +503,12 @@ std::vector<std::string> config_differences(const std::string& ini_a, const std:
 
 const std::vector<std::string>& model_shaping_options() {
   // Parameter names and shapes: layers, widths, heads, experts, router type
-  // and widths (router-dim, xmoe-dim), vocabulary, tied embeddings. The function computed from the
-  // same parameters: top-k. The gradient that made the weights: router-detach
-  // (an ablation, a model variant of its own). How the weights came to be:
-  // init-method-std, router-init and seed (also the data order). Everything else
+  // and widths (router-dim, xmoe-dim), vocabulary, tied embeddings, a shared
+  // router projection. The function computed from the same parameters: top-k,
+  // the router logit residual. The gradient that made the weights:
+  // router-detach and router-logit-residual-detach (ablations, model variants
+  // of their own). How the weights came to be: init-method-std, router-init
+  // and seed (also the data order). Everything else
   // (sequence length, batch sizes, learning rates, aux/z loss coefficients,
   // the expert capacity, AdamW, clipping, intervals, paths, layout, device)
   // may change on resume.
@@ -514,7 +516,9 @@ const std::vector<std::string>& model_shaping_options() {
       "num-layers",  "hidden-size", "ffn-hidden-size", "num-attention-heads", "vocab-size",
       "num-experts", "moe-router-topk", "moe-router-type", "router-dim", "router-detach",
       "tie-embeddings", "init-method-std", "router-init", "seed",
-      "xmoe-dim"};
+      "xmoe-dim",
+      "router-shared-proj",
+      "router-logit-residual", "router-logit-residual-detach"};
   return keys;
 }
 

@@ -158,21 +158,34 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
     t.push_back(field("moe-router-type", "TYPE", "router: linear | random (frozen linear) | mlp (GELU) | mlp-tanh | gru (RMoE) | gru-np (gru, no state between layers) | rnn"
                       " | cosine (CosineMoE: scaled cosine of u and expert embeddings) | xmoe (X-MoE: cosine after a projection to xmoe-dim)"
-                      " | gru-xmoe (gru's state into the xmoe head)",
+                      " | gru-xmoe (gru's state into the xmoe head)"
+                      " | lstm (one LSTM cell shared by all layers, state h and c)",
                       [](auto& c) -> auto& { return c.model.router_type; }));
-    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn, gru-xmoe)",
+    t.push_back(field("router-dim", "p", "router width p (mlp, gru, rnn, lstm, gru-xmoe)",
                       [](auto& c) -> auto& { return c.model.router_dim; }));
     t.push_back(field("xmoe-dim", "r", "width r of the xmoe / gru-xmoe cosine head (expert embeddings [E, r])",
                       [](auto& c) -> auto& { return c.model.xmoe_dim; }));
-    t.push_back(field("router-detach", "", "cut the gradient through the router's h_{i-1} (ablation)",
+    t.push_back(field("router-detach", "",
+                      "cut the gradient through the router's h_{i-1} (and lstm's c_{i-1}) (ablation)",
                       [](auto& c) -> auto& { return c.model.router_detach; }));
+    t.push_back(field("router-shared-proj", "",
+                      "one router projection router/proj_w, proj_b shared by all layers instead of one per layer "
+                      "(the paper's S-proj; routers with a projection: mlp, mlp-tanh, gru, gru-np, rnn, lstm)",
+                      [](auto& c) -> auto& { return c.model.router_shared_proj; }));
+    t.push_back(field("router-logit-residual", "A",
+                      "router logit residual (the paper's r-A): layer i >= 1's logits += A x layer i-1's final "
+                      "logits, before softmax and top-k (0 = off; every router type)",
+                      [](auto& c) -> auto& { return c.model.router_logit_residual; }));
+    t.push_back(field("router-logit-residual-detach", "",
+                      "the logit residual's term carries no gradient into layer i-1 (needs --router-logit-residual)",
+                      [](auto& c) -> auto& { return c.model.router_logit_residual_detach; }));
     t.push_back(field("tie-embeddings", "", "the head shares the embedding matrix",
                       [](auto& c) -> auto& { return c.model.tie_embeddings; }));
     t.push_back(field("init-method-std", "X", "std of the normal init of every matrix",
                       [](auto& c) -> auto& { return c.model.init_std; }));
     t.push_back(field("router-init", "INIT",
                       "router tensors' init: normal (init-method-std, biases 0) | torch (PyTorch's nn.Linear / "
-                      "nn.GRUCell: uniform +-1/sqrt(fan_in), biases too)",
+                      "nn.GRUCell / nn.LSTMCell: uniform +-1/sqrt(fan_in), biases too)",
                       [](auto& c) -> auto& { return c.model.router_init; }));
     // batch and optimisation
     t.push_back(field("micro-batch-size", "N", "sequences per forward/backward",

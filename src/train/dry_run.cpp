@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "rmoe/core/error.h"
+#include "rmoe/core/format.h"  // shortest_text
 #include "rmoe/kernels/flash_attention.h"  // the attention backward scratch
 #include "rmoe/model/model.h"               // the head chunk
 
@@ -39,6 +40,7 @@ double router_matmul_per_layer(const ModelConfig& m) {
     case RouterType::cosine: return E * d;                                     // expert_emb [E, d]
     case RouterType::xmoe: return r * d + E * r;                               // xmoe_proj [r, d], expert_emb [E, r]
     case RouterType::gru_xmoe: return p * d + 2 * (3 * p * p) + r * p + E * r;  // gru's, xmoe_proj [r, p], expert_emb
+    case RouterType::lstm: return p * d + E * p + 2 * (4 * p * p);    // + cell w_ih, w_hh [4p, p]
   }
   return 0;
 }
@@ -75,6 +77,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   const bool has_cell = router_has_cell(m.router_type);
   const bool has_cos = router_has_cosine_head(m.router_type), has_xproj = router_has_xmoe_proj(m.router_type);
   const int64_t r = m.cosine_dim();  // the cosine head's width
+  const bool has_c = router_has_cell_memory(m.router_type);
   const std::string what = "the activations of one micro-batch (--micro-batch-size x --seq-length tokens x the widths)";
   ArenaCount layer(what);
   layer.take_n(9, {Tm, d});  // x_in, a, q, k, v, o, x_mid, u, moe_out
@@ -82,6 +85,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   layer.take({B, H, S});     // lse_att
   if (has_h) layer.take_n(2, {Tm, p});     // up, h
   if (has_cell) layer.take_n(3, {Tm, g});  // gi, gh, gates
+  if (has_c) layer.take({Tm, p});          // c (lstm)
   layer.take_n(2, {Tm, E});  // logits, probs
   if (has_xproj) layer.take({Tm, r});  // xz
   if (has_cos) {
@@ -103,6 +107,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
   all.take_n(8, {Tm, d});    // dx, da, dq, dk, dv, d_o, du, dxf
   all.take({flash::cpu_scratch_elements(S, flash::kCpuScratchWorkers)});  // att
   all.take({Tm, E});         // dlogits_r
+  if (m.router_logit_residual != 0) all.take({Tm, E});  // dlogits_res
   all.take({Tm, K});         // dgate
   all.take({E});             // dprobs_extra
   if (has_h) all.take_n(3, {Tm, p});     // dh, dh_prev, dup
@@ -113,6 +118,7 @@ int64_t arena_elements(const ModelConfig& m, int64_t B) {
     if (has_xproj) all.take({Tm, r});    // dz
     all.take({E, r});                    // den
   }
+  if (has_c) all.take_n(2, {Tm, p});     // dc, dc_prev (lstm)
   all.take_n(2, {Tk, d});    // dxs, dys
   all.take({Vc, V});         // dlogits
   return all.elements();
@@ -241,6 +247,10 @@ std::string format_dry_run(const TrainConfig& cfg, const ModelStats& s) {
   if (router_has_xmoe_proj(m.router_type)) os << " r=" << m.xmoe_dim;
   if (m.router_type == RouterType::random) os << " (frozen)";
   if (m.router_detach) os << " (detached)";
+  if (m.router_shared_proj) os << " (shared projection)";
+  if (m.router_logit_residual != 0)
+    os << " (logit residual " << shortest_text(m.router_logit_residual)
+       << (m.router_logit_residual_detach ? ", detached)" : ")");
   os << ", embeddings " << (m.tie_embeddings ? "tied" : "untied") << "\n";
   const int64_t tokens_per_step = static_cast<int64_t>(cfg.global_batch_size) * m.seq_length;
   os << "  batch: micro " << cfg.micro_batch_size << ", global " << cfg.global_batch_size << " sequences ("

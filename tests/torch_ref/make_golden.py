@@ -27,8 +27,8 @@ MARGIN = 1e-3
 MAX_TRIES = 1000
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
 
-# (file name, router_type, router_detach, tie_embeddings, first seed to try[,
-# other Config fields])
+# (file name, router_type, router_detach, tie_embeddings, first seed to try
+#  [, dict of further Config fields])
 CASES = [
     ("golden_linear.h5", "linear", 0, 0, 1000),
     ("golden_mlp_tanh.h5", "mlp-tanh", 0, 0, 2000),  # was golden_mlp.h5 before "mlp" became GELU
@@ -43,6 +43,12 @@ CASES = [
     ("golden_xmoe.h5", "xmoe", 0, 0, 10000),
     ("golden_gru_xmoe.h5", "gru-xmoe", 0, 0, 11000),
     ("golden_gru_xmoe_detach.h5", "gru-xmoe", 1, 0, 12000),
+    ("golden_lstm.h5", "lstm", 0, 0, 9000),
+    ("golden_lstm_detach.h5", "lstm", 1, 0, 10000),
+    ("golden_gru_shared_proj.h5", "gru", 0, 0, 11000, {"router_shared_proj": 1}),
+    ("golden_gru_logit_residual.h5", "gru", 0, 0, 12000, {"router_logit_residual": 0.5}),
+    ("golden_gru_logit_residual_detach.h5", "gru", 0, 0, 13000,
+     {"router_logit_residual": 0.5, "router_logit_residual_detach": 1}),
 ]
 COSINE_ROUTERS = ("cosine", "xmoe", "gru-xmoe")
 
@@ -61,6 +67,23 @@ def check_gru_cell():
     ours = rm.gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     err = (ref - ours).abs().max().item()
     assert err < 1e-12, "gru_cell differs from torch.nn.GRUCell by %g" % err
+
+
+def check_lstm_cell():
+    """Our hand-written LSTM cell must match torch.nn.LSTMCell (h and c)."""
+    g = torch.Generator().manual_seed(8)
+    n, p = 5, 8
+    cell = torch.nn.LSTMCell(p, p).double()
+    with torch.no_grad():
+        for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
+            w.copy_(torch.randn(w.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(n, p, generator=g, dtype=torch.float64)
+    h = torch.randn(n, p, generator=g, dtype=torch.float64)
+    c = torch.randn(n, p, generator=g, dtype=torch.float64)
+    ref_h, ref_c = cell(x, (h, c))
+    ours_h, ours_c = rm.lstm_cell(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    err = max((ref_h - ours_h).abs().max().item(), (ref_c - ours_c).abs().max().item())
+    assert err < 1e-12, "lstm_cell differs from torch.nn.LSTMCell by %g" % err
 
 
 def make_params(cfg, gen):
@@ -129,6 +152,13 @@ def write_golden(path, cfg, P32, tokens, targets, out, grads):
         f.attrs["router_type"] = cfg.router_type  # variable-length utf-8 string
         if cfg.router_type in COSINE_ROUTERS:
             f.attrs["xmoe_dim"] = np.int32(cfg.xmoe_dim)
+        # Options newer than the first files: written only when not at their
+        # default, so the older files stay as they were (the reader defaults them).
+        if cfg.router_shared_proj:
+            f.attrs["router_shared_proj"] = np.int32(cfg.router_shared_proj)
+        if cfg.router_logit_residual != 0:
+            f.attrs["router_logit_residual"] = np.float64(cfg.router_logit_residual)
+            f.attrs["router_logit_residual_detach"] = np.int32(cfg.router_logit_residual_detach)
         for key in ("aux_loss_coeff", "z_loss_coeff", "rms_eps", "rope_theta", "capacity_factor"):
             f.attrs[key] = np.float64(getattr(cfg, key))
         f.create_dataset("inputs/tokens", data=tokens.numpy().astype(np.int32))
@@ -151,17 +181,17 @@ def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     check_gru_cell()
+    check_lstm_cell()
     os.makedirs(OUT_DIR, exist_ok=True)
     only = set(sys.argv[1:])
     unknown = only - {c[0] for c in CASES}
     if unknown:
         raise SystemExit("no golden case named " + ", ".join(sorted(unknown)))
-    for case in CASES:
-        fname, rtype, detach, tied, first_seed = case[:5]
-        extra = case[5] if len(case) > 5 else {}
+    for fname, rtype, detach, tied, first_seed, *more in CASES:
         if only and fname not in only:
             continue
-        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied, **extra)
+        cfg = rm.Config(router_type=rtype, router_detach=detach, tie_embeddings=tied,
+                        **(more[0] if more else {}))
         seed, P32, tokens, targets, out, grads = build_case(cfg, first_seed)
         path = os.path.normpath(os.path.join(OUT_DIR, fname))
         write_golden(path, cfg, P32, tokens, targets, out, grads)

@@ -25,9 +25,12 @@ class Config:
     vocab_size: int = 32
     seq_length: int = 8
     batch_size: int = 2
-    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | cosine | xmoe | gru-xmoe
+    router_type: str = "gru"  # linear | mlp | mlp-tanh | gru | gru-np | rnn | cosine | xmoe | gru-xmoe | lstm
     xmoe_dim: int = 6  # r, the cosine head's width (xmoe, gru-xmoe)
     router_detach: int = 0
+    router_shared_proj: int = 0  # 1: one router/proj_w, proj_b for all layers ("S-proj")
+    router_logit_residual: float = 0.0  # A: logit_i += A * logit_{i-1} for i >= 1 ("r-A"); 0 = off
+    router_logit_residual_detach: int = 0  # 1: the residual term is a constant for the gradient
     tie_embeddings: int = 0
     capacity_factor: float = 0.0  # 0 = dropless
     aux_loss_coeff: float = 0.1
@@ -60,7 +63,7 @@ def param_specs(cfg):
             specs.append((layer_name(i, "router/gate_w"), (E, d), "matrix"))
         elif cfg.router_type in ("cosine", "xmoe", "gru-xmoe"):
             r = d if cfg.router_type == "cosine" else cfg.xmoe_dim
-            if cfg.router_type == "gru-xmoe":
+            if cfg.router_type == "gru-xmoe" and not cfg.router_shared_proj:
                 specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
                 specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             if cfg.router_type != "cosine":
@@ -68,9 +71,10 @@ def param_specs(cfg):
                               (r, p if cfg.router_type == "gru-xmoe" else d), "matrix"))
             specs.append((layer_name(i, "router/expert_emb"), (E, r), "matrix"))
             specs.append((layer_name(i, "router/log_scale"), (1,), "log_scale"))
-        elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn"):
-            specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
-            specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
+        elif cfg.router_type in ("mlp", "mlp-tanh", "gru", "gru-np", "rnn", "lstm"):
+            if not cfg.router_shared_proj:
+                specs.append((layer_name(i, "router/proj_w"), (p, d), "matrix"))
+                specs.append((layer_name(i, "router/proj_b"), (p,), "bias"))
             specs.append((layer_name(i, "router/gate_w"), (E, p), "matrix"))
             specs.append((layer_name(i, "router/gate_b"), (E,), "bias"))
         else:
@@ -78,12 +82,17 @@ def param_specs(cfg):
         specs.append((layer_name(i, "experts/w1"), (E, f, d), "matrix"))
         specs.append((layer_name(i, "experts/w2"), (E, d, f), "matrix"))
         specs.append((layer_name(i, "experts/w3"), (E, f, d), "matrix"))
-    if cfg.router_type in ("gru", "gru-np", "rnn", "gru-xmoe"):
-        g = 3 * p if cfg.router_type in ("gru", "gru-np", "gru-xmoe") else p
+    if cfg.router_type in ("gru", "gru-np", "rnn", "gru-xmoe", "lstm"):
+        g = {"gru": 3 * p, "gru-np": 3 * p, "gru-xmoe": 3 * p, "rnn": p, "lstm": 4 * p}[cfg.router_type]
         specs.append(("router/cell/w_ih", (g, p), "matrix"))
         specs.append(("router/cell/w_hh", (g, p), "matrix"))
         specs.append(("router/cell/b_ih", (g,), "bias"))
         specs.append(("router/cell/b_hh", (g,), "bias"))
+    if cfg.router_shared_proj:
+        if cfg.router_type == "linear":
+            raise ValueError("router_shared_proj needs a router with a projection")
+        specs.append(("router/proj_w", (p, d), "matrix"))
+        specs.append(("router/proj_b", (p,), "bias"))
     specs.append(("final_norm", (d,), "norm"))
     if not cfg.tie_embeddings:
         specs.append(("head", (V, d), "matrix"))
@@ -148,6 +157,18 @@ def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     return (1 - z) * n + z * h
 
 
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """LSTM cell from the equations (rows ordered i, f, g, o as torch.nn.LSTMCell).
+
+    Returns (h', c'): c' = f * c + i * g, h' = o * tanh(c')."""
+    gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)
+    i, f, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.sigmoid(a_o)
+    g = torch.tanh(a_g)
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new
+
+
 def rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh):
     """tanh RNN cell: h' = tanh(x w_ih^T + b_ih + h w_hh^T + b_hh)."""
     return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
@@ -165,13 +186,15 @@ def cosine_head(x, P, i, cfg):
 
 
 def router(u, h_prev, P, i, cfg):
-    """Returns (logit [T, E], new hidden state or None)."""
+    """Returns (logit [T, E], new hidden state or None). For lstm the state
+    is the pair (h, c)."""
     rt = cfg.router_type
     if rt in ("cosine", "xmoe"):
         return cosine_head(u, P, i, cfg), None
     if rt == "linear":
         return u @ P[layer_name(i, "router/gate_w")].T, None
-    proj = u @ P[layer_name(i, "router/proj_w")].T + P[layer_name(i, "router/proj_b")]
+    pre = "router/" if cfg.router_shared_proj else layer_name(i, "router/")
+    proj = u @ P[pre + "proj_w"].T + P[pre + "proj_b"]
     if rt != "gru-xmoe":
         gate_w = P[layer_name(i, "router/gate_w")]
         gate_b = P[layer_name(i, "router/gate_b")]
@@ -181,6 +204,13 @@ def router(u, h_prev, P, i, cfg):
         return torch.tanh(proj) @ gate_w.T + gate_b, None
     if rt == "gru-np":
         h_prev = torch.zeros_like(proj)  # "NP": every layer starts from 0
+    if rt == "lstm":
+        h, c = h_prev
+        if cfg.router_detach:  # cuts both h_{i-1} and c_{i-1}
+            h, c = h.detach(), c.detach()
+        h, c = lstm_cell(proj, h, c, P["router/cell/w_ih"], P["router/cell/w_hh"],
+                         P["router/cell/b_ih"], P["router/cell/b_hh"])
+        return h @ gate_w.T + gate_b, (h, c)
     if cfg.router_detach:
         h_prev = h_prev.detach()
     cell = gru_cell if rt in ("gru", "gru-np", "gru-xmoe") else rnn_cell
@@ -269,6 +299,9 @@ def forward(P, tokens, targets, cfg):
     h = None
     if cfg.router_type in ("gru", "gru-np", "rnn", "gru-xmoe"):
         h = torch.zeros(T, cfg.router_dim, dtype=x.dtype)   # h_0 = 0
+    if cfg.router_type == "lstm":
+        zero = torch.zeros(T, cfg.router_dim, dtype=x.dtype)
+        h = (zero, zero)                                    # h_0 = c_0 = 0
     lbs, zs, idxs, probs, keeps = [], [], [], [], []
     for i in range(cfg.num_layers):
         a = rms_norm(x, P[layer_name(i, "attn_norm")], cfg.rms_eps)
@@ -277,6 +310,10 @@ def forward(P, tokens, targets, cfg):
         logit, h_new = router(u, h, P, i, cfg)
         if h_new is not None:
             h = h_new
+        if cfg.router_logit_residual != 0 and i > 0:
+            prev = prev_logit.detach() if cfg.router_logit_residual_detach else prev_logit
+            logit = logit + cfg.router_logit_residual * prev     # before softmax, top-k, z-loss
+        prev_logit = logit                                       # layer i's final logits
         prob = torch.softmax(logit, dim=-1)
         idx = topk_select(prob, cfg.topk)
         keep = capacity_keep(prob, idx, cfg)

@@ -41,6 +41,16 @@ void add(Tensor<T> y, In<T> a, In<T> b) {
 }
 
 template <class T>
+void add_scaled(Tensor<T> y, In<T> a, In<T> b, double alpha) {
+  const int64_t n = y.numel();
+  RMOE_CHECK(a.numel() == n && b.numel() == n,
+             "add_scaled: y " << y.shape_str() << " a " << a.shape_str() << " b " << b.shape_str());
+  const T s = T(alpha);
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (int64_t i = 0; i < n; ++i) y.data[i] = a.data[i] + s * b.data[i];
+}
+
+template <class T>
 void sum(Tensor<double> out, In<T> x) {
   RMOE_CHECK(out.numel() == 1, "sum: out " << out.shape_str() << ", want one element");
   const int64_t n = x.numel();

@@ -1,6 +1,6 @@
 // cpu_dense.cpp — the cpu backend's token-wise ops: linear, embedding, RMSNorm,
 // RoPE, row L2 normalisation and the exp scale (cosine routers), SwiGLU, tanh,
-// GELU, the GRU cell, cross-entropy.
+// GELU, the GRU and LSTM cells, cross-entropy.
 //
 // GEMMs go to OpenBLAS; row-wise loops are OpenMP-parallel over rows. Column
 // reductions (bias, norm-weight and embedding gradients) are parallel over
@@ -349,6 +349,54 @@ void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T>
         dhh[2 * p + j] += hn;
       }
       if (dhp) dhp[j] += dprev;
+    }
+  }
+}
+
+template <class T>
+void lstm_forward(Tensor<T> hnew, Tensor<T> cnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> c) {
+  const int64_t N = c.rows(), p = c.cols();
+  RMOE_CHECK(gi.cols() == 4 * p && gi.rows() == N && gh.cols() == 4 * p && gh.rows() == N &&
+                 gates.cols() == 4 * p && gates.rows() == N && hnew.numel() == N * p && cnew.numel() == N * p,
+             "lstm_forward: gi " << gi.shape_str() << " gh " << gh.shape_str() << " gates " << gates.shape_str()
+                                 << " c " << c.shape_str() << " hnew " << hnew.shape_str() << " cnew "
+                                 << cnew.shape_str());
+#pragma omp parallel for schedule(static) if (worth_threads(N * p * 8))
+  for (int64_t n = 0; n < N; ++n) {
+    const T* i4 = gi.data + n * 4 * p;
+    const T* h4 = gh.data + n * 4 * p;
+    T* g4 = gates.data + n * 4 * p;
+    for (int64_t j = 0; j < p; ++j)
+      hnew.data[n * p + j] =
+          pw::lstm_cell(i4[j] + h4[j], i4[p + j] + h4[p + j], i4[2 * p + j] + h4[2 * p + j],
+                        i4[3 * p + j] + h4[3 * p + j], c.data[n * p + j], cnew.data[n * p + j], g4[j], g4[p + j],
+                        g4[2 * p + j], g4[3 * p + j]);
+  }
+}
+template <class T>
+void lstm_backward(Tensor<T> dpre, Tensor<T> dc, In<T> dhnew, In<T> dcnew, In<T> gates, In<T> c, In<T> cnew) {
+  const int64_t N = c.rows(), p = c.cols();
+  RMOE_CHECK(gates.cols() == 4 * p && gates.rows() == N && dhnew.numel() == N * p && dcnew.numel() == N * p &&
+                 cnew.numel() == N * p && (dpre.is_null() || (dpre.cols() == 4 * p && dpre.rows() == N)) &&
+                 (dc.is_null() || dc.numel() == N * p),
+             "lstm_backward: gates " << gates.shape_str() << " c " << c.shape_str() << " dpre " << dpre.shape_str()
+                                     << " dc " << dc.shape_str());
+#pragma omp parallel for schedule(static) if (worth_threads(N * p * 8))
+  for (int64_t n = 0; n < N; ++n) {
+    const T* g4 = gates.data + n * 4 * p;
+    T* dp = dpre.is_null() ? nullptr : dpre.data + n * 4 * p;  // null: not needed
+    T* dcp = dc.is_null() ? nullptr : dc.data + n * p;
+    for (int64_t j = 0; j < p; ++j) {
+      T di, df, dg, dout, dprev;
+      pw::lstm_cell_grad(g4[j], g4[p + j], g4[2 * p + j], g4[3 * p + j], c.data[n * p + j], cnew.data[n * p + j],
+                         dhnew.data[n * p + j], dcnew.data[n * p + j], di, df, dg, dout, dprev);
+      if (dp) {
+        dp[j] += di;
+        dp[p + j] += df;
+        dp[2 * p + j] += dg;
+        dp[3 * p + j] += dout;
+      }
+      if (dcp) dcp[j] += dprev;
     }
   }
 }

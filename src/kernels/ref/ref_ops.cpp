@@ -101,6 +101,15 @@ void add(Tensor<T> y, In<T> a, In<T> b) {
 }
 
 template <class T>
+void add_scaled(Tensor<T> y, In<T> a, In<T> b, double alpha) {
+  const char* op = "ref::add_scaled";
+  check_cpu(y, op, "y");
+  check_n(a, y.numel(), op, "a");
+  check_n(b, y.numel(), op, "b");
+  for (int64_t i = 0; i < y.numel(); ++i) y.data[i] = T(double(a.data[i]) + alpha * double(b.data[i]));
+}
+
+template <class T>
 void sum(Tensor<double> out, In<T> x) {
   const char* op = "ref::sum";
   check_cpu(x, op, "x");
@@ -653,6 +662,67 @@ void gru_backward(Tensor<T> dgi, Tensor<T> dgh, Tensor<T> dh, In<T> dhnew, In<T>
       add(dgh, o + p + j, dpre_z);
       add(dgh, o + 2 * p + j, dpre_n * r);
       add(dh, n * p + j, g * z);
+    }
+}
+
+// ---- LSTM cell (pointwise part, PyTorch LSTMCell) ------------------------------
+// With a = gi + gh split in quarters (i, f, g, o):
+// i = sigmoid(a_i), f = sigmoid(a_f), g = tanh(a_g), o = sigmoid(a_o),
+// cnew = f c + i g, hnew = o tanh(cnew).
+
+template <class T>
+void lstm_forward(Tensor<T> hnew, Tensor<T> cnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> c) {
+  const char* op = "ref::lstm_forward";
+  check_cpu(c, op, "c");
+  const int64_t N = c.rows(), p = c.cols();
+  check_rc(gi, N, 4 * p, op, "gi");
+  check_rc(gh, N, 4 * p, op, "gh");
+  check_rc(hnew, N, p, op, "hnew");
+  check_rc(cnew, N, p, op, "cnew");
+  check_rc(gates, N, 4 * p, op, "gates");
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < p; ++j) {
+      double a[4];
+      for (int q = 0; q < 4; ++q)
+        a[q] = double(gi.data[n * 4 * p + q * p + j]) + double(gh.data[n * 4 * p + q * p + j]);
+      const double i = sigmoid(a[0]), f = sigmoid(a[1]), g = std::tanh(a[2]), o = sigmoid(a[3]);
+      const double cn = f * double(c.data[n * p + j]) + i * g;
+      cnew.data[n * p + j] = T(cn);
+      hnew.data[n * p + j] = T(o * std::tanh(cn));
+      const double act[4] = {i, f, g, o};
+      for (int q = 0; q < 4; ++q) gates.data[n * 4 * p + q * p + j] = T(act[q]);
+    }
+}
+
+// Both hnew = o tanh(cnew) and cnew reach the loss, so with t = tanh(cnew):
+//   dcnew_total = dcnew + dhnew o (1 - t^2),
+//   d a_i = dcnew_total g i (1 - i),  d a_f = dcnew_total c f (1 - f),
+//   d a_g = dcnew_total i (1 - g^2),  d a_o = dhnew t o (1 - o),
+//   dc += dcnew_total f.
+template <class T>
+void lstm_backward(Tensor<T> dpre, Tensor<T> dc, In<T> dhnew, In<T> dcnew, In<T> gates, In<T> c, In<T> cnew) {
+  const char* op = "ref::lstm_backward";
+  check_cpu(c, op, "c");
+  const int64_t N = c.rows(), p = c.cols();
+  check_rc(dhnew, N, p, op, "dhnew");
+  check_rc(dcnew, N, p, op, "dcnew");
+  check_rc(cnew, N, p, op, "cnew");
+  check_rc(gates, N, 4 * p, op, "gates");
+  if (!dpre.is_null()) check_rc(dpre, N, 4 * p, op, "dpre");
+  if (!dc.is_null()) check_rc(dc, N, p, op, "dc");
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < p; ++j) {
+      const int64_t o4 = n * 4 * p;
+      const double i = double(gates.data[o4 + j]), f = double(gates.data[o4 + p + j]),
+                   g = double(gates.data[o4 + 2 * p + j]), o = double(gates.data[o4 + 3 * p + j]);
+      const double t = std::tanh(double(cnew.data[n * p + j]));
+      const double dh = double(dhnew.data[n * p + j]);
+      const double dct = double(dcnew.data[n * p + j]) + dh * o * (1.0 - t * t);
+      const double da[4] = {dct * g * i * (1.0 - i), dct * double(c.data[n * p + j]) * f * (1.0 - f),
+                            dct * i * (1.0 - g * g), dh * t * o * (1.0 - o)};
+      if (!dpre.is_null())
+        for (int q = 0; q < 4; ++q) dpre.data[o4 + q * p + j] = T(double(dpre.data[o4 + q * p + j]) + da[q]);
+      if (!dc.is_null()) dc.data[n * p + j] = T(double(dc.data[n * p + j]) + dct * f);
     }
 }
 

@@ -101,6 +101,9 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   X(any, copy, no, (dst, src), (Tensor<T> dst, In<T> src), (dst, src))                                 \
   /* y = a + b elementwise; y may be a or b (in place). */                                             \
   X(real, add, no, (y), (Tensor<T> y, In<T> a, In<T> b), (y, a, b))                                    \
+  /* y = a + alpha * b elementwise; y may be a or b (in place). The router logit */                   \
+  /* residual, forward and backward. */                                                                \
+  X(real, add_scaled, no, (y), (Tensor<T> y, In<T> a, In<T> b, double alpha), (y, a, b, alpha))         \
   /* out[0] = sum_i x[i], accumulated in double in index order. */                                     \
   X(real, sum, no, (x), (Tensor<double> out, In<T> x), (out, x))                                       \
   /* out[0] = sum_i x[i]^2 in double over fixed blocks of 4096 elements, the block */                  \
@@ -166,6 +169,17 @@ Device op_device(const Tensor<U>& a, const Tensor<V>& b) {
   X(real, gru_backward, no, (dhnew),                                                                   \
     (Grad<T> dgi, Grad<T> dgh, Grad<T> dh, In<T> dhnew, In<T> gates, In<T> gh, In<T> h),               \
     (dgi, dgh, dh, dhnew, gates, gh, h))                                                               \
+  /* LSTM pointwise (PyTorch LSTMCell): gi, gh [N,4p] (i,f,g,o quarters), c[N,p] -> */                \
+  /* cnew = f c + i g, hnew = o tanh(cnew) [N,p]; gates[N,4p] saves (i,f,g,o) activated. */             \
+  X(real, lstm_forward, no, (hnew),                                                                    \
+    (Tensor<T> hnew, Tensor<T> cnew, Tensor<T> gates, In<T> gi, In<T> gh, In<T> c),                    \
+    (hnew, cnew, gates, gi, gh, c))                                                                    \
+  /* dpre [N,4p] += d/d(gi + gh) (the one gradient of both gi and gh), dc[N,p] +=, */                  \
+  /* given dhnew, dcnew (from the layer above) and the forward's gates, c, cnew */                     \
+  /* (dc null: router_detach). */                                                                      \
+  X(real, lstm_backward, no, (dhnew),                                                                  \
+    (Grad<T> dpre, Grad<T> dc, In<T> dhnew, In<T> dcnew, In<T> gates, In<T> c, In<T> cnew),            \
+    (dpre, dc, dhnew, dcnew, gates, c, cnew))                                                          \
   /* Cross-entropy over logits[N,V] with targets[N] in [0, V): losses[N] = lse - */                    \
   /* logit[target]; dlogits (if given) += (softmax - onehot) * dloss_scale. */                         \
   X(real, cross_entropy, no, (logits),                                                                 \

@@ -47,4 +47,30 @@ RMOE_HD void gru_cell_grad(T r, T z, T n, T gh_n, T h, T dout, T& dgi_r, T& dgi_
   dh = dout * z;
 }
 
+// LSTM cell pointwise part (PyTorch LSTMCell). pre = gi + gh, each split in
+// (i, f, g, o) quarters: i, f, o = sigmoid, g = tanh; c' = f c + i g,
+// h' = o tanh(c'). Returns h', writes c' and the activated gates.
+template <class T>
+RMOE_HD T lstm_cell(T pre_i, T pre_f, T pre_g, T pre_o, T c, T& cnew, T& i, T& f, T& g, T& o) {
+  i = sigmoid(pre_i);
+  f = sigmoid(pre_f);
+  g = std::tanh(pre_g);
+  o = sigmoid(pre_o);
+  cnew = f * c + i * g;
+  return o * std::tanh(cnew);
+}
+// Backward of lstm_cell given dh' and dc' (c' also feeds the layer above):
+// dc' total = dc' + dh' o (1 - tanh(c')^2). Produces d(pre_*) and dc.
+template <class T>
+RMOE_HD void lstm_cell_grad(T i, T f, T g, T o, T c, T cnew, T dhnew, T dcnew, T& dpre_i, T& dpre_f,
+                            T& dpre_g, T& dpre_o, T& dc) {
+  const T tc = std::tanh(cnew);
+  const T dct = dcnew + dhnew * o * (T(1) - tc * tc);
+  dpre_i = dct * g * i * (T(1) - i);
+  dpre_f = dct * c * f * (T(1) - f);
+  dpre_g = dct * i * (T(1) - g * g);
+  dpre_o = dhnew * tc * o * (T(1) - o);
+  dc = dct * f;
+}
+
 }  // namespace rmoe::pw

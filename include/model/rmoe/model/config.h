@@ -17,9 +17,12 @@ namespace rmoe {
 // exp(s) cos(x, e_j) with learned expert embeddings e and log inverse
 // temperature s; x = u (cosine), u projected to r = xmoe_dim (xmoe), or the
 // gru router's h_l projected to r (gru_xmoe).
+// lstm: one LSTM cell (PyTorch LSTMCell) shared by all layers, like gru, with
+// a second state c passed from layer to layer next to h.
 enum class RouterType {
   linear, mlp, gru, rnn, gru_np, mlp_tanh, random,
   cosine, xmoe, gru_xmoe,
+  lstm,
 };
 
 RouterType parse_router_type(const std::string& s);  // throws UsageError
@@ -34,9 +37,10 @@ RouterInit parse_router_init(const std::string& s);  // throws UsageError
 const char* router_init_name(RouterInit r);
 // Which parts a router has (docs/MODEL.md "Parameters").
 bool router_has_projection(RouterType r);  // proj_w/b and h [T, p]: all but linear, random, cosine, xmoe
-bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn, gru_xmoe
-int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np, gru_xmoe), 1 (rnn), 0
-bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn, gru_xmoe
+bool router_has_cell(RouterType r);        // the shared router/cell/*: gru, gru_np, rnn, gru_xmoe, lstm
+int router_cell_gates(RouterType r);       // cell rows per p: 3 (gru, gru_np, gru_xmoe), 1 (rnn), 4 (lstm), 0
+bool router_carries_state(RouterType r);   // h passes from layer to layer: gru, rnn, gru_xmoe, lstm
+bool router_has_cell_memory(RouterType r); // the LSTM's c passes from layer to layer too: lstm
 // The cosine head (expert_emb [E, r], log_scale [1]) instead of gate_w/gate_b: cosine, xmoe, gru_xmoe.
 bool router_has_cosine_head(RouterType r);
 bool router_has_xmoe_proj(RouterType r);   // xmoe_proj [r, d] (xmoe) or [r, p] (gru_xmoe) before the cosine
@@ -61,7 +65,16 @@ struct ModelConfig {
   int seq_length = 128;        // S
   RouterType router_type = RouterType::gru;
   RouterInit router_init = RouterInit::normal;
-  bool router_detach = false;  // cut the gradient through h_{i-1} (ablation)
+  bool router_detach = false;  // cut the gradient through h_{i-1} (and lstm's c_{i-1}) (ablation)
+  // One projection router/proj_w [p, d], proj_b [p] for every layer instead of
+  // layers/LL/router/proj_* (the paper's "S-proj"); routers with a projection only.
+  bool router_shared_proj = false;
+  // Logit residual (the paper's "r-A"): for layers i >= 1, before softmax and
+  // top-k, logits_i += A * logits_{i-1} (layer i-1's final, residual logits);
+  // 0 = off. With the detach switch the residual term carries no gradient
+  // into layer i-1. Every router type.
+  double router_logit_residual = 0.0;
+  bool router_logit_residual_detach = false;
   bool tie_embeddings = false; // head shares the embedding matrix
   // C of --moe-expert-capacity-factor: each expert keeps at most
   // expert_capacity() token slots per micro-step over all ranks; 0 = dropless.
@@ -82,7 +95,7 @@ struct ModelConfig {
   // allowed: sizes, real values outside float's range (check_float_range),
   // and shapes whose parameter counts do not fit in 64 bits
   // (model_param_counts) or whose matrix sides do not fit the 32-bit GEMM
-  // dimensions (the GRU cell's 3p rows).
+  // dimensions (the GRU cell's 3p rows, the LSTM's 4p).
   void validate() const;
 };
 
@@ -98,8 +111,9 @@ struct ModelParamCounts {
   int64_t head = 0;         // head [V, d]; 0 when tied
   int64_t attention = 0;    // L x wq, wk, wv, wo [d, d]
   int64_t norms = 0;        // L x attn_norm, moe_norm [d]; final_norm [d]
-  int64_t router = 0;       // L x the router's own tensors + the shared cell
-  int64_t router_cell = 0;  // of which the shared GRU/RNN cell (gru, gru_np, rnn, gru_xmoe; else 0)
+  int64_t router = 0;       // L x the router's own tensors + the shared cell (+ the shared projection)
+  int64_t router_cell = 0;  // of which the shared cell (gru, gru-np, rnn, gru-xmoe, lstm; else 0)
+  int64_t router_shared_proj = 0;  // of which the shared projection (--router-shared-proj; else 0)
   int64_t experts = 0;      // L x w1, w3 [E, f, d], w2 [E, d, f]
   int64_t total = 0;
 };

@@ -117,13 +117,14 @@ class Model {
   };
   struct GlobalWeights {
     Tensor<T> wte, final_norm, head;           // head aliases wte when tied
-    Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn)
+    Tensor<T> w_ih, w_hh, b_ih, b_hh;          // shared router cell (gru/rnn/lstm)
   };
   struct LayerActs {
     Tensor<T> x_in, rstd1, a, q, k, v, o;      // attention: x_in, a, q, k, v, o [T,d]
     Tensor<T> lse_att;                         // attention's row log-sum-exp [B,H,S]
     Tensor<T> x_mid, rstd2, u;                 // after attention; u = moe_norm(x_mid)
-    Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p]
+    Tensor<T> up, gi, gh, gates, h;            // router: up, h [T,p]; gi, gh, gates [T,3p] ([T,4p] lstm, [T,p] rnn)
+    Tensor<T> c;                               // lstm's cell state c_l [T,p]
     Tensor<T> logits, probs, gate, lse;        // [T,E], [T,E], [T,k], [T]
     Tensor<T> xz, zn, znorm, en, enorm;        // cosine head: xz, zn [T,r]; znorm [T]; en [E,r]; enorm [E]
     Tensor<T> xs, ys;                          // token slots sorted by expert [Tk,d]
@@ -135,7 +136,9 @@ class Model {
   struct Scratch {  // backward buffers, shared by all layers
     Tensor<T> dx, da, dq, dk, dv, d_o, du, att;      // [T,d] ..., att: attention_backward's blocks
     Tensor<T> dlogits_r, dgate, dprobs_extra;       // [T,E], [T,k], [E]
-    Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2
+    Tensor<T> dlogits_res;                          // logit residual: d/dlogits_l, for layer l-1 [T,E]
+    Tensor<T> dh, dh_prev, dup, dgi, dgh;           // [T,p] x3, [T,3p] x2 (lstm: dgi = d(gi + gh) [T,4p])
+    Tensor<T> dc, dc_prev;                          // lstm: d/dc_l from above, d/dc_{l-1} [T,p]
     Tensor<T> dcos, dzn, dz, den;                   // cosine head: [T,E], [T,r] x2, [E,r]
     Tensor<T> dxs, dys;                             // [Tk,d] x2
     Tensor<T> dxf, dlogits;                         // [T,d], [head chunk,V]
@@ -153,6 +156,7 @@ class Model {
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
   void cosine_head_forward(int l, Tensor<T> x);                 // x [T, d or p] -> logits (router.cpp)
   void cosine_head_backward(int l, Tensor<T> x, Tensor<T> dx);  // dlogits_r -> dx (+=), head grads
+  Tensor<T> c_prev_of(int l) const;          // lstm's incoming c [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void capacity_drop(int l);                 // L.keep and the layer's drop counts (moe_layer.cpp)
   void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
@@ -170,7 +174,7 @@ class Model {
   GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
-  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // logits_ [head chunk, V]; h0_ = 0 [T,p]
+  Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // logits_ [head chunk, V]; h0_ = 0 [T,p] (also lstm's c_{-1})
   int64_t head_chunk_ = 0;                  // rows of logits_ (head_chunk_rows)
   int64_t held_first_ = 0, held_rows_ = 0;  // which rows of the last forward logits_ holds
   Scratch scratch_;  // backward buffers

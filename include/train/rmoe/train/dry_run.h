@@ -22,7 +22,7 @@
 namespace rmoe {
 
 struct ModelStats {
-  int64_t total_params = 0;             // every parameter, shared GRU/RNN cell once
+  int64_t total_params = 0;             // every parameter, shared GRU/RNN/LSTM cell (and projection) once
   int64_t active_params_per_token = 0;  // total with k of E experts per layer
   int64_t router_params = 0;            // all router tensors (per-layer + shared cell)
   int64_t router_params_linear_equivalent = 0;  // L * E * d (what a linear router has)
@@ -34,8 +34,8 @@ struct ModelStats {
   // Training (forward + backward) FLOPs per token:
   //   6 * M + 6 * L * S * d
   // M = matmul weights applied to one token: L * (4 d^2 + 3 k f d + router
-  // matmuls) + V d (the head, also when tied); a shared GRU/RNN cell counts
-  // once per layer because it runs at every layer. 6 = 2 (multiply-add) * 3
+  // matmuls) + V d (the head, also when tied); a shared GRU/RNN/LSTM cell counts
+  // once per layer because it runs at every layer (a shared projection too). 6 = 2 (multiply-add) * 3
   // (forward, input grad, weight grad). 6 L S d is causal attention:
   // q k^T and a v are 2 * 2 S d per token per layer at full S, halved by the
   // causal mask, times 3 for backward. Embedding lookup, norms, softmax and
