@@ -10,7 +10,9 @@
 // moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
 // in reverse). Activations live in one arena sized at construction for
 // max_batch sequences; a step allocates nothing. Backward ACCUMULATES into the
-// gradient store (zero it once per optimizer step).
+// gradient store (zero it once per optimizer step). Backward reads the
+// activations of the last forward and never writes them, so any number of
+// backwards may follow one forward (e.g. one per loss term, LossTerms).
 // The model computes only through ops (rmoe/kernels/ops.h) on views: it never
 // reads or writes an activation, index or statistic itself, so the views may
 // live on any device. What reaches the host: per MoE layer its expert offsets
@@ -47,6 +49,15 @@ struct ForwardResult {
 // one process, nothing to sum. parallel/grad_sync.h has the MPI one.
 using StatsReducer = std::function<void(Tensor<double> stats)>;
 
+// The loss terms a backward differentiates (docs/MODEL.md "Losses"). The
+// gradient is linear in them, so backwards of disjoint terms on one forward
+// add up to the backward of all of them.
+struct LossTerms {
+  bool ce = true;  // the cross-entropy
+  bool lb = true;  // aux_coeff * mean_i lb_i
+  bool z = true;   // z_coeff * mean_i z_i
+};
+
 template <class T>
 class Model {
  public:
@@ -67,7 +78,13 @@ class Model {
   // GLOBAL total (CE averaged over every rank's tokens, aux terms over all
   // ranks); summed over data-parallel ranks it is the whole gradient. In one
   // process that is simply the gradient of loss_scale * total.
-  void backward(double loss_scale);
+  void backward(double loss_scale) { backward(loss_scale, LossTerms{}, grads_); }
+  // The same for the loss terms `terms` only, and only for the parameters
+  // `into` holds: a ParamStore of some of params().specs() (same names and
+  // shapes, e.g. router_param_specs in router_grads.h) or grads() itself; the
+  // weight gradients of the parameters it lacks are not computed. Adds into
+  // `into`, nothing else changes: a collective on every rank, as backward().
+  void backward(double loss_scale, LossTerms terms, ParamStore<T>& into);
   // Logits of the last forward: [B*S, V].
   Tensor<T> logits() const { return logits_; }
   // Top-k expert choice of layer l in the last forward: [T, k].
@@ -107,7 +124,10 @@ class Model {
 
   void carve(Arena<T>& a);  // lays out activations and scratch (twice: count, then real)
   void carve_indices();     // lays out the integer and statistics views
-  void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw);
+  // Views of `store`'s tensors; with missing_ok a parameter it lacks gets a
+  // null view (a gradient target of some parameters only), else it throws.
+  void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw, bool missing_ok = false);
+  void backward_terms(double loss_scale, LossTerms terms);  // into layer_grads_, global_grads_
 
   // Per-layer pieces (one file each).
   void attention_forward(int l);
@@ -116,7 +136,7 @@ class Model {
   void router_backward(int l);               // dlogits_r, dh -> du (+=), dh_prev
   Tensor<T> h_prev_of(int l) const;          // the cell's incoming state [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
-  void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
+  void moe_backward(int l, double loss_scale, LossTerms terms);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE; ce_sum_ = sum of the CE
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
 
@@ -126,8 +146,10 @@ class Model {
   std::shared_ptr<ExpertDispatcher<T>> dispatcher_;
   StatsReducer reduce_stats_;
   ParamStore<T> params_, grads_;
-  std::vector<LayerWeights> layer_weights_, layer_grads_;  // per layer: views of params_, of grads_
-  GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
+  // Per layer: views of params_, and of the store backward writes into
+  // (grads_, or for one call another store: backward(scale, terms, into)).
+  std::vector<LayerWeights> layer_weights_, layer_grads_;
+  GlobalWeights global_weights_, global_grads_;  // the rest (and the shared router cell), the same two ways
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
   Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // h0_ = 0 [T,p]
