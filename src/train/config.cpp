@@ -217,6 +217,12 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.eval_iters; }));
     t.push_back(field("log-interval", "N", "steps between log lines",
                       [](auto& c) -> auto& { return c.log_interval; }));
+    t.push_back(field("log-router-grads", "",
+                      "on every logged step, the norm of the router parameters' gradient split into its CE (lm), "
+                      "load-balance (lb) and, with a z-loss coefficient, z-loss parts, per layer, the shared cell "
+                      "and in total: in the log line and the metrics (docs/MODEL.md); an extra backward per part on "
+                      "those steps, training unchanged",
+                      [](auto& c) -> auto& { return c.log_router_grads; }));
     t.push_back(field("seed", "N", "seed of weights, data order and synthetic data",
                       [](auto& c) -> auto& { return c.seed; }));
     t.push_back(field("device", "DEV", "cpu | cuda", [](auto& c) -> auto& { return c.device; }));
