@@ -78,8 +78,8 @@ StepStats Trainer::train_step(bool split_router_grads) {
   const int n_parts = cfg_.model.z_loss_coeff != 0 ? 3 : 2;
   double router_seconds = 0;
   if (split_router_grads) {
-    while (int(router_parts_.size()) < 3) router_parts_.emplace_back(router_param_specs(cfg_.model));
-    for (auto& p : router_parts_) p.zero();
+    while (int(router_parts_.size()) < n_parts) router_parts_.emplace_back(router_param_specs(cfg_.model));
+    for (int i = 0; i < n_parts; ++i) router_parts_[i].zero();
   }
   std::vector<int64_t> counts(size_t(cfg_.model.num_layers) * E, 0);
   model_.dispatcher().reset_counters();

@@ -114,8 +114,8 @@ class Trainer {
   Model<float> model_;
   std::vector<float> m_rep_, v_rep_, m_exp_, v_exp_;  // AdamW moments, mirror the flat buffers
   std::vector<int32_t> tokens_, targets_;
-  // The router gradient's parts (lm, lb, z), each a store of router_param_specs;
-  // made by the first train_step(true).
+  // The router gradient's parts (lm, lb, and z with a z coefficient), each a
+  // store of router_param_specs; made by the first train_step(true).
   std::vector<ParamStore<float>> router_parts_;
   int64_t step_ = 0;
   int64_t consumed_tokens_ = 0;
