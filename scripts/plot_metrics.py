@@ -11,8 +11,13 @@ records carry a list "layer_max_load" (max/mean expert share of each layer),
 otherwise the worst layer's "max_load" (1 = perfectly balanced, E/k = every
 token slot on one expert), coloured by which layer was the worst.
 
-Records used: {"type":"train","step","loss","max_load","worst_layer",...} and
-{"type":"eval","step","val_loss"}. A resumed run appends to the same file and
+Third panel, only when train records carry "router_grad_norm" (rmoe_train
+--log-router-grads): the total norm of the router gradient and of its parts
+by loss term (lm: the CE, lb: load balance, z: z-loss) against the step, on a
+log scale.
+
+Records used: {"type":"train","step","loss","max_load","worst_layer",...,
+"router_grad_norm"} and {"type":"eval","step","val_loss"}. A resumed run appends to the same file and
 may repeat steps: the last record of a step wins. Lines that are not JSON
 (e.g. a line cut by a crash) are skipped with a warning.
 
@@ -75,8 +80,13 @@ def main():
               "(apt-get install python3-matplotlib) and run with /usr/bin/python3", file=sys.stderr)
         return 1
 
-    fig, (ax_loss, ax_load) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True,
-                                           gridspec_kw={"height_ratios": [3, 2]})
+    router = [r for r in train if isinstance(r.get("router_grad_norm"), dict)]
+    if router:
+        fig, (ax_loss, ax_load, ax_router) = plt.subplots(3, 1, figsize=(9, 10), sharex=True,
+                                                          gridspec_kw={"height_ratios": [3, 2, 2]})
+    else:
+        fig, (ax_loss, ax_load) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 2]})
     fig.suptitle(args.title or os.path.basename(args.metrics))
 
     if train:
@@ -125,9 +135,25 @@ def main():
     else:
         ax_load.text(0.5, 0.5, "no expert-load records", ha="center", va="center", transform=ax_load.transAxes)
     ax_load.axhline(1.0, color="k", lw=0.8, ls="--", alpha=0.5)
-    ax_load.set_xlabel("step")
     ax_load.grid(True, alpha=0.3)
     ax_load.set_title("expert load (1 = balanced)", fontsize="medium")
+
+    if router:
+        parts = [("full", "whole router gradient", "0.4", "--"), ("lm", "lm (CE)", "tab:blue", "-"),
+                 ("lb", "lb (load balance)", "tab:orange", "-"), ("z", "z-loss", "tab:green", "-")]
+        for key, label, color, ls in parts:
+            pts = [(r["step"], r["router_grad_norm"][key]["total"]) for r in router
+                   if isinstance(r["router_grad_norm"].get(key), dict)
+                   and r["router_grad_norm"][key].get("total", 0) > 0]
+            if pts:
+                ax_router.plot([p[0] for p in pts], [p[1] for p in pts], color=color, ls=ls, lw=1.2,
+                               label=label)
+        ax_router.set_yscale("log")
+        ax_router.set_ylabel("router gradient norm")
+        ax_router.grid(True, alpha=0.3)
+        ax_router.legend(loc="best", fontsize="small")
+        ax_router.set_title("router gradient by loss term (before clipping)", fontsize="medium")
+    (ax_router if router else ax_load).set_xlabel("step")
 
     fig.tight_layout()
     try:

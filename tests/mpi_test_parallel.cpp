@@ -1,7 +1,8 @@
 // mpi_test_parallel.cpp — expert parallelism under mpiexec -n 1, 2, 4:
 // the dispatcher moves every row exactly once and back; every layout (P, EP)
 // gives the one-process loss and gradients; repeated runs are bit-identical;
-// a multi-rank training run learns like one process.
+// a multi-rank training run learns like one process; the router gradient's
+// parts by loss term (--log-router-grads) have the one-process norms.
 // Collectives are reached by every rank whatever the assertions say.
 #include <gtest/gtest.h>
 
@@ -297,4 +298,52 @@ TEST(Training, MultiRankRunLearnsLikeOneProcess) {
   EXPECT_NEAR(first[1].loss, first[0].loss, 1e-5);
   EXPECT_NEAR(first[1].grad_norm, first[0].grad_norm, 1e-5 * first[0].grad_norm);
   EXPECT_LT(std::abs(val[1] - val[0]), 0.05) << "one process " << val[0] << ", all ranks " << val[1];
+}
+
+// --log-router-grads under data parallelism: each rank's part of each loss
+// term's router gradient is summed over the ranks before the norms are taken,
+// so P ranks report the one-process norms (per layer, cell, total; full, lm,
+// lb, z). The same objective needs the same micro-steps: the load-balance
+// statistics cover one micro-step on all ranks (docs/MODEL.md), so one
+// micro-step per step, P ranks x 4/P sequences against one process x 4.
+// The extra backwards (with the dispatcher's all-to-alls again) leave the
+// multi-rank step bit-identical to one without them.
+TEST(RouterGrads, NormsOverRanksEqualOneProcess) {
+  const char* argv[] = {"rmoe_train", "--config", RMOE_SOURCE_DIR "/configs/tiny.ini"};
+  TrainConfig cfg = parse_train_config(3, argv);
+  const int P = mpi_world()->size();
+  cfg.global_batch_size = 4;
+  cfg.model.aux_loss_coeff = 0.1;
+  cfg.model.z_loss_coeff = 0.01;
+  RouterGradSplit split[2];
+  double grad_norm[3];
+  std::vector<float> params[3];  // replicated, then this rank's experts
+  for (int run = 0; run < 3; ++run) {  // one process; all ranks; all ranks without the split
+    cfg.micro_batch_size = run == 0 ? 4 : 4 / P;
+    auto groups = std::make_shared<ProcessGroups>(
+        make_process_groups(run == 0 ? make_self_comm() : mpi_world(), 0, cfg.model.num_experts));
+    Trainer t(cfg, groups);
+    const StepStats st = t.train_step(run < 2);
+    if (run < 2) split[run] = st.router_grads;
+    grad_norm[run] = st.grad_norm;
+    params[run] = t.model().params().replicated();
+    params[run].insert(params[run].end(), t.model().params().expert().begin(), t.model().params().expert().end());
+  }
+  EXPECT_NEAR(grad_norm[1], grad_norm[0], 1e-5 * grad_norm[0]);
+  EXPECT_EQ(grad_norm[1], grad_norm[2]);
+  EXPECT_EQ(params[1], params[2]) << "the split changed the multi-rank update";
+  auto same = [](const RouterGradNorms& got, const RouterGradNorms& want, const char* part) {
+    SCOPED_TRACE(part);
+    const double tol = 2e-5 * want.total;  // float, summation order over ranks
+    EXPECT_GT(want.total, 0.0);
+    EXPECT_NEAR(got.total, want.total, tol);
+    EXPECT_NEAR(got.cell, want.cell, tol);
+    ASSERT_EQ(got.layers.size(), want.layers.size());
+    for (size_t l = 0; l < want.layers.size(); ++l) EXPECT_NEAR(got.layers[l], want.layers[l], tol) << "layer " << l;
+  };
+  ASSERT_TRUE(split[1].measured && split[1].has_z);
+  same(split[1].full, split[0].full, "full");
+  same(split[1].lm, split[0].lm, "lm");
+  same(split[1].lb, split[0].lb, "lb");
+  same(split[1].z, split[0].z, "z");
 }

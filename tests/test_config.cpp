@@ -61,6 +61,7 @@ TEST(TrainConfig, DefaultsAreValidAndDecayIsResolved) {
   EXPECT_EQ(c.expert_parallel_size, 0);
   EXPECT_EQ(c.device, Device::cpu);
   EXPECT_FALSE(c.dry_run);
+  EXPECT_FALSE(c.log_router_grads);
   EXPECT_FALSE(c.model.router_detach);
   EXPECT_FALSE(c.model.tie_embeddings);
   EXPECT_EQ(c.lr_decay_iters, c.train_iters);  // default lr-decay-iters = train-iters
@@ -79,8 +80,8 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
                          "--moe-router-type=rnn", "--router-dim=32", "--router-detach", "--tie-embeddings",
                          "--init-method-std=0.01", "--expert-parallel-size=3", "--data-path=/data/x", "--save=ck",
                          "--load=ck0", "--save-interval=20", "--keep-checkpoints=5", "--eval-interval=10",
-                         "--eval-iters=4", "--log-interval=5", "--seed=99", "--device=cpu", "--dry-run",
-                         "--metrics-file=m.jsonl"});
+                         "--eval-iters=4", "--log-interval=5", "--log-router-grads", "--seed=99", "--device=cpu",
+                         "--dry-run", "--metrics-file=m.jsonl"});
   EXPECT_EQ(c.model.num_layers, 6);
   EXPECT_EQ(c.model.hidden_size, 96);
   EXPECT_EQ(c.model.ffn_hidden_size, 80);
@@ -120,6 +121,7 @@ TEST(TrainConfig, EveryFlagSetsItsField) {
   EXPECT_EQ(c.eval_interval, 10);
   EXPECT_EQ(c.eval_iters, 4);
   EXPECT_EQ(c.log_interval, 5);
+  EXPECT_TRUE(c.log_router_grads);
   EXPECT_EQ(c.seed, 99u);
   EXPECT_EQ(c.device, Device::cpu);
   EXPECT_TRUE(c.dry_run);
@@ -166,7 +168,7 @@ TEST(TrainConfig, CliSurfaceIsFrozen) {
       "global-batch-size",
       "lr", "min-lr", "lr-warmup-iters", "lr-decay-iters", "train-iters", "exit-interval", "weight-decay",
       "adam-beta1", "adam-beta2", "adam-eps", "clip-grad", "max-skipped-steps", "collective-timeout", "expert-parallel-size", "data-path", "save", "load",
-      "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "seed", "device", "dry-run",
+      "save-interval", "keep-checkpoints", "eval-interval", "eval-iters", "log-interval", "log-router-grads", "seed", "device", "dry-run",
       "dry-run-ranks", "profile", "metrics-file"};
   EXPECT_EQ(train_option_names(), expected);
 }

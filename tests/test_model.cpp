@@ -2,8 +2,10 @@
 // double (3 layers so the router state crosses layers), for every router;
 // router_detach cuts exactly the recurrent path (and its gradient equals
 // finite differences with the router state held, set_freeze_router_state);
-// the cosine routers' parameters; bitwise determinism; the
-// statistics reducer seam.
+// the cosine routers' parameters; bitwise determinism; the statistics reducer
+// seam; backward by loss term into a router-only store (--log-router-grads):
+// repeated backwards on one forward, the parts add up to the router gradient,
+// the norms' grouping.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 
 #include "rmoe/core/rng.h"
 #include "rmoe/model/model.h"
+#include "rmoe/model/router_grads.h"
 
 using namespace rmoe;
 
@@ -851,4 +854,178 @@ TEST(ModelStats, ReducerSumsEveryLayerOncePerForward) {
   for (size_t i = 0; i < g1.size(); ++i) ASSERT_EQ(2 * g2[i], g1[i]) << "replicated gradient " << i;
   for (size_t i = 0; i < one.grads().expert().size(); ++i)
     ASSERT_EQ(2 * two.grads().expert()[i], one.grads().expert()[i]) << "expert gradient " << i;
+}
+
+// ---- backward by loss term (--log-router-grads) ----------------------------
+
+namespace {
+
+template <class T>
+std::vector<T> every_grad(Model<T>& m) {  // replicated, then expert
+  std::vector<T> g = m.grads().replicated();
+  g.insert(g.end(), m.grads().expert().begin(), m.grads().expert().end());
+  return g;
+}
+
+constexpr LossTerms kCeOnly{true, false, false}, kLbOnly{false, true, false}, kZOnly{false, false, true};
+
+}  // namespace
+
+// Backward never writes an activation: a second full backward on the same
+// forward, after backwards of single terms into a router-only store, gives
+// the first one's bits.
+TEST(ModelBackward, RepeatedBackwardOnOneForwardIsBitIdentical) {
+  for (RouterType r : {RouterType::gru, RouterType::linear, RouterType::mlp, RouterType::rnn}) {
+    SCOPED_TRACE(router_type_name(r));
+    auto c = tiny(r);
+    c.seq_length = 16;
+    Batch b = make_batch(c, 3, 5);
+    Model<float> m(c, 3);
+    m.params().init(1, 0.3);
+    m.forward(b.tokens.data(), b.targets.data(), 3);
+    m.grads().zero();
+    m.backward(1.0);
+    const std::vector<float> first = every_grad(m);
+    ParamStore<float> parts(router_param_specs(c));
+    for (LossTerms t : {kCeOnly, kLbOnly, kZOnly}) m.backward(0.5, t, parts);
+    EXPECT_EQ(0, std::memcmp(first.data(), every_grad(m).data(), first.size() * sizeof(float)))
+        << "a backward into another store changed grads()";
+    m.grads().zero();
+    m.backward(1.0);
+    const std::vector<float> second = every_grad(m);
+    ASSERT_EQ(first.size(), second.size());
+    EXPECT_EQ(0, std::memcmp(first.data(), second.data(), first.size() * sizeof(float)));
+  }
+}
+
+// The gradient is linear in the loss terms: the CE, load-balance and z-loss
+// parts (each its own backward into a router-only store) add up to the router
+// gradient of the whole loss, tensor by tensor, to double rounding; each part
+// is really there; and the CE part equals, bit for bit, a CE-only backward
+// into grads() (the null views of the other weights change nothing).
+TEST(ModelRouterGrads, LossTermPartsAddUpToTheRouterGradient) {
+  std::vector<ModelConfig> configs;
+  for (RouterType r : {RouterType::gru, RouterType::gru_np, RouterType::rnn, RouterType::mlp, RouterType::mlp_tanh,
+                       RouterType::linear, RouterType::random, RouterType::lstm, RouterType::cosine, RouterType::xmoe,
+                       RouterType::gru_xmoe})
+    configs.push_back(tiny_cosine(r));  // xmoe_dim 5; the others ignore it
+  configs.push_back(tiny(RouterType::gru));
+  configs.back().router_shared_proj = true;  // router/proj_* counted with the cell
+  configs.push_back(tiny(RouterType::gru));
+  configs.back().router_logit_residual = 0.5;
+  configs.push_back(tiny(RouterType::gru));
+  configs.back().capacity_factor = 0.6;
+  for (const ModelConfig& c : configs) {
+    const RouterType r = c.router_type;
+    SCOPED_TRACE(std::string(router_type_name(r)) + (c.router_shared_proj ? " shared-proj" : "") +
+                 (c.router_logit_residual != 0 ? " logit-residual" : "") + (c.capacity_factor > 0 ? " capacity" : ""));
+    Batch b = make_batch(c, 2, 5);
+    Model<double> m(c, 2);
+    init_model(m, 42);
+    m.forward(b.tokens.data(), b.targets.data(), 2);
+    const double scale = 0.7;
+    m.grads().zero();
+    m.backward(scale);
+    ParamStore<double> lm(router_param_specs(c)), lb(router_param_specs(c)), z(router_param_specs(c));
+    if (c.router_shared_proj) {
+      EXPECT_NE(lm.find("router/proj_w"), nullptr) << "the shared projection is a router parameter";
+    }
+    m.backward(scale, kCeOnly, lm);
+    m.backward(scale, kLbOnly, lb);
+    m.backward(scale, kZOnly, z);
+    double lm_max = 0, lb_max = 0, z_max = 0;
+    ASSERT_FALSE(lm.specs().empty());
+    for (const ParamSpec& s : lm.specs()) {
+      const double* full = m.grads().get(s.name).data;
+      const double *a = lm.get(s.name).data, *l = lb.get(s.name).data, *zz = z.get(s.name).data;
+      double err = 0, big = 0;
+      for (int64_t i = 0; i < s.numel(); ++i) {
+        err = std::max(err, std::abs(a[i] + l[i] + zz[i] - full[i]));
+        big = std::max(big, std::abs(full[i]));
+        lm_max = std::max(lm_max, std::abs(a[i]));
+        lb_max = std::max(lb_max, std::abs(l[i]));
+        z_max = std::max(z_max, std::abs(zz[i]));
+      }
+      // No gradient: the random router's frozen gate; gru-np's w_hh (its h_{l-1} is always 0).
+      if (s.frozen || (r == RouterType::gru_np && s.name == "router/cell/w_hh")) {
+        EXPECT_EQ(big, 0.0) << s.name;
+        EXPECT_EQ(err, 0.0) << s.name;
+      } else {
+        EXPECT_GT(big, 0.0) << s.name;
+        EXPECT_LE(err, 1e-13 * big) << s.name << ": lm + lb + z - full";
+      }
+    }
+    if (r != RouterType::random) {  // the random router has no router gradient at all
+      EXPECT_GT(lm_max, 1e-6);
+      EXPECT_GT(lb_max, 1e-6);
+      EXPECT_GT(z_max, 1e-6);
+    }
+    m.grads().zero();
+    m.backward(scale, kCeOnly, m.grads());
+    for (const ParamSpec& s : lm.specs())
+      EXPECT_EQ(0, std::memcmp(lm.get(s.name).data, m.grads().get(s.name).data, size_t(s.numel()) * sizeof(double)))
+          << s.name;
+  }
+}
+
+// With --moe-aux-loss-coeff 0 the load-balance part is exactly zero (and the
+// rest is the CE and z parts).
+TEST(ModelRouterGrads, NoAuxCoefficientMeansAnExactlyZeroLoadBalancePart) {
+  auto c = tiny(RouterType::gru);
+  c.aux_loss_coeff = 0;
+  Batch b = make_batch(c, 2, 5);
+  Model<float> m(c, 2);
+  m.params().init(3, 0.3);
+  m.forward(b.tokens.data(), b.targets.data(), 2);
+  ParamStore<float> lm(router_param_specs(c)), lb(router_param_specs(c));
+  m.backward(1.0, kCeOnly, lm);
+  m.backward(1.0, kLbOnly, lb);
+  for (float g : lb.replicated()) ASSERT_EQ(g, 0.0f);
+  EXPECT_EQ(router_grad_norms(lb, c.num_layers).total, 0.0);
+  EXPECT_GT(router_grad_norms(lm, c.num_layers).total, 0.0);
+}
+
+// Which tensors are the router's, and how the norms group them: per layer
+// (layers/LL/router/*), the shared cell apart, the total over both; nothing
+// else counts.
+TEST(ModelRouterGrads, NormsGroupLayersAndTheCell) {
+  EXPECT_EQ(router_param_layer("layers/02/router/gate_w"), 2);
+  EXPECT_EQ(router_param_layer("layers/10/router/proj_b"), 10);
+  EXPECT_EQ(router_param_layer("router/cell/w_hh"), kRouterCell);
+  EXPECT_EQ(router_param_layer("layers/02/moe_norm"), kNotRouter);
+  EXPECT_EQ(router_param_layer("layers/02/experts/w1"), kNotRouter);
+  EXPECT_EQ(router_param_layer("embed/wte"), kNotRouter);
+  auto c = tiny(RouterType::gru);
+  std::vector<std::string> names;
+  for (const ParamSpec& s : router_param_specs(c)) names.push_back(s.name);
+  EXPECT_EQ(names.size(), size_t(4 + 4 * c.num_layers));
+  ParamStore<double> g(model_param_specs(c));
+  double layer1 = 0, cell = 0;
+  for (const ParamSpec& s : g.specs()) {
+    const int l = router_param_layer(s.name);
+    const double v = l == 1 ? 1.0 : l == kRouterCell ? 2.0 : l == kNotRouter ? 100.0 : 0.0;
+    for (int64_t i = 0; i < s.numel(); ++i) g.data_of(s)[i] = v;
+    if (l == 1) layer1 += double(s.numel());
+    if (l == kRouterCell) cell += 4.0 * double(s.numel());
+  }
+  const RouterGradNorms n = router_grad_norms(g, c.num_layers);
+  ASSERT_EQ(n.layers.size(), size_t(c.num_layers));
+  EXPECT_EQ(n.layers[0], 0.0);
+  EXPECT_DOUBLE_EQ(n.layers[1], std::sqrt(layer1));
+  EXPECT_EQ(n.layers[2], 0.0);
+  EXPECT_DOUBLE_EQ(n.cell, std::sqrt(cell));
+  EXPECT_DOUBLE_EQ(n.total, std::sqrt(layer1 + cell));
+}
+
+// A store holding a tensor the model does not have (or of another shape) is refused.
+TEST(ModelRouterGrads, BackwardIntoAForeignStoreIsRefused) {
+  auto c = tiny(RouterType::gru);
+  Batch b = make_batch(c, 1, 5);
+  Model<float> m(c, 1);
+  m.params().init(3, 0.3);
+  m.forward(b.tokens.data(), b.targets.data(), 1);
+  auto other = tiny(RouterType::gru);
+  other.router_dim = 8;
+  ParamStore<float> wrong(router_param_specs(other));
+  EXPECT_THROW(m.backward(1.0, kCeOnly, wrong), Error);
 }

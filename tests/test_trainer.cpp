@@ -4,7 +4,9 @@
 // over micro-batches equals one large batch; a non-finite step is skipped
 // (nothing changes but the step), counted, and ends the run after
 // max_skipped_steps in a row; an update that overflows ends it at once; the
-// token count is a running sum over steps of any batch size.
+// token count is a running sum over steps of any batch size; splitting the
+// router gradient by loss term (train_step(true)) leaves every bit of
+// training as it was.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -142,6 +144,71 @@ TEST(Trainer, TwoRunsWithOneSeedAreBitIdentical) {
   Trainer other(c);
   other.train_step();
   EXPECT_NE(whole_state(other)[1], state[0][1]);
+}
+
+// --log-router-grads: the extra backwards write only their own stores, so
+// training with the router gradient split on every step is bit-identical to
+// training without (parameters, experts, moments, losses), with gradient
+// accumulation (2 micro-steps) and a z-loss. The split is there: the parts are
+// non-zero, full is the training gradient's router part and, the gradient
+// being their sum, no longer than the parts together; the z part exists only
+// with a z coefficient, the cell only for routers that have one.
+TEST(Trainer, RouterGradSplitLeavesTrainingBitIdentical) {
+  TrainConfig c = small_run(RouterType::gru);
+  c.micro_batch_size = 4;
+  c.model.z_loss_coeff = 0.01;
+  c.train_iters = 5;
+  std::vector<double> losses[2], norms[2];
+  std::vector<std::vector<float>> state[2];
+  for (int run = 0; run < 2; ++run) {
+    Trainer t(c);
+    while (t.step() < c.train_iters) {
+      const StepStats st = t.train_step(run == 1);
+      losses[run].push_back(st.loss);
+      norms[run].push_back(st.grad_norm);
+      const RouterGradSplit& rg = st.router_grads;
+      EXPECT_EQ(rg.measured, run == 1);
+      if (run == 0) continue;
+      EXPECT_TRUE(rg.has_z);
+      EXPECT_TRUE(rg.has_cell);
+      ASSERT_EQ(rg.lm.layers.size(), size_t(c.model.num_layers));
+      EXPECT_GT(rg.lm.total, 0.0);
+      EXPECT_GT(rg.lb.total, 0.0);
+      EXPECT_GT(rg.z.total, 0.0);
+      EXPECT_GT(rg.lm.cell, 0.0);
+      EXPECT_GT(rg.full.total, 0.0);
+      EXPECT_LE(rg.full.total, (rg.lm.total + rg.lb.total + rg.z.total) * (1 + 1e-6));
+      EXPECT_LE(rg.full.total, st.grad_norm * (1 + 1e-6));  // a part of the whole gradient
+      EXPECT_GT(st.router_grads_seconds, 0.0);
+    }
+    state[run] = whole_state(t);
+  }
+  for (size_t i = 0; i < losses[0].size(); ++i) {
+    EXPECT_EQ(losses[0][i], losses[1][i]) << "step " << i;
+    EXPECT_EQ(norms[0][i], norms[1][i]) << "step " << i;
+  }
+  EXPECT_TRUE(bitwise_equal(state[0], state[1]));
+  // No z coefficient: no z part; a linear router: no cell.
+  c.model.z_loss_coeff = 0;
+  c.model.router_type = RouterType::linear;
+  Trainer t(c);
+  const RouterGradSplit rg = t.train_step(true).router_grads;
+  EXPECT_FALSE(rg.has_z);
+  EXPECT_FALSE(rg.has_cell);
+  EXPECT_EQ(rg.z.total, 0.0);
+  EXPECT_EQ(rg.lm.cell, 0.0);
+  EXPECT_GT(rg.lb.total, 0.0);
+}
+
+// --moe-aux-loss-coeff 0: the load-balance part is exactly 0 (computed, not assumed).
+TEST(Trainer, NoAuxCoefficientGivesAZeroLoadBalancePart) {
+  TrainConfig c = small_run(RouterType::gru);
+  c.model.aux_loss_coeff = 0;
+  Trainer t(c);
+  const RouterGradSplit rg = t.train_step(true).router_grads;
+  EXPECT_EQ(rg.lb.total, 0.0);
+  for (double n : rg.lb.layers) EXPECT_EQ(n, 0.0);
+  EXPECT_GT(rg.lm.total, 0.0);
 }
 
 // The thread count changes nothing, bit for bit: OpenMP loops split work

@@ -3,6 +3,10 @@
 // requeued run keeps what it wrote. Records (keys sorted):
 //   {"aux_lb":..,"consumed_tokens":..,"grad_norm":..,"layer_max_load":[..],"loss":..,"lr":..,
 //    "max_load":..,"skipped_steps":..,"step":N,"tokens_per_s":..,"type":"train","worst_layer":..,"z":..}
+//       with --log-router-grads also "router_grad_norm":{"full":N,"lb":N,"lm":N[,"z":N]} (each N =
+//       {"cell":..,"layers":[..],"total":..}; "cell" only for gru, gru-np, rnn) and "router_grad_seconds"
+//       (trainer.h RouterGradSplit: full = the training gradient's router part, lm its CE part, lb
+//       the load-balance part, z the z-loss part when --moe-z-loss-coeff is not 0)
 //   {"step":N,"type":"eval","val_loss":..}
 //   {"grad_norm":..,"loss":..,"lr":..,"skipped_in_a_row":..,"skipped_steps":..,"step":N,"type":"skip"}
 //       step N had a non-finite loss or gradient norm (null in JSON) and no update
@@ -42,6 +46,17 @@ class MetricsWriter {
     if (!st.layer_drop.empty()) {  // --moe-expert-capacity-factor: fraction of slots dropped
       r["drop"] = st.drop;
       r["layer_drop"] = st.layer_drop;
+    }
+    if (const RouterGradSplit& rg = st.router_grads; rg.measured) {
+      auto norms = [&rg](const RouterGradNorms& n) {
+        nlohmann::json j = {{"total", n.total}, {"layers", n.layers}};
+        if (rg.has_cell) j["cell"] = n.cell;
+        return j;
+      };
+      nlohmann::json parts = {{"full", norms(rg.full)}, {"lm", norms(rg.lm)}, {"lb", norms(rg.lb)}};
+      if (rg.has_z) parts["z"] = norms(rg.z);
+      r["router_grad_norm"] = parts;
+      r["router_grad_seconds"] = st.router_grads_seconds;
     }
     write(r);
   }

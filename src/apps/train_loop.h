@@ -243,28 +243,53 @@ struct RunTimes {
   }
 };
 
-// The log line of step st.step + 1 of train_iters; "| skipped N" at the end
-// once the run has skipped steps (non-finite loss or gradient).
+// Whether step `step` (0-based) of a run that started at step `first` gets a
+// log line: every --log-interval, the run's first and its last. The trainer
+// is told before the step (--log-router-grads measures on these steps only).
+inline bool is_log_step(const TrainConfig& cfg, int64_t step, int64_t first) {
+  const int64_t done = step + 1;
+  return done % cfg.log_interval == 0 || done == cfg.train_iters || step == first;
+}
+
+// " | router grad lm X lb Y[ z Z]": the totals of the router gradient's parts
+// (--log-router-grads), "" for a step that did not measure them.
+inline std::string format_router_grads(const RouterGradSplit& rg) {
+  if (!rg.measured) return "";
+  char buf[96];
+  std::snprintf(buf, sizeof buf, " | router grad lm %.3e lb %.3e", rg.lm.total, rg.lb.total);
+  std::string text = buf;
+  if (rg.has_z) {
+    std::snprintf(buf, sizeof buf, " z %.3e", rg.z.total);
+    text += buf;
+  }
+  return text;
+}
+
+// The log line of step st.step + 1 of train_iters; the router gradient's
+// parts when measured; "| skipped N" at the end once the run has skipped
+// steps (non-finite loss or gradient).
 inline std::string format_step_line(const StepStats& st, int64_t train_iters, double tokens_per_s,
                                     double eta_seconds) {
   const char* format =
-      "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d) | eta %s%s\n";
+      "step %6ld/%ld | loss %.4f | lr %.3e | grad %.3f | aux %.4f | %8.0f tok/s | load %.2f (L%d)%s | eta %s%s\n";
   const std::string eta = format_duration(eta_seconds);
-  std::string skipped = st.skipped_steps > 0 ? " | skipped " + std::to_string(st.skipped_steps) : "";
-  if (!st.layer_drop.empty()) {  // --moe-expert-capacity-factor: dropped slots, mean and per layer
-    char drop[32];
-    std::snprintf(drop, sizeof drop, " | drop %.1f%% [", 100 * st.drop);
-    std::string layers;
+  std::string drop;  // --moe-expert-capacity-factor: dropped slots, mean and per layer
+  if (!st.layer_drop.empty()) {
+    char mean[32];
+    std::snprintf(mean, sizeof mean, " | drop %.1f%% [", 100 * st.drop);
+    drop = mean;
     for (size_t l = 0; l < st.layer_drop.size(); ++l) {
       char one[16];
       std::snprintf(one, sizeof one, "%s%.1f", l ? " " : "", 100 * st.layer_drop[l]);
-      layers += one;
+      drop += one;
     }
-    skipped = drop + layers + "]" + skipped;
+    drop += "]";
   }
+  const std::string router = drop + format_router_grads(st.router_grads);
+  const std::string skipped = st.skipped_steps > 0 ? " | skipped " + std::to_string(st.skipped_steps) : "";
   auto print = [&](char* out, size_t size) {
     return std::snprintf(out, size, format, long(st.step + 1), long(train_iters), st.loss, st.lr, st.grad_norm, st.lb,
-                         tokens_per_s, st.max_load, st.worst_layer, eta.c_str(), skipped.c_str());
+                         tokens_per_s, st.max_load, st.worst_layer, router.c_str(), eta.c_str(), skipped.c_str());
   };
   std::string line(size_t(print(nullptr, 0)), '\0');  // a huge finite gradient norm has ~300 digits
   print(line.data(), line.size() + 1);
@@ -362,7 +387,8 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
   if (cfg.profile) profile::enable(true);
   while (trainer.step() < last) {
     if (cfg.profile) profile::resume();
-    const StepStats st = trainer.train_step();
+    const bool log_step = is_log_step(cfg, trainer.step(), first);
+    const StepStats st = trainer.train_step(cfg.log_router_grads && log_step);
     if (cfg.profile) {
       profile::pause();  // evaluation and saves are not part of a step
       if (st.step == first) {
@@ -379,7 +405,7 @@ inline int train_loop(const TrainConfig& cfg, Trainer& trainer, const ProcessGro
       std::fputs(format_skipped_line(st, cfg.train_iters, cfg.max_skipped_steps).c_str(), stdout);
       std::fflush(stdout);
       metrics.skip(st);
-    } else if (done % cfg.log_interval == 0 || done == last || st.step == first) {
+    } else if (log_step) {
       const double tps = times.take_window_rate(tokens_per_step);
       const double eta = (last - done) * (times.total_seconds / double(done - first));
       std::fputs(format_step_line(st, cfg.train_iters, tps, eta).c_str(), stdout);

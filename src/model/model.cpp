@@ -42,14 +42,17 @@ Model<T>::Model(const ModelConfig& cfg, int max_batch, std::shared_ptr<ExpertDis
 }
 
 template <class T>
-void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeights& gw) {
+void Model<T>::bind(ParamStore<T>& st, std::vector<LayerWeights>& lw, GlobalWeights& gw, bool missing_ok) {
   // Each view of the list = the parameter of that name (docs/MODEL.md).
-  auto get = [&st](std::initializer_list<std::pair<Tensor<T>*, std::string>> views) {
-    for (const auto& [view, name] : views) *view = st.get(name);
+  auto get = [&st, missing_ok](std::initializer_list<std::pair<Tensor<T>*, std::string>> views) {
+    for (const auto& [view, name] : views) *view = missing_ok && !st.find(name) ? Tensor<T>{} : st.get(name);
   };
   get({{&gw.wte, "embed/wte"}, {&gw.final_norm, "final_norm"}});
-  gw.head = cfg_.tie_embeddings ? gw.wte : st.get("head");
-  if (st.find("router/cell/w_ih"))
+  if (cfg_.tie_embeddings)
+    gw.head = gw.wte;
+  else
+    get({{&gw.head, "head"}});
+  if (router_has_cell(cfg_.router_type))
     get({{&gw.w_ih, "router/cell/w_ih"}, {&gw.w_hh, "router/cell/w_hh"}, {&gw.b_ih, "router/cell/b_ih"},
          {&gw.b_hh, "router/cell/b_hh"}});
   lw.resize(cfg_.num_layers);
@@ -246,18 +249,53 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
 }
 
 template <class T>
-void Model<T>::backward(double loss_scale) {
+void Model<T>::backward(double loss_scale, LossTerms terms, ParamStore<T>& into) {
   RMOE_CHECK(num_tokens_ > 0, "backward called before forward");
+  if (&into == &grads_) {
+    backward_terms(loss_scale, terms);
+    return;
+  }
+  // Another store: each of its tensors must be the model's parameter of that
+  // name (else its gradient would silently stay 0).
+  for (const ParamSpec& s : into.specs()) {
+    const ParamSpec* mine = params_.find(s.name);
+    RMOE_CHECK(mine && mine->shape == s.shape && mine->expert == s.expert,
+               "backward into a gradient store whose '" << s.name << "' is not a parameter of this model's shape");
+  }
+  // For this call the gradient views are `into`'s (null where it has no
+  // tensor: those weight gradients are skipped); grads_'s are put back after.
+  std::vector<LayerWeights> lw;
+  GlobalWeights gw;
+  bind(into, lw, gw, /*missing_ok=*/true);
+  struct Swap {
+    Model& m;
+    std::vector<LayerWeights>& lw;
+    GlobalWeights& gw;
+    void swap() {
+      std::swap(m.layer_grads_, lw);
+      std::swap(m.global_grads_, gw);
+    }
+    ~Swap() { swap(); }
+  } swapped{*this, lw, gw};
+  swapped.swap();
+  backward_terms(loss_scale, terms);
+}
+
+template <class T>
+void Model<T>::backward_terms(double loss_scale, LossTerms terms) {
   {
     profile::RegionScope region(profile::Region::head);
-    head_backward(loss_scale);  // scratch_.dx = d/dx_final
+    if (terms.ce)
+      head_backward(loss_scale);  // scratch_.dx = d/dx_final
+    else
+      zero(first_rows(scratch_.dx, num_tokens_));  // no CE: nothing comes from the head
   }
   if (router_has_projection(cfg_.router_type))
     zero(first_rows(scratch_.dh, num_tokens_));  // no gradient into h_L from above
   if (router_has_cell_memory(cfg_.router_type))
     zero(first_rows(scratch_.dc, num_tokens_));  // nor into c_L
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
-    moe_backward(l, loss_scale);  // dx: d/dx_out -> d/dx_mid
+    moe_backward(l, loss_scale, terms);  // dx: d/dx_out -> d/dx_mid
     profile::RegionScope region(profile::Region::attention);
     attention_backward(l);  // dx: d/dx_mid -> d/dx_in
   }

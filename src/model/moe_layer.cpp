@@ -89,7 +89,7 @@ void Model<T>::capacity_drop(int l) {
 }
 
 template <class T>
-void Model<T>::moe_backward(int l, double loss_scale) {
+void Model<T>::moe_backward(int l, double loss_scale, LossTerms terms) {
   auto& L = layers_[l];
   auto& w = layer_weights_[l];
   auto& g = layer_grads_[l];
@@ -112,10 +112,14 @@ void Model<T>::moe_backward(int l, double loss_scale) {
   profile::RegionScope router_region(profile::Region::router);
   // total += aux/NL * E * sum_e f_e * P_e, P_e = mean over all ranks' tokens of p[t,e]
   //   =>  d/dp[t,e] = aux/NL * E * f_e / T_global for each of this rank's tokens
+  // (terms.lb off: dprobs_extra stays 0; terms.z off: dlse_scale = 0.)
   zero(scratch_.dprobs_extra);
-  ops::load_balance_backward(scratch_.dprobs_extra, stats_.slice(l, 1), K, loss_scale * cfg_.aux_loss_coeff / NL * E);
+  if (terms.lb)
+    ops::load_balance_backward(scratch_.dprobs_extra, stats_.slice(l, 1), K,
+                               loss_scale * cfg_.aux_loss_coeff / NL * E);
   // total += z/NL * mean over all tokens of lse^2  =>  the kernel applies scale * 2 lse
-  const double dlse_scale = loss_scale * cfg_.z_loss_coeff / (double(NL) * double(num_tokens_global_));
+  const double dlse_scale =
+      terms.z ? loss_scale * cfg_.z_loss_coeff / (double(NL) * double(num_tokens_global_)) : 0.0;
   zero(first_rows(scratch_.dlogits_r, n_tok));
   ops::router_topk_backward(first_rows(scratch_.dlogits_r, n_tok), dgate, scratch_.dprobs_extra, dlse_scale,
                             first_rows(L.probs, n_tok), first_rows(L.idx, n_tok), first_rows(L.lse, n_tok));
@@ -135,7 +139,7 @@ template void Model<float>::moe_forward(int);
 template void Model<double>::moe_forward(int);
 template void Model<float>::capacity_drop(int);
 template void Model<double>::capacity_drop(int);
-template void Model<float>::moe_backward(int, double);
-template void Model<double>::moe_backward(int, double);
+template void Model<float>::moe_backward(int, double, LossTerms);
+template void Model<double>::moe_backward(int, double, LossTerms);
 
 }  // namespace rmoe

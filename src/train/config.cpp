@@ -152,7 +152,9 @@ const std::vector<OptionSpec>& option_table() {
                       "each expert keeps at most ceil(C x tokens x k / E) token slots per micro-step (tokens of "
                       "all ranks), its most probable; the rest are dropped. 0 = dropless",
                       [](auto& c) -> auto& { return c.model.capacity_factor; }));
-    t.push_back(field("moe-aux-loss-coeff", "X", "load-balancing loss coefficient",
+    t.push_back(field("moe-aux-loss-coeff", "X",
+                      "load-balancing loss coefficient (the loss's statistics cover one micro-step on all ranks: "
+                      "it depends on micro-batch-size x ranks)",
                       [](auto& c) -> auto& { return c.model.aux_loss_coeff; }));
     t.push_back(field("moe-z-loss-coeff", "X", "router z-loss coefficient",
                       [](auto& c) -> auto& { return c.model.z_loss_coeff; }));
@@ -238,6 +240,12 @@ const std::vector<OptionSpec>& option_table() {
                       [](auto& c) -> auto& { return c.eval_iters; }));
     t.push_back(field("log-interval", "N", "steps between log lines",
                       [](auto& c) -> auto& { return c.log_interval; }));
+    t.push_back(field("log-router-grads", "",
+                      "on every logged step, the norm of the router parameters' gradient split into its CE (lm), "
+                      "load-balance (lb) and, with a z-loss coefficient, z-loss parts, per layer, the shared cell "
+                      "and in total: in the log line and the metrics (docs/MODEL.md); one more backward per part and "
+                      "micro-step on those steps, training unchanged",
+                      [](auto& c) -> auto& { return c.log_router_grads; }));
     t.push_back(field("seed", "N", "seed of weights, data order and synthetic data",
                       [](auto& c) -> auto& { return c.seed; }));
     t.push_back(field("device", "DEV", "cpu | cuda", [](auto& c) -> auto& { return c.device; }));

@@ -1,6 +1,7 @@
 // trainer.cpp — the training step (see trainer.h).
 #include "rmoe/train/trainer.h"
 
+#include <array>
 #include <chrono>
 #include <cmath>
 
@@ -60,7 +61,7 @@ void Trainer::restore(const TrainState& loaded) {
   if (!loaded.run_id.empty()) run_id_ = loaded.run_id;  // older files have none: this run's new id
 }
 
-StepStats Trainer::train_step() {
+StepStats Trainer::train_step(bool split_router_grads) {
   const auto t0 = std::chrono::steady_clock::now();
   const int mb = cfg_.micro_batch_size, S = cfg_.model.seq_length, E = cfg_.model.num_experts;
   const int P = groups_->world->size();
@@ -72,6 +73,15 @@ StepStats Trainer::train_step() {
   auto& params = model_.params();
   auto& grads = model_.grads();
   grads.zero();
+  // The router gradient's parts by loss term (trainer.h): ce, lb, and z when it has a coefficient.
+  const std::array<LossTerms, 3> part_terms = {LossTerms{true, false, false}, LossTerms{false, true, false},
+                                               LossTerms{false, false, true}};
+  const int n_parts = cfg_.model.z_loss_coeff != 0 ? 3 : 2;
+  double router_seconds = 0;
+  if (split_router_grads) {
+    while (int(router_parts_.size()) < n_parts) router_parts_.emplace_back(router_param_specs(cfg_.model));
+    for (int i = 0; i < n_parts; ++i) router_parts_[i].zero();
+  }
   std::vector<int64_t> counts(size_t(cfg_.model.num_layers) * E, 0);
   std::vector<int64_t> dropped(size_t(cfg_.model.num_layers), 0);
   int64_t slots = 0;  // per layer, over the step's micro-steps and ranks
@@ -87,6 +97,11 @@ StepStats Trainer::train_step() {
     // Backward even for a non-finite loss: every rank takes part in the same
     // collectives; the verdict comes once the ranks' sums are known.
     model_.backward(1.0 / accum);
+    if (split_router_grads) {  // on the same forward; grads() stays as it is
+      const auto tp = std::chrono::steady_clock::now();
+      for (int i = 0; i < n_parts; ++i) model_.backward(1.0 / accum, part_terms[i], router_parts_[i]);
+      router_seconds += seconds_since(tp);
+    }
     st.loss += r.ce / (accum * P);
     st.lb += r.lb / accum;
     st.z += r.z / accum;
@@ -110,6 +125,29 @@ StepStats Trainer::train_step() {
     allreduce_grads(*groups_, grads, st.loss);
   }
   st.allreduce_seconds = seconds_since(tr);
+  if (split_router_grads) {
+    // Each rank holds its part of each term's router gradient: the parts are
+    // summed over the ranks (as the training gradient, whose router part is
+    // `full`), then the norms taken.
+    const auto tp = std::chrono::steady_clock::now();
+    {
+      profile::RegionScope region(profile::Region::communication);
+      for (int i = 0; i < n_parts; ++i)
+        groups_->world->allreduce_sum(router_parts_[i].replicated().data(),
+                                      int64_t(router_parts_[i].replicated().size()));
+    }
+    RouterGradSplit& rg = st.router_grads;
+    const int L = cfg_.model.num_layers;
+    rg.measured = true;
+    rg.has_z = n_parts == 3;
+    rg.has_cell = router_has_cell(cfg_.model.router_type) || cfg_.model.router_shared_proj;
+    rg.full = router_grad_norms(grads, L);
+    rg.lm = router_grad_norms(router_parts_[0], L);
+    rg.lb = router_grad_norms(router_parts_[1], L);
+    if (rg.has_z) rg.z = router_grad_norms(router_parts_[2], L);
+    router_seconds += seconds_since(tp);
+    st.router_grads_seconds = router_seconds;
+  }
   profile::RegionScope optimizer_region(profile::Region::optimizer);  // the norm, clipping, AdamW, the checks
   st.grad_norm = global_grad_norm(*groups_, grads);
   // Expert load: max share / mean share per layer; report the worst layer.

@@ -4,7 +4,8 @@
 # (before any step): an unwritable --save and a --load that does not exist
 # are status 2; --load = --save not yet created starts fresh (one line). Exit
 # statuses of an early stop: 3 with a checkpoint, 4 without --save. --profile
-# prints its table.
+# prints its table. --log-router-grads adds the router gradient's parts to the
+# logged steps' lines and metrics records, and to no other.
 # Usage: train_cli.sh BUILD_DIR SOURCE_DIR
 set -u
 build=$1 src=$2
@@ -68,5 +69,18 @@ out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 4 --log
   && grep -q '"layer_drop":\[' "$work/cap.jsonl" \
   || { echo "FAIL: --moe-expert-capacity-factor: status $st: $(tail -5 <<<"$out")"; fail=1; }
 
+# --log-router-grads: steps 1 (the first), 2 and 4 are logged, each with its lm, lb and z parts;
+# their metrics records hold them per layer (2) and for the cell; step 3 measures nothing.
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 4 --log-interval 2 --log-router-grads \
+  --moe-z-loss-coeff 0.001 --metrics-file "$work/router.jsonl" 2>&1); st=$?
+num='[0-9][0-9.e+-]*'
+[[ $st -eq 0 ]] && [[ $(grep -c "^step .* | router grad lm $num lb $num z $num | eta " <<<"$out") -eq 3 ]] \
+  && [[ $(grep -c '"router_grad_norm":{"full":{"cell":[^,]*,"layers":\[[^],]*,[^],]*\],"total":[^}]*},"lb":{.*"lm":{.*"z":{' \
+       "$work/router.jsonl") -eq 3 ]] && [[ $(grep -c '"type":"train"' "$work/router.jsonl") -eq 3 ]] \
+  || { echo "FAIL: --log-router-grads: status $st: $out"; cat "$work/router.jsonl"; fail=1; }
+out=$("$build/rmoe_train" --config "$src/configs/tiny.ini" --train-iters 2 --log-interval 1 \
+  --metrics-file "$work/plain.jsonl" 2>&1)
+! grep -q "router grad" <<<"$out" && ! grep -q router_grad "$work/plain.jsonl" \
+  || { echo "FAIL: router gradient parts without --log-router-grads: $out"; fail=1; }
 [[ $fail -eq 0 ]] && echo PASS
 exit $fail

@@ -11,7 +11,9 @@
 // moe_layer.cpp, lm_head.cpp; model.cpp walks them (forward in order, backward
 // in reverse). Activations live in one arena sized at construction for
 // max_batch sequences; a step allocates nothing. Backward ACCUMULATES into the
-// gradient store (zero it once per optimizer step).
+// gradient store (zero it once per optimizer step). Backward reads the
+// activations of the last forward and never writes them, so any number of
+// backwards may follow one forward (e.g. one per loss term, LossTerms).
 // The model computes only through ops (rmoe/kernels/ops.h) on views: it never
 // reads or writes an activation, index or statistic itself, so the views may
 // live on any device. What reaches the host: per MoE layer its expert offsets
@@ -61,6 +63,14 @@ using StatsReducer = std::function<void(Tensor<double> stats)>;
 // capacity is on. Empty: one process (all = mine). parallel/grad_sync.h has
 // the MPI one.
 using SlotGatherer = std::function<int64_t(Tensor<const double> mine, std::vector<double>& all)>;
+// The loss terms a backward differentiates (docs/MODEL.md "Losses"). The
+// gradient is linear in them, so backwards of disjoint terms on one forward
+// add up to the backward of all of them.
+struct LossTerms {
+  bool ce = true;  // the cross-entropy
+  bool lb = true;  // aux_coeff * mean_i lb_i
+  bool z = true;   // z_coeff * mean_i z_i
+};
 
 template <class T>
 class Model {
@@ -82,7 +92,13 @@ class Model {
   // GLOBAL total (CE averaged over every rank's tokens, aux terms over all
   // ranks); summed over data-parallel ranks it is the whole gradient. In one
   // process that is simply the gradient of loss_scale * total.
-  void backward(double loss_scale);
+  void backward(double loss_scale) { backward(loss_scale, LossTerms{}, grads_); }
+  // The same for the loss terms `terms` only, and only for the parameters
+  // `into` holds: a ParamStore of some of params().specs() (same names and
+  // shapes, e.g. router_param_specs in router_grads.h) or grads() itself; the
+  // weight gradients of the parameters it lacks are not computed. Adds into
+  // `into`, nothing else changes: a collective on every rank, as backward().
+  void backward(double loss_scale, LossTerms terms, ParamStore<T>& into);
   // Logits of rows [first, first + n) of the last forward, [n, V], n <=
   // head_chunk_rows(): a view of the rows the head still holds, or recomputed
   // into its buffer (which ends earlier views). The head never holds all
@@ -146,7 +162,10 @@ class Model {
 
   void carve(Arena<T>& a);  // lays out activations and scratch (twice: count, then real)
   void carve_indices();     // lays out the integer and statistics views
-  void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw);
+  // Views of `store`'s tensors; with missing_ok a parameter it lacks gets a
+  // null view (a gradient target of some parameters only), else it throws.
+  void bind(ParamStore<T>& store, std::vector<LayerWeights>& lw, GlobalWeights& gw, bool missing_ok = false);
+  void backward_terms(double loss_scale, LossTerms terms);  // into layer_grads_, global_grads_
 
   // Per-layer pieces (one file each).
   void attention_forward(int l);
@@ -159,7 +178,7 @@ class Model {
   Tensor<T> c_prev_of(int l) const;          // lstm's incoming c [T,p] (router.cpp)
   void moe_forward(int l);                   // u -> moe_out; routing, experts, combine
   void capacity_drop(int l);                 // L.keep and the layer's drop counts (moe_layer.cpp)
-  void moe_backward(int l, double loss_scale);  // scratch.dx: d/dx_out in, d/dx_mid out
+  void moe_backward(int l, double loss_scale, LossTerms terms);  // scratch.dx: d/dx_out in, d/dx_mid out
   void head_forward();                       // final norm, logits, CE by chunks; ce_sum_ = sum of the CE
   void head_backward(double loss_scale);     // scratch.dx = d/dx_L
 
@@ -170,8 +189,10 @@ class Model {
   StatsReducer reduce_stats_;
   SlotGatherer gather_slots_;
   ParamStore<T> params_, grads_;
-  std::vector<LayerWeights> layer_weights_, layer_grads_;  // per layer: views of params_, of grads_
-  GlobalWeights global_weights_, global_grads_;             // the rest (and the shared router cell)
+  // Per layer: views of params_, and of the store backward writes into
+  // (grads_, or for one call another store: backward(scale, terms, into)).
+  std::vector<LayerWeights> layer_weights_, layer_grads_;
+  GlobalWeights global_weights_, global_grads_;  // the rest (and the shared router cell), the same two ways
   Arena<T> arena_;
   std::vector<LayerActs> layers_;
   Tensor<T> x_final_, rstd_f_, xf_, logits_, losses_, h0_;  // logits_ [head chunk, V]; h0_ = 0 [T,p] (also lstm's c_{-1})

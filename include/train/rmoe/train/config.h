@@ -68,6 +68,7 @@ struct TrainConfig {
   int64_t eval_interval = 0;    // steps between evaluations; 0 = never
   int64_t eval_iters = 10;      // micro-batches per evaluation
   int64_t log_interval = 10;    // steps between log lines
+  bool log_router_grads = false;  // logged steps: the router gradient by loss term (trainer.h)
   uint64_t seed = 1234;         // weights, data order, synthetic data
   Device device = Device::cpu;
   bool dry_run = false;         // print sizes, FLOPs and memory, then exit

@@ -18,9 +18,19 @@
 // too large for float) throws rmoe::Error at once, naming the step and the
 // tensor.
 //
+// Router gradient by loss term (train_step(true), --log-router-grads;
+// docs/MODEL.md): after each micro-step's backward, one more backward per
+// loss term (CE; load balance; z-loss when its coefficient is not 0) on the
+// same forward, each into its own store of the router tensors only, so the
+// training gradient and update are exactly those of a step without it. The
+// parts are summed over the step's micro-steps and over the ranks, as the
+// training gradient is, and their norms reported with the norm of the step's
+// whole router gradient (before clipping).
+//
 // Tested by tests/test_trainer.cpp (learns the synthetic source to near its
 // entropy rate; two runs are bit-identical, experts included; accumulation
-// equals one big batch; non-finite steps are skipped, counted and stop the
+// equals one big batch; splitting the router gradient leaves training
+// bit-identical; non-finite steps are skipped, counted and stop the
 // run after max_skipped_steps in a row; the token count is a running sum).
 #pragma once
 #include <cstdint>
@@ -31,11 +41,22 @@
 #include "rmoe/data/batch_source.h"
 #include "rmoe/parallel/comm.h"
 #include "rmoe/model/model.h"
+#include "rmoe/model/router_grads.h"
 #include "rmoe/train/adamw.h"
 #include "rmoe/train/checkpoint.h"
 #include "rmoe/train/config.h"
 
 namespace rmoe {
+
+// The step's router gradient and its parts by loss term, as norms
+// (router_grads.h): over every micro-step of the step and every rank,
+// before clipping. full is the training gradient's router part.
+struct RouterGradSplit {
+  bool measured = false;  // train_step(true) took this step
+  bool has_z = false;     // a z part: --moe-z-loss-coeff is not 0 (else z is empty)
+  bool has_cell = false;  // the router has tensors shared by all layers (router/cell/*, router/proj_*)
+  RouterGradNorms full, lm, lb, z;  // lm: from the CE; lb: the load-balance loss; z: the z-loss
+};
 
 struct StepStats {
   int64_t step = 0;      // 0-based index of the step just taken
@@ -62,6 +83,8 @@ struct StepStats {
   bool skipped = false;
   int64_t skipped_in_a_row = 0, skipped_steps = 0;
   int64_t consumed_tokens = 0;  // tokens of all steps so far (this one included)
+  RouterGradSplit router_grads;  // train_step(true) only
+  double router_grads_seconds = 0;  // of `seconds`: the extra backwards, their reduction and norms
 };
 
 class Trainer {
@@ -69,7 +92,9 @@ class Trainer {
   // groups: the parallel layout (null = one process). The global batch of a
   // step is the same for every layout; rank r trains on its 1/P share.
   explicit Trainer(const TrainConfig& cfg, std::shared_ptr<ProcessGroups> groups = nullptr);
-  StepStats train_step();                  // takes step number step()
+  // Takes step number step(); with split_router_grads also measures
+  // StepStats::router_grads (the file comment).
+  StepStats train_step(bool split_router_grads = false);
   double evaluate(int64_t iters);          // mean CE on validation batches (all ranks)
   int64_t step() const { return step_; }
   // Views of everything a checkpoint holds (pointers into this trainer), and
@@ -94,6 +119,9 @@ class Trainer {
   Model<float> model_;
   std::vector<float> m_rep_, v_rep_, m_exp_, v_exp_;  // AdamW moments, mirror the flat buffers
   std::vector<int32_t> tokens_, targets_;
+  // The router gradient's parts (lm, lb, and z with a z coefficient), each a
+  // store of router_param_specs; made by the first train_step(true).
+  std::vector<ParamStore<float>> router_parts_;
   int64_t step_ = 0;
   int64_t consumed_tokens_ = 0;
   int64_t skipped_steps_ = 0, skipped_in_a_row_ = 0;
