@@ -503,98 +503,49 @@ TEST(ModelRouter, AuxLossGradientReachesCellAndProjection) {
   }
 }
 
-// router_detach cuts exactly d/dh_{l-1}: same losses; the top layer's router
-// gate (nothing above it) has identical gradients; the lowest layer's
-// projection (reached through h_0 -> h_1 -> h_2 only without detach) differs.
+// router_detach cuts exactly the recurrent path: the same losses; the top
+// layer's router tensors `top` (nothing above them) and experts get
+// bit-identical gradients; the lowest layer's projection and the cell's w_hh,
+// reached through the state from the layers above only without detach, differ.
+static void expect_detach_cuts_only_the_recurrent_path(ModelConfig c, std::initializer_list<const char*> top) {
+  Batch b = make_batch(c, 2, 5);
+  Model<double> full(c, 2);
+  c.router_detach = true;
+  Model<double> det(c, 2);
+  init_model(full, 42);
+  init_model(det, 42);
+  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
+            det.forward(b.tokens.data(), b.targets.data(), 2).total);
+  full.grads().zero();
+  det.grads().zero();
+  full.backward(1.0);
+  det.backward(1.0);
+  auto maxdiff = [&](const char* name) {
+    auto s = *full.params().find(name);
+    double m = 0;
+    for (int64_t i = 0; i < s.numel(); ++i)
+      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
+    return m;
+  };
+  for (const char* name : top) EXPECT_EQ(maxdiff(name), 0.0) << name;
+  EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
+  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
+  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+}
+
 TEST(ModelRouter, DetachCutsOnlyTheRecurrentPath) {
-  auto c = tiny(RouterType::gru);
-  Batch b = make_batch(c, 2, 5);
-  Model<double> full(c, 2);
-  c.router_detach = true;
-  Model<double> det(c, 2);
-  init_model(full, 42);
-  init_model(det, 42);
-  auto r1 = full.forward(b.tokens.data(), b.targets.data(), 2);
-  auto r2 = det.forward(b.tokens.data(), b.targets.data(), 2);
-  EXPECT_EQ(r1.total, r2.total);
-  full.grads().zero();
-  det.grads().zero();
-  full.backward(1.0);
-  det.backward(1.0);
-  auto maxdiff = [&](const char* name) {
-    auto s = *full.params().find(name);
-    double m = 0;
-    for (int64_t i = 0; i < s.numel(); ++i)
-      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
-    return m;
-  };
-  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
-  EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
-  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
-  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+  expect_detach_cuts_only_the_recurrent_path(tiny(RouterType::gru), {"layers/02/router/gate_w"});
 }
-
-// gru-xmoe's state runs between layers as gru's: router_detach leaves the
-// losses and the top layer's head alone and changes the lowest projection's
-// and the cell's gradients.
+// gru-xmoe's state runs between layers as gru's; its top head is the cosine one.
 TEST(ModelRouter, GruXmoeDetachCutsOnlyTheRecurrentPath) {
-  auto c = tiny_cosine(RouterType::gru_xmoe);
-  Batch b = make_batch(c, 2, 5);
-  Model<double> full(c, 2);
-  c.router_detach = true;
-  Model<double> det(c, 2);
-  init_model(full, 42);
-  init_model(det, 42);
-  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
-            det.forward(b.tokens.data(), b.targets.data(), 2).total);
-  full.grads().zero();
-  det.grads().zero();
-  full.backward(1.0);
-  det.backward(1.0);
-  auto maxdiff = [&](const char* name) {
-    auto s = *full.params().find(name);
-    double m = 0;
-    for (int64_t i = 0; i < s.numel(); ++i)
-      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
-    return m;
-  };
-  for (const char* top : {"layers/02/router/expert_emb", "layers/02/router/xmoe_proj", "layers/02/router/log_scale"})
-    EXPECT_EQ(maxdiff(top), 0.0) << top;
-  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
-  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+  expect_detach_cuts_only_the_recurrent_path(
+      tiny_cosine(RouterType::gru_xmoe),
+      {"layers/02/router/expert_emb", "layers/02/router/xmoe_proj", "layers/02/router/log_scale"});
 }
-
-// lstm: router_detach cuts both d/dh_{l-1} and d/dc_{l-1} and nothing else:
-// the same losses; the top layer's gate and experts (no recurrent path above
-// them) get bit-identical gradients; the lowest projection and w_hh, reached
-// through (h, c) from the layers above only without detach, differ. The
-// detached gradient itself is checked against PyTorch's .detach() by
-// golden_lstm_detach.h5.
+// lstm: router_detach cuts both d/dh_{l-1} and d/dc_{l-1}. The detached
+// gradient itself is checked against PyTorch's .detach() by golden_lstm_detach.h5.
 TEST(ModelRouter, LstmDetachCutsOnlyTheRecurrentPath) {
-  auto c = tiny(RouterType::lstm);
-  Batch b = make_batch(c, 2, 5);
-  Model<double> full(c, 2);
-  c.router_detach = true;
-  Model<double> det(c, 2);
-  init_model(full, 42);
-  init_model(det, 42);
-  EXPECT_EQ(full.forward(b.tokens.data(), b.targets.data(), 2).total,
-            det.forward(b.tokens.data(), b.targets.data(), 2).total);
-  full.grads().zero();
-  det.grads().zero();
-  full.backward(1.0);
-  det.backward(1.0);
-  auto maxdiff = [&](const char* name) {
-    auto s = *full.params().find(name);
-    double m = 0;
-    for (int64_t i = 0; i < s.numel(); ++i)
-      m = std::max(m, std::abs(full.grads().data_of(s)[i] - det.grads().data_of(s)[i]));
-    return m;
-  };
-  EXPECT_EQ(maxdiff("layers/02/router/gate_w"), 0.0);
-  EXPECT_EQ(maxdiff("layers/02/experts/w1"), 0.0);
-  EXPECT_GT(maxdiff("layers/00/router/proj_w"), 1e-8);
-  EXPECT_GT(maxdiff("router/cell/w_hh"), 1e-8);
+  expect_detach_cuts_only_the_recurrent_path(tiny(RouterType::lstm), {"layers/02/router/gate_w"});
 }
 
 // The cosine head's parameters: names and shapes of docs/MODEL.md, no decay,
