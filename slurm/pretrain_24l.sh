@@ -74,7 +74,8 @@
 #    and NCCL_* variables (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, ...) pass through.
 #
 # NOTE: rmoe's CUDA backend is not implemented yet (CPU only for now):
-# `--device cuda` stops with a usage error (status 2). The script already
+# `--device cuda` stops with a usage error (status 2; `--dry-run --device
+# cuda --dry-run-ranks 8` prints the per-GPU plan). The script already
 # passes --device from RMOE_DEVICE (default cuda); run it on CPUs with
 # RMOE_DEVICE=cpu, or use slurm/pretrain_cpu.sh. See slurm/README.md.
 #

@@ -221,6 +221,8 @@ TEST(TrainConfigErrors, BatchLayout) {
   EXPECT_THROW(check_batch_layout(c), UsageError);
   EXPECT_NO_THROW(check_device_supported(Device::cpu));
   EXPECT_THROW(check_device_supported(Device::cuda), UsageError);  // until the CUDA backend is complete
+  EXPECT_THROW(parse_args({"--device", "cuda"}), UsageError);
+  EXPECT_EQ(parse_args({"--device", "cuda", "--dry-run"}).device, Device::cuda);  // the GPU plan needs no GPU
 }
 
 TEST(TrainConfigErrors, NonPositiveSizes) {

@@ -308,6 +308,50 @@ TEST(DryRun, PaperMediumRouterParameterCounts) {
   }
 }
 
+// --dry-run --device cuda: the per-GPU plan. Weights, gradients and moments
+// are 4 + 2 + 4 + 8 bytes per parameter of this GPU (EP splits the experts);
+// activations and the all-to-all grow with the micro-batch; the link bytes by
+// hand; the paper's 24-layer model at micro-batch 1 and S 4096 fits one 80 GB
+// GPU without recomputation.
+TEST(GpuPlan, PartsByHand) {
+  TrainConfig c = paper_config();
+  const ModelStats s = compute_model_stats(c);
+  for (int ep : {1, 8}) {
+    const GpuMemoryPlan g = plan_gpu_memory(c, ep);
+    EXPECT_EQ(g.params, s.total_params - s.expert_params + s.expert_params / ep);
+    EXPECT_EQ(g.weights_fp32, 4 * g.params);
+    EXPECT_EQ(g.weights_bf16, 2 * g.params);
+    EXPECT_EQ(g.grads, 4 * g.params);
+    EXPECT_EQ(g.moments, 8 * g.params);
+    EXPECT_EQ(g.total, 18 * g.params + g.activations + g.workspace);
+  }
+  const GpuMemoryPlan one = plan_gpu_memory(c, 1);
+  EXPECT_LT(one.total + (int64_t(1) << 30), int64_t(80) << 30) << "the 24-layer model must fit an 80 GB GPU";
+  EXPECT_GT(one.activations, int64_t(4) << 30);  // ~6 GiB: the plan counts every layer's saved tensors
+  TrainConfig two = c;
+  two.micro_batch_size = 2;
+  EXPECT_NEAR(double(plan_gpu_memory(two, 1).activations), 2.0 * double(one.activations), 64.0);
+  // The head holds one chunk of V logits, not [T, V] (1.5 GiB at S 4096).
+  EXPECT_LT(one.workspace, int64_t(1) << 30);
+
+  // 8 GPUs, EP 8: each of the 140 micro-steps of a GPU sends 7/8 of its
+  // 4096 x 4 slots four times per layer as 1280 bf16 values.
+  const GpuCommPlan m = plan_gpu_comm(c, 8, 8);
+  EXPECT_EQ(m.micro_steps, 140);
+  EXPECT_EQ(m.a2a_bytes, int64_t(4.0 * 4096 * 4 * 7 / 8 * 1280 * 2 * 24 * 140));
+  const double replicated = double(s.total_params - s.expert_params);
+  EXPECT_EQ(m.allreduce_bytes, int64_t(2.0 * 7 / 8 * 4 * replicated));  // experts: one replica each, nothing to sum
+  EXPECT_EQ(m.a2a_gbps, kNvlinkGBps);
+  EXPECT_DOUBLE_EQ(m.a2a_seconds, double(m.a2a_bytes) / (kNvlinkGBps * 1e9));
+  const GpuCommPlan nodes = plan_gpu_comm(c, 16, 16);  // EP over two nodes of 8: InfiniBand
+  EXPECT_EQ(nodes.a2a_gbps, kInfinibandGBps);
+  EXPECT_EQ(plan_gpu_comm(c, 8, 1).a2a_bytes, 0);  // EP 1: every expert at home
+  EXPECT_EQ(plan_gpu_comm(c, 1, 1).allreduce_bytes, 0);
+  const std::string text = format_gpu_plan(c, 8, 8);
+  EXPECT_NE(text.find("fits a 80 GB GPU (+1 GiB context): yes"), std::string::npos) << text;
+  EXPECT_NE(text.find("this is its plan, not a measurement"), std::string::npos) << text;
+}
+
 TEST(DryRun, CountsAre64BitAndOverflowIsRefused) {
   TrainConfig big;
   big.model.num_layers = 64;

@@ -39,9 +39,9 @@ int run(int argc, char** argv) {
   resolve_vocab_size_from_data(cfg);  // --data-path DIR: the dataset's vocabulary unless --vocab-size is given
   const ModelStats stats = compute_model_stats(cfg);
   if (cfg.dry_run && cfg.dry_run_ranks > 0) {  // plan a layout without starting it
-    const std::string layout = format_layout(
-        cfg, stats, cfg.dry_run_ranks,
-        resolve_expert_parallel_size(cfg.expert_parallel_size, cfg.dry_run_ranks, cfg.model.num_experts));
+    const int ep = resolve_expert_parallel_size(cfg.expert_parallel_size, cfg.dry_run_ranks, cfg.model.num_experts);
+    std::string layout = format_layout(cfg, stats, cfg.dry_run_ranks, ep);
+    if (cfg.device == Device::cuda) layout += format_gpu_plan(cfg, cfg.dry_run_ranks, ep);
     if (mpi_world_rank() == 0) std::cout << format_dry_run(cfg, stats) << layout;
     return 0;
   }
@@ -50,7 +50,8 @@ int run(int argc, char** argv) {
   set_collective_timeout(cfg.collective_timeout);  // from here on no rank waits forever (watchdog.h)
   const bool root = groups->world->rank() == 0;
   if (cfg.dry_run) {
-    const std::string layout = format_layout(cfg, stats, groups->world->size(), groups->ep_size);
+    std::string layout = format_layout(cfg, stats, groups->world->size(), groups->ep_size);
+    if (cfg.device == Device::cuda) layout += format_gpu_plan(cfg, groups->world->size(), groups->ep_size);
     if (root) std::cout << format_dry_run(cfg, stats) << layout;
     return 0;
   }

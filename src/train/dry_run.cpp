@@ -317,6 +317,116 @@ std::string format_layout(const TrainConfig& cfg, const ModelStats& s, int P, in
   return os.str();
 }
 
+// ---- the GPU plan ------------------------------------------------------------
+GpuMemoryPlan plan_gpu_memory(const TrainConfig& cfg, int ep_size) {
+  const ModelStats s = compute_model_stats(cfg);
+  const ModelConfig& m = cfg.model;
+  const double d = m.hidden_size, H = m.num_heads, E = m.num_experts, k = m.topk, f = m.ffn_hidden_size,
+               p = router_has_projection(m.router_type) ? m.router_dim : 0, V = m.vocab_size, L = m.num_layers,
+               g = router_cell_gates(m.router_type) * double(m.router_dim),
+               c = router_has_cell_memory(m.router_type) ? m.router_dim : 0,
+               r = router_has_cosine_head(m.router_type) ? m.cosine_dim() : 0,
+               T = double(cfg.micro_batch_size) * m.seq_length;
+  GpuMemoryPlan g_plan;
+  g_plan.params = s.total_params - s.expert_params + s.expert_params / std::max(1, ep_size);
+  g_plan.weights_fp32 = 4 * g_plan.params;
+  g_plan.weights_bf16 = 2 * g_plan.params;
+  g_plan.grads = 4 * g_plan.params;
+  g_plan.moments = 8 * g_plan.params;
+  // Saved for backward, bytes per token and layer: fp32 x_in, x_mid, u (the
+  // residual stream, the router's input), the norms' rstd; bf16 a, q, k, v, o
+  // (GEMM inputs); fp32 attention lse [H]; the fp32 router (up, h, the
+  // cell's gi, gh, gates, lstm's c, the cosine head's [r] rows, logits and
+  // probs [E], gates [k], lse); bf16 token slots xs, ys [k, d] and the
+  // experts' a, b, h [k, f]; int32 routing indices (idx, slot_of,
+  // slot_token, keep).
+  const double per_token_layer = 4 * (3 * d + 2) + 2 * 5 * d + 4 * H + 4 * (2 * p + 3 * g + c + 3 * r + 2 * E + k + 1) +
+                                 2 * (2 * k * d + 3 * k * f) + 4 * 4 * k;
+  // Per micro-batch: fp32 x_final, bf16 xf, the head's rstd and losses.
+  const double per_token = L * per_token_layer + 4 * d + 2 * d + 8;
+  g_plan.activations = int64_t(T * per_token);
+  // Backward's fp32 scratch per token (dx, da, dq, dk, dv, d_o, du, dxf [d];
+  // dxs, dys [k, d]; the experts' two [k, f]; the router's), one head chunk
+  // of fp32 logits and their gradient, and cuBLAS's workspace.
+  const double chunk = double(Model<float>::head_chunk_rows_for(m, int64_t(T)));
+  const double scratch_per_token = 4 * (8 * d + 2 * k * d + 2 * k * f + 3 * p + 2 * g + 2 * c + 2 * E + k);
+  g_plan.workspace = int64_t(T * scratch_per_token + 2 * 4 * chunk * V) + kCublasWorkspaceBytes;
+  g_plan.total = g_plan.weights_fp32 + g_plan.weights_bf16 + g_plan.grads + g_plan.moments + g_plan.activations +
+                 g_plan.workspace;
+  return g_plan;
+}
+
+GpuCommPlan plan_gpu_comm(const TrainConfig& cfg, int P, int ep_size, int gpus_per_node) {
+  check_batch_layout(cfg, P);
+  const ModelStats s = compute_model_stats(cfg);
+  const ModelConfig& m = cfg.model;
+  const int EP = std::max(1, ep_size);
+  GpuCommPlan c;
+  c.micro_steps = cfg.global_batch_size / (int64_t(P) * cfg.micro_batch_size);
+  // Slots leaving their rank per micro-step and layer (balanced routing: the
+  // (EP - 1) / EP of them owned elsewhere), d bf16 values each, four crossings.
+  const double slots = double(cfg.micro_batch_size) * m.seq_length * m.topk;
+  const double per_layer = 4.0 * slots * (double(EP - 1) / EP) * m.hidden_size * 2.0;
+  c.a2a_bytes = int64_t(per_layer * m.num_layers * double(c.micro_steps));
+  // fp32 gradients: the replicated ones over all P ranks, this GPU's experts over its P / EP replicas.
+  const double replicated = double(s.total_params - s.expert_params), experts = double(s.expert_params) / EP;
+  auto ring = [](double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0.0; };
+  c.allreduce_bytes = int64_t(ring(4 * replicated, P) + ring(4 * experts, P / EP));
+  c.a2a_gbps = EP <= gpus_per_node ? kNvlinkGBps : kInfinibandGBps;
+  c.allreduce_gbps = P <= gpus_per_node ? kNvlinkGBps : kInfinibandGBps;
+  c.a2a_seconds = double(c.a2a_bytes) / (c.a2a_gbps * 1e9);
+  c.allreduce_seconds = double(c.allreduce_bytes) / (c.allreduce_gbps * 1e9);
+  return c;
+}
+
+std::string format_gpu_plan(const TrainConfig& cfg, int P, int ep_size) {
+  const GpuMemoryPlan g = plan_gpu_memory(cfg, ep_size);
+  const GpuCommPlan c = plan_gpu_comm(cfg, P, ep_size);
+  std::ostringstream os;
+  char line[200];
+  os << "\n  per GPU (--device cuda plan: " << P << " GPU(s), expert-parallel size " << ep_size
+     << ", micro-batch " << cfg.micro_batch_size << " x " << cfg.model.seq_length << " tokens):\n";
+  auto row = [&](const char* what, int64_t bytes) {
+    std::snprintf(line, sizeof line, "    %-40s %12s\n", what, gib(bytes).c_str());
+    os << line;
+  };
+  row("fp32 master weights", g.weights_fp32);
+  row("bf16 weight copies", g.weights_bf16);
+  row("fp32 gradients", g.grads);
+  row("AdamW moments (fp32 m, v)", g.moments);
+  row("activations (one micro-batch)", g.activations);
+  row("workspace (scratch, head chunk, cuBLAS)", g.workspace);
+  row("total", g.total);
+  for (const int gpu_gib : {40, 80}) {  // + 1 GiB for the CUDA context and the allocator's slack
+    std::snprintf(line, sizeof line, "    fits a %d GB GPU (+1 GiB context): %s\n", gpu_gib,
+                  g.total + (int64_t(1) << 30) <= (int64_t(gpu_gib) << 30)
+                      ? "yes"
+                      : "no (lower --micro-batch-size or --seq-length, or raise --expert-parallel-size)");
+    os << line;
+  }
+  std::snprintf(line, sizeof line, "    all-to-all per step                      %12s sent per GPU (%ld micro-steps x %d layers, balanced routing)\n",
+                size_text(double(c.a2a_bytes)).c_str(), long(c.micro_steps), cfg.model.num_layers);
+  os << line;
+  std::snprintf(line, sizeof line, "    gradient all-reduce per step             %12s sent per GPU (fp32 ring)\n",
+                size_text(double(c.allreduce_bytes)).c_str());
+  os << line;
+  std::snprintf(line, sizeof line,
+                "    step time the links impose               %.3f s all-to-all at %.0f GB/s + %.3f s all-reduce at %.0f GB/s\n",
+                c.a2a_seconds, c.a2a_gbps, c.allreduce_seconds, c.allreduce_gbps);
+  os << line;
+  // For scale: the step's compute on one GPU at a stated MFU of the bf16 peak.
+  const double step_flops = compute_model_stats(cfg).flops_per_token * double(cfg.global_batch_size) *
+                            cfg.model.seq_length / P;
+  std::snprintf(line, sizeof line,
+                "    compute per step and GPU                 %.3f s at 35%% of an A100's 312 TFLOP/s bf16 (%s)\n",
+                step_flops / (0.35 * 312e12), human(step_flops, "FLOP").c_str());
+  os << line;
+  os << "    (assumed: NVLink " << kNvlinkGBps << " GB/s per GPU and direction within a node of 8, InfiniBand "
+     << kInfinibandGBps << " GB/s per GPU between nodes; no overlap with compute)\n";
+  os << "  the CUDA backend cannot train yet (docs/ARCHITECTURE.md §7): this is its plan, not a measurement\n";
+  return os.str();
+}
+
 MemoryNeed memory_need(const TrainConfig& cfg, MemoryUse use, int ep_size) {
   TrainConfig c = cfg;
   if (use == MemoryUse::generation) c.micro_batch_size = 1;  // one sequence at a time

@@ -9,6 +9,7 @@
 // heads, E experts, k top-k, f expert FFN width, p router width, V
 // vocabulary, S sequence length, B micro-batch size.
 // Tested by tests/test_dry_run.cpp: the parts against the parameter registry
+// (and the GPU plan, GpuPlan.*, by hand counts and the 24-layer fit in 80 GB)
 // (model_param_specs), the activation figure against a built model's arena
 // (Model<float>::activation_bytes), and the paper's 24-layer "0.91B"
 // configuration, 1.069B parameters with these shapes (docs/MODEL.md), as an
@@ -90,5 +91,50 @@ int64_t available_memory_bytes();
 
 // check_memory_fits (config.h) against `available` bytes (< 0: no check).
 void check_memory_fits_in(int64_t available, const TrainConfig& cfg, int ranks_on_node, int ep_size, MemoryUse use);
+
+// ---- the GPU plan: `rmoe_train --dry-run --device cuda [--dry-run-ranks P]` ----
+// What one GPU would hold and send under the CUDA backend's mixed-precision
+// layout (docs/ARCHITECTURE.md §7), computed on any machine, with no GPU.
+// Memory per GPU (EP splits the experts; everything else is replicated):
+//   fp32 master weights 4 B, bf16 copies of every weight 2 B, fp32
+//   gradients 4 B, AdamW's two fp32 moments 8 B per parameter; the
+//   activations one micro-batch saves for backward (bf16 where a GEMM reads
+//   them, fp32 for the residual stream, norms, the router, softmax and
+//   losses); the workspace (backward's fp32 scratch, one head chunk of fp32
+//   logits and their gradient, cuBLAS's workspace).
+// Communication per step and GPU (balanced routing): every token slot that
+// leaves its rank crosses the EP group four times (dispatch and combine, in
+// forward and backward) as d bf16 values; the gradients take one ring
+// all-reduce in fp32 (2 (n - 1) / n of their bytes over n ranks). The time
+// the links alone impose uses an assumed bandwidth, stated in the report.
+struct GpuMemoryPlan {
+  int64_t params = 0;        // this GPU's parameters: replicated + 1/EP of the experts
+  int64_t weights_fp32 = 0;  // 4 B per parameter
+  int64_t weights_bf16 = 0;  // 2 B per parameter
+  int64_t grads = 0;         // 4 B per parameter
+  int64_t moments = 0;       // 8 B per parameter
+  int64_t activations = 0;   // one micro-batch, every layer (balanced routing)
+  int64_t workspace = 0;     // backward scratch + one head chunk + cuBLAS workspace
+  int64_t total = 0;
+};
+GpuMemoryPlan plan_gpu_memory(const TrainConfig& cfg, int ep_size);
+
+struct GpuCommPlan {
+  int64_t micro_steps = 0;        // per GPU per optimizer step
+  int64_t a2a_bytes = 0;          // all-to-all bytes one GPU sends per step
+  int64_t allreduce_bytes = 0;    // gradient all-reduce bytes one GPU sends per step
+  double a2a_gbps = 0;            // assumed bandwidth (GB/s per GPU and direction) of the EP group's links
+  double allreduce_gbps = 0;      // the same for the data-parallel all-reduce
+  double a2a_seconds = 0, allreduce_seconds = 0;
+};
+// P ranks of gpus_per_node GPUs per node: a group within one node uses
+// NVLink (kNvlinkGBps), one that spans nodes InfiniBand (kInfinibandGBps).
+GpuCommPlan plan_gpu_comm(const TrainConfig& cfg, int P, int ep_size, int gpus_per_node = 8);
+constexpr double kNvlinkGBps = 300.0;     // A100 NVLink 3: 12 links x 25 GB/s per direction
+constexpr double kInfinibandGBps = 25.0;  // HDR 200 Gb/s, one NIC per GPU
+constexpr int64_t kCublasWorkspaceBytes = int64_t(32) << 20;
+
+// The report's lines (after format_dry_run).
+std::string format_gpu_plan(const TrainConfig& cfg, int P, int ep_size);
 
 }  // namespace rmoe
