@@ -199,23 +199,22 @@ one_run() {
   fi
   echo "done $run: $(grep -o 'bpc [0-9.]*' "$dir/eval.txt" | head -1) ($(grep -o '[0-9]* tokens/s' "$dir/train.log" | tail -1))"
 }
-failed=0 running=0 n_done=0
+# Each run in a subshell that records its exit status next to its outputs;
+# `jobs -rp` paces them (wait -n only wakes the loop: its status is not used,
+# since a run that ends before wait -n is called is reported as 127).
 for run in "${runs[@]}"; do
-  one_run "$run" &
-  running=$((running + 1))
-  if [[ $running -ge $jobs ]]; then
-    wait -n || failed=1
-    running=$((running - 1))
-    n_done=$((n_done + 1))
-    say "$n_done/${#runs[@]} runs finished ($(( (SECONDS - t_start) / 60 )) min so far)"
-  fi
+  mkdir -p "$out/runs/$run"
+  rm -f "$out/runs/$run/exit_status"
+  while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n 2>/dev/null || true; done
+  ( one_run "$run" && st=0 || st=$?; echo "$st" >"$out/runs/$run/exit_status" ) &
 done
-while [[ $running -gt 0 ]]; do
-  wait -n || failed=1
-  running=$((running - 1))
-  n_done=$((n_done + 1))
-  say "$n_done/${#runs[@]} runs finished ($(( (SECONDS - t_start) / 60 )) min so far)"
+wait
+failed=0 n_done=0
+for run in "${runs[@]}"; do
+  st=$(cat "$out/runs/$run/exit_status" 2>/dev/null || echo missing)
+  [[ $st == 0 ]] && n_done=$((n_done + 1)) || { failed=1; echo "run $run: exit status $st"; }
 done
+say "$n_done/${#runs[@]} runs finished ($(( (SECONDS - t_start) / 60 )) min)"
 [[ $failed -eq 0 ]] || die "some runs failed (FAILED lines above); finished runs are kept: run the same command again to redo only the failed ones"
 
 # ---- 5. the table and the curves ---------------------------------------------------

@@ -53,6 +53,11 @@ sleep 1
 out=$(run --variants smoe,rmoe-np --seeds 2 2>&1) || bad "the second call failed: $(tail -5 <<<"$out")"
 [[ $(stat -c %Y "$work/out/runs/smoe/seed1/train.log") == "$before" ]] || bad "a finished run was trained again"
 
+# A run that fails is named, and the comparison exits 1 (here rmoe_train refuses the option).
+out=$(run --variants smoe --seeds 1 --out "$work/out_bad" --lr 1e300 2>&1); st=$?
+[[ $st -eq 1 ]] && grep -q "FAILED smoe/seed1: rmoe_train --dry-run" <<<"$out" \
+  || bad "a failing run: status $st: $(tail -5 <<<"$out")"
+
 # Usage errors.
 out=$(run --variants smoe,nope 2>&1); st=$?
 [[ $st -eq 2 ]] && grep -q "unknown variant 'nope'" <<<"$out" || bad "--variants nope: status $st: $out"
