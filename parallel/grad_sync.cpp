@@ -21,29 +21,25 @@ StatsReducer world_stats_reducer(Comm& world) {
 
 SlotGatherer world_slot_gatherer(Comm& world) {
   if (world.size() == 1) return {};
-  // Comm has no variable all-gather: an all-to-all-v that sends every rank
-  // the same piece is one. The buffers live with the gatherer (no allocation
-  // once they have grown).
+  // Every rank's key count (an all-to-all of the same count to each rank),
+  // then the keys themselves; the buffers live with the gatherer.
   struct Buffers {
-    std::vector<int64_t> send_counts, recv_counts;
-    std::vector<double> send;
+    std::vector<int64_t> send_counts, counts;
   };
   auto buf = std::make_shared<Buffers>();
   return [&world, buf](Tensor<const double> mine, std::vector<double>& all) -> int64_t {
     const int P = world.size();
     const int64_t n = mine.numel();
     buf->send_counts.assign(size_t(P), n);
-    buf->recv_counts.assign(size_t(P), 0);
-    world.alltoall(buf->send_counts.data(), buf->recv_counts.data(), 1);
-    buf->send.resize(size_t(n) * size_t(P));
-    for (int r = 0; r < P; ++r) ops::copy(Tensor<double>(buf->send.data() + int64_t(r) * n, {n}), mine);
+    buf->counts.assign(size_t(P), 0);
+    world.alltoall(buf->send_counts.data(), buf->counts.data(), 1);
     int64_t total = 0, first = 0;
     for (int r = 0; r < P; ++r) {
       if (r == world.rank()) first = total;
-      total += buf->recv_counts[size_t(r)];
+      total += buf->counts[size_t(r)];
     }
     all.resize(size_t(total));
-    world.alltoallv(buf->send.data(), buf->send_counts.data(), all.data(), buf->recv_counts.data());
+    world.allgatherv(mine.data, n, all.data(), buf->counts.data());
     return first / 2;  // keys are rows of two
   };
 }

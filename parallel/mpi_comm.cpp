@@ -107,6 +107,18 @@ class MpiComm final : public Comm {
     InCollective in("MPI_Allgather");
     RMOE_MPI(MPI_Allgather(send, to_int(n, "allgather"), MPI_FLOAT, recv, to_int(n, "allgather"), MPI_FLOAT, c_));
   }
+  void allgatherv(const double* send, int64_t n, double* recv, const int64_t* counts) override {
+    InCollective in("MPI_Allgatherv");
+    std::vector<int> rcount(size_), rdisp(size_);
+    int64_t off = 0;
+    for (int r = 0; r < size_; ++r) {
+      rcount[r] = to_int(counts[r], "allgatherv");
+      rdisp[r] = to_int(off, "allgatherv offset");
+      off += counts[r];
+    }
+    RMOE_MPI(MPI_Allgatherv(send, to_int(n, "allgatherv"), MPI_DOUBLE, recv, rcount.data(), rdisp.data(), MPI_DOUBLE,
+                            c_));
+  }
   void broadcast(void* data, int64_t bytes, int root) override {
     InCollective in("MPI_Bcast");
     RMOE_MPI(MPI_Bcast(data, to_int(bytes, "broadcast"), MPI_BYTE, root, c_));
@@ -139,6 +151,9 @@ class SelfComm final : public Comm {
   void alltoallv(const float* s, const int64_t* sc, float* r, const int64_t*) override { std::memcpy(r, s, sc[0] * sizeof(float)); }
   void alltoallv(const double* s, const int64_t* sc, double* r, const int64_t*) override { std::memcpy(r, s, sc[0] * sizeof(double)); }
   void allgather(const float* s, int64_t n, float* r) override { std::memcpy(r, s, n * sizeof(float)); }
+  void allgatherv(const double* s, int64_t n, double* r, const int64_t*) override {
+    std::memcpy(r, s, n * sizeof(double));
+  }
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
   std::unique_ptr<Comm> split(int, int) override { return std::make_unique<SelfComm>(); }

@@ -40,6 +40,33 @@ std::vector<int> valid_eps(int P, int E) {
 
 // Rows carry (source rank, global expert, slot) as exact integers. Routing is
 // random and skewed: every third expert gets nothing, and rank 1 sends nothing.
+// The capacity's key exchange: rank r sends 2 (r + 1) values (keys are rows
+// of two); every rank gets all of them in rank order and its own first row.
+// Checked on every rank and the verdict reduced, so all ranks return together.
+TEST(SlotGatherer, GathersPiecesOfDifferentLengthsInRankOrder) {
+  auto world = mpi_world();
+  const int P = world->size(), me = world->rank();
+  std::vector<double> mine(size_t(2 * (me + 1)));
+  for (size_t i = 0; i < mine.size(); ++i) mine[i] = 1000.0 * me + double(i);
+  std::vector<double> all;
+  int64_t first = 0;
+  const SlotGatherer gather = world_slot_gatherer(*world);
+  if (gather) {
+    first = gather(Tensor<const double>(mine.data(), {int64_t(mine.size() / 2), 2}), all);
+  } else {
+    all = mine;  // one process: nothing to gather
+  }
+  std::vector<double> want;
+  int64_t want_first = 0;
+  for (int r = 0; r < P; ++r) {
+    if (r == me) want_first = int64_t(want.size()) / 2;
+    for (int i = 0; i < 2 * (r + 1); ++i) want.push_back(1000.0 * r + i);
+  }
+  int64_t wrong = (all == want && first == want_first) ? 0 : 1;
+  world->allreduce_sum(&wrong, 1);
+  EXPECT_EQ(wrong, 0) << "ranks with a wrong gather (this one: first " << first << ", want " << want_first << ")";
+}
+
 TEST(Dispatcher, RoundTripMovesEveryRowOnceAndBack) {
   auto world = mpi_world();
   const int P = world->size(), rank = world->rank();

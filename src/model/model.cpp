@@ -228,7 +228,7 @@ ForwardResult Model<T>::forward(const int32_t* tokens, const int32_t* targets, i
   ForwardResult r;
   r.expert_counts.assign(size_t(cfg_.num_layers) * E, 0);
   r.dropped_slots = dropped_slots_;
-  r.slots_global = cfg_.capacity_factor > 0 ? slots_global_ : num_tokens_global_ * cfg_.topk;
+  r.slots_global = num_tokens_global_ * cfg_.topk;
   double lb_sum = 0, z_sum = 0;
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const double* st = all + size_t(l) * (2 * E + 2);

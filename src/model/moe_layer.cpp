@@ -66,7 +66,7 @@ void Model<T>::moe_forward(int l) {
 
 // This layer's capacity decision: every rank's slot keys meet (gather_slots_,
 // a collective) and moe_capacity_keep makes the same choice on every rank.
-// Sets L.keep [T,k], dropped_slots_[l] and slots_global_.
+// Sets L.keep [T,k] and dropped_slots_[l].
 template <class T>
 void Model<T>::capacity_drop(int l) {
   auto& L = layers_[l];
@@ -82,7 +82,6 @@ void Model<T>::capacity_drop(int l) {
     ops::copy(Tensor<double>(all_keys_.data(), {n_slots, 2}), mine);
   }
   const int64_t G = int64_t(all_keys_.size()) / 2;  // slots of all ranks
-  slots_global_ = G;
   const int64_t capacity = expert_capacity(cfg_.capacity_factor, G / cfg_.topk, cfg_.topk, cfg_.num_experts);
   ops::moe_capacity_keep(first_rows(L.keep, n_tok), Tensor<int64_t>(&dropped_slots_[size_t(l)], {1}),
                          Tensor<const double>(all_keys_.data(), {G, 2}), first, capacity, cfg_.num_experts);

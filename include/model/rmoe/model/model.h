@@ -214,7 +214,6 @@ class Model {
   std::vector<int64_t> kept_slots_, dropped_slots_;
   std::vector<double> slot_key_mem_, all_keys_;
   Tensor<double> slot_keys_;
-  int64_t slots_global_ = 0;
   bool freeze_routing_ = false;
   Tensor<T> h_frozen_;              // [L, T, p]: the states held by set_freeze_router_state (null: not held)
   std::vector<T> h_frozen_mem_;     // its backing (host; allocated only when a test holds the state)

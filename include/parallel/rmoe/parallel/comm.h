@@ -35,6 +35,9 @@ class Comm {
                          const int64_t* recv_counts) = 0;
   // Concatenation of every rank's equal-size piece, in rank order, on all ranks.
   virtual void allgather(const float* send, int64_t n, float* recv) = 0;
+  // The same for pieces of different lengths: counts[r] elements from rank r
+  // (counts[rank()] = n), stored in rank order into recv.
+  virtual void allgatherv(const double* send, int64_t n, double* recv, const int64_t* counts) = 0;
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // Ranks with the same color form a new group, ordered by key.
