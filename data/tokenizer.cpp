@@ -5,6 +5,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -59,7 +60,15 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   // `where` names the blob's origin for error messages.
   SentencePieceTokenizer(std::string proto, const std::string& where) : proto_(std::move(proto)) {
-    const auto st = sp_.LoadFromSerializedProto(proto_);
+    // SentencePiece reports most bad models by status, but its trie builder
+    // (darts-clone) throws its own std::exception on some, e.g. a piece that
+    // starts with a NUL byte (fuzz finding F5, tests/fuzz/README.md).
+    sentencepiece::util::Status st;
+    try {
+      st = sp_.LoadFromSerializedProto(proto_);
+    } catch (const std::exception& e) {
+      throw InputError(where + ": not a valid SentencePiece model (" + e.what() + ")");
+    }
     if (!st.ok())
       throw InputError(where + ": not a valid SentencePiece model (" + st.ToString() + ")");
     vocab_ = sp_.GetPieceSize();
@@ -74,7 +83,12 @@ class SentencePieceTokenizer final : public Tokenizer {
   int eod_id() const override { return eod_; }
   void encode(std::string_view text, std::vector<int32_t>& out) const override {
     std::vector<int> ids;
-    const auto st = sp_.Encode(text, &ids);
+    sentencepiece::util::Status st;
+    try {
+      st = sp_.Encode(text, &ids);
+    } catch (const std::exception& e) {
+      throw Error(std::string("SentencePiece encoding failed: ") + e.what());
+    }
     if (!st.ok()) throw Error("SentencePiece encoding failed: " + st.ToString());
     out.insert(out.end(), ids.begin(), ids.end());
   }
@@ -84,7 +98,12 @@ class SentencePieceTokenizer final : public Tokenizer {
     auto flush = [&] {
       if (piece.empty()) return;
       std::string part;
-      const auto st = sp_.Decode(piece, &part);
+      sentencepiece::util::Status st;
+      try {
+        st = sp_.Decode(piece, &part);
+      } catch (const std::exception& e) {
+        throw Error(std::string("SentencePiece decoding failed: ") + e.what());
+      }
       if (!st.ok()) throw Error("SentencePiece decoding failed: " + st.ToString());
       s += part;
       piece.clear();

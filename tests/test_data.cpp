@@ -1155,6 +1155,23 @@ TEST(BadInput, FuzzFindingsF1AndF2AreRejectedQuickly) {
   EXPECT_EQ(verdict, "") << "dataset_meta_vlen_string_global_heap_hang.bin";
 }
 
+// Fuzz finding F5 (tests/fuzz/README.md): a SentencePiece model with a piece
+// that starts with a NUL byte made SentencePiece's trie builder throw its own
+// exception (not an rmoe::Error), which escaped load_tokenizer. The input is
+// fuzz_tokenizer's mode byte, then the serialized model.
+TEST(BadInput, FuzzFindingF5SentencePieceTrieErrorIsAnInputError) {
+  const std::string bin =
+      read_file(std::string(RMOE_SOURCE_DIR) + "/tests/fuzz/findings/tokenizer_nul_piece_darts_exception.bin");
+  ASSERT_GT(bin.size(), 1u);
+  try {
+    load_tokenizer("sentencepiece", bin.substr(1), "dataset.h5:/tokenizer_model");
+    FAIL() << "a model with a NUL-led piece was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("dataset.h5:/tokenizer_model: not a valid SentencePiece model"), std::string::npos) << msg;
+  }
+}
+
 // Every single flipped bit of a shard and of dataset.h5, one file at a time:
 // the reader rejects the file with an rmoe::Error or reads exactly what was
 // written, within the watchdog and without a large allocation (F1, F2: the
