@@ -20,7 +20,7 @@ extern "C" char* openblas_get_corename(void);
 extern "C" int openblas_get_num_threads(void);
 
 int main(int argc, char** argv) {
-  rmoe::use_passive_omp_wait(argv, rmoe::ranks_on_this_node());  // as the apps do (threads.h)
+  rmoe::use_thread_defaults(argv, rmoe::ranks_on_this_node());  // as the apps do (threads.h)
   int steps = 5;
   std::vector<const char*> args;
   for (int i = 0; i < argc; ++i) {

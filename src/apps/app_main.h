@@ -130,7 +130,7 @@ namespace rmoe {
 
 // rmoe_train, rmoe_eval, rmoe_generate (see the file comment).
 inline int mpi_app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
-  use_passive_omp_wait(argv, ranks_on_this_node());  // before anything starts threads (see threads.h)
+  use_thread_defaults(argv, ranks_on_this_node());  // before anything starts threads (see threads.h)
   mpi_init(&argc, &argv);
   const ErrorReport report{mpi_world_rank(), mpi_world()->size(), host_name()};
   const RunOutcome outcome = run_and_report(name, report, argc, argv, run);
