@@ -859,6 +859,41 @@ OP_CASE(CpuVsRef, Experts, "experts_forward: ref", "experts_backward: ref") {
   for (const ExpertsCase& s : cases) experts_vs_ref(rng, s);
 }
 
+// Experts run one after the other or concurrently (one per thread, above
+// kConcurrentExpertsMacs of work in cpu_moe.cpp): every thread count gives the
+// same bits, on a shape under that threshold and one over it.
+OP_CASE(CpuVsRef, ExpertsThreadsSameBits, "experts_forward: ref", "experts_backward: ref") {
+  Rng rng = test_rng();
+  const int saved = omp_get_max_threads();
+  for (const ExpertsCase& s : {ExpertsCase{16, 24, {5, 0, 8, 3, 1}},                           // 0.02M multiply-adds
+                               ExpertsCase{64, 96, {300, 0, 17, 250, 90, 1, 200, 120, 64}}}) {  // 19M
+    const int64_t E = int64_t(s.counts.size());
+    auto offsets = offsets_from_counts(s.counts);
+    const int64_t N = offsets[E];
+    SHAPE_TRACE("N=" << N << " d=" << s.d << " f=" << s.f << " E=" << E);
+    auto xs = rng.randn<F>({N, s.d}), dys = rng.randn<F>({N, s.d});
+    auto W1 = rng.randn<F>({E, s.f, s.d}, 0.3), W3 = rng.randn<F>({E, s.f, s.d}, 0.3);
+    auto W2 = rng.randn<F>({E, s.d, s.f}, 0.3);
+    auto g_x = rng.randn<F>({N, s.d}), g_13 = rng.randn<F>({E, s.f, s.d}), g_2 = rng.randn<F>({E, s.d, s.f});
+    std::vector<std::vector<F>> got;
+    for (int threads : {1, 2, 4}) {
+      omp_set_num_threads(threads);
+      Buf<F> ys({N, s.d}, garbage<F>()), a({N, s.f}, garbage<F>()), b({N, s.f}, garbage<F>()),
+          h({N, s.f}, garbage<F>()), sa({N, s.f}, garbage<F>()), sb({N, s.f}, garbage<F>());
+      Cpu::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W1.t(), W3.t(), W2.t());
+      auto dxs = g_x, dW1 = g_13, dW3 = g_13;
+      auto dW2 = g_2;
+      Cpu::experts_backward(dxs.t(), dW1.t(), dW3.t(), dW2.t(), sa.t(), sb.t(), dys.t(), xs.t(), offsets.t(), a.t(),
+                            b.t(), h.t(), W1.t(), W3.t(), W2.t());
+      std::vector<F> all;
+      for (const Buf<F>* x : {&ys, &a, &b, &h, &dxs, &dW1, &dW3, &dW2}) all.insert(all.end(), x->data(), x->data() + x->size());
+      got.push_back(all);
+    }
+    omp_set_num_threads(saved);
+    for (size_t i = 1; i < got.size(); ++i) EXPECT_TRUE(got[i] == got[0]) << "run " << i << " differs from run 0";
+  }
+}
+
 OP_CASE(CpuVsRef, GatherCombine, "moe_gather: ref", "moe_combine: ref", "moe_combine_backward: ref", "moe_gather_backward: ref") {
   Rng rng = test_rng();
   struct S {

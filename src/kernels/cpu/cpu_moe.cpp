@@ -303,19 +303,28 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
 }
 
 // ---- grouped SwiGLU experts --------------------------------------------------------
-// Runs body(e) for every expert with rows. With several threads and at least
-// two non-empty experts per thread, experts run concurrently, largest first,
+// The multiply-adds below which experts run one after the other even with
+// threads: waking an OpenMP team costs tens of microseconds under the passive
+// wait policy (core/threads.h), about the whole op at the tiny config's shape
+// (32 rows of d = f = 64 per expert: 0.24 ms per step's expert forwards at 1
+// thread, 0.85 ms concurrent at 2). 2^22 is about 40 us of GEMM.
+constexpr int64_t kConcurrentExpertsMacs = int64_t(1) << 22;
+
+// Runs body(e) for every expert with rows; `macs` is the op's multiply-adds.
+// With several threads, at least two non-empty experts per thread and
+// kConcurrentExpertsMacs of work, experts run concurrently, largest first,
 // each on one thread with single-threaded GEMMs: many small GEMMs in a row
 // scale poorly over BLAS threads. Otherwise in order, each GEMM on BLAS's
 // threads. Each expert writes only its own rows and its own weights'
-// gradients, so the result is the same either way.
+// gradients, so the result is the same either way
+// (CpuVsRef.ExpertsThreadsSameBits).
 template <class Body>
-static void for_each_expert(const int64_t* offsets, int64_t E, Body&& body) {
+static void for_each_expert(const int64_t* offsets, int64_t E, int64_t macs, Body&& body) {
   std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e)
     if (offsets[e + 1] > offsets[e]) active.push_back(e);
   const int threads = omp_get_max_threads();
-  if (threads > 1 && int64_t(active.size()) >= 2 * threads && !omp_in_parallel()) {
+  if (threads > 1 && int64_t(active.size()) >= 2 * threads && macs >= kConcurrentExpertsMacs && !omp_in_parallel()) {
     std::stable_sort(active.begin(), active.end(), [&](int64_t x, int64_t y) {
       return offsets[x + 1] - offsets[x] > offsets[y + 1] - offsets[y];
     });
@@ -334,7 +343,7 @@ void experts_forward(Tensor<T> ys, Tensor<T> a, Tensor<T> b, Tensor<T> h, In<T> 
   RMOE_CHECK(xs.cols() == d && W2.size(1) == d && W2.size(2) == f,
              "experts_forward: W1 " << W1.shape_str() << " W2 " << W2.shape_str() << " xs " << xs.shape_str());
   check_offsets(offsets, E, xs.rows(), "experts_forward");
-  for_each_expert(offsets.data, E, [&](int64_t e) {
+  for_each_expert(offsets.data, E, 3 * xs.rows() * f * d, [&](int64_t e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
     gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W1.data + e * f * d, d, T(0), a.data + r0 * f, f);
     gemm(false, true, n, f, d, T(1), xs.data + r0 * d, d, W3.data + e * f * d, d, T(0), b.data + r0 * f, f);
@@ -356,7 +365,7 @@ void experts_backward(Tensor<T> dxs, Tensor<T> dW1, Tensor<T> dW3, Tensor<T> dW2
                  scratch_db.numel() >= xs.rows() * f,
              "experts_backward: W1 " << W1.shape_str() << " dys " << dys.shape_str() << " scratch "
                                      << scratch_da.shape_str());
-  for_each_expert(offsets.data, E, [&](int64_t e) {
+  for_each_expert(offsets.data, E, 6 * xs.rows() * f * d, [&](int64_t e) {
     const int64_t r0 = offsets.data[e], n = offsets.data[e + 1] - r0;
     const T* dy = dys.data + r0 * d;
     const T* x = xs.data + r0 * d;
