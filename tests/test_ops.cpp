@@ -53,6 +53,9 @@
 #include "rmoe/kernels/flash_attention.h"
 #include "rmoe/kernels/ops.h"
 
+extern "C" int openblas_get_num_threads(void);
+extern "C" void openblas_set_num_threads(int);
+
 using namespace rmoe;
 
 namespace {
@@ -859,14 +862,18 @@ OP_CASE(CpuVsRef, Experts, "experts_forward: ref", "experts_backward: ref") {
   for (const ExpertsCase& s : cases) experts_vs_ref(rng, s);
 }
 
-// Experts run one after the other or concurrently (one per thread, above
-// kConcurrentExpertsMacs of work in cpu_moe.cpp): every thread count gives the
-// same bits, on a shape under that threshold and one over it.
+// With at least two non-empty experts per thread, experts run one after the
+// other or concurrently (one per thread, above kConcurrentExpertsMacs of work
+// in cpu_moe.cpp), on single-threaded GEMMs either way: every such thread
+// count, OpenMP's and OpenBLAS's alike, gives the bits of one thread, on a
+// shape under that threshold and one over it. (With fewer experts than that
+// the GEMMs use OpenBLAS's threads, which may round differently.)
 OP_CASE(CpuVsRef, ExpertsThreadsSameBits, "experts_forward: ref", "experts_backward: ref") {
   Rng rng = test_rng();
-  const int saved = omp_get_max_threads();
-  for (const ExpertsCase& s : {ExpertsCase{16, 24, {5, 0, 8, 3, 1}},                           // 0.02M multiply-adds
-                               ExpertsCase{64, 96, {300, 0, 17, 250, 90, 1, 200, 120, 64}}}) {  // 19M
+  const int saved = omp_get_max_threads(), saved_blas = openblas_get_num_threads();
+  // Forward multiply-adds: 0.02M, 4.1M (just under; GEMMs OpenBLAS would thread), 19M.
+  for (const ExpertsCase& s : {ExpertsCase{16, 24, {5, 0, 8, 3, 1}}, ExpertsCase{96, 96, {60, 0, 45, 30, 14}},
+                               ExpertsCase{64, 96, {300, 0, 17, 250, 90, 1, 200, 120, 64}}}) {
     const int64_t E = int64_t(s.counts.size());
     auto offsets = offsets_from_counts(s.counts);
     const int64_t N = offsets[E];
@@ -875,9 +882,11 @@ OP_CASE(CpuVsRef, ExpertsThreadsSameBits, "experts_forward: ref", "experts_backw
     auto W1 = rng.randn<F>({E, s.f, s.d}, 0.3), W3 = rng.randn<F>({E, s.f, s.d}, 0.3);
     auto W2 = rng.randn<F>({E, s.d, s.f}, 0.3);
     auto g_x = rng.randn<F>({N, s.d}), g_13 = rng.randn<F>({E, s.f, s.d}), g_2 = rng.randn<F>({E, s.d, s.f});
+    const int64_t active = std::count_if(s.counts.begin(), s.counts.end(), [](int64_t c) { return c > 0; });
     std::vector<std::vector<F>> got;
-    for (int threads : {1, 2, 4}) {
+    for (int threads = 1; threads <= 4 && 2 * threads <= std::max<int64_t>(active, 2); threads *= 2) {
       omp_set_num_threads(threads);
+      openblas_set_num_threads(threads);
       Buf<F> ys({N, s.d}, garbage<F>()), a({N, s.f}, garbage<F>()), b({N, s.f}, garbage<F>()),
           h({N, s.f}, garbage<F>()), sa({N, s.f}, garbage<F>()), sb({N, s.f}, garbage<F>());
       Cpu::experts_forward(ys.t(), a.t(), b.t(), h.t(), xs.t(), offsets.t(), W1.t(), W3.t(), W2.t());
@@ -890,7 +899,9 @@ OP_CASE(CpuVsRef, ExpertsThreadsSameBits, "experts_forward: ref", "experts_backw
       got.push_back(all);
     }
     omp_set_num_threads(saved);
-    for (size_t i = 1; i < got.size(); ++i) EXPECT_TRUE(got[i] == got[0]) << "run " << i << " differs from run 0";
+    openblas_set_num_threads(saved_blas);
+    ASSERT_GE(got.size(), 2u);
+    for (size_t i = 1; i < got.size(); ++i) EXPECT_TRUE(got[i] == got[0]) << (1 << i) << " threads differ from 1";
   }
 }
 

@@ -311,24 +311,30 @@ void moe_gather_backward(Tensor<T> dx, In<T> dxs, Tensor<const int32_t> slot_of)
 constexpr int64_t kConcurrentExpertsMacs = int64_t(1) << 22;
 
 // Runs body(e) for every expert with rows; `macs` is the op's multiply-adds.
-// With several threads, at least two non-empty experts per thread and
-// kConcurrentExpertsMacs of work, experts run concurrently, largest first,
-// each on one thread with single-threaded GEMMs: many small GEMMs in a row
-// scale poorly over BLAS threads. Otherwise in order, each GEMM on BLAS's
-// threads. Each expert writes only its own rows and its own weights'
-// gradients, so the result is the same either way
-// (CpuVsRef.ExpertsThreadsSameBits).
+// With several threads and at least two non-empty experts per thread, every
+// GEMM runs on one BLAS thread: many small GEMMs in a row scale poorly over
+// BLAS threads, and single-threaded ones give the same bits either way. Then,
+// with kConcurrentExpertsMacs of work, experts run concurrently, largest
+// first, one per thread; below it, in order. Each expert writes only its own
+// rows and its own weights' gradients, so these schedules give the bits of
+// one thread (CpuVsRef.ExpertsThreadsSameBits,
+// Trainer.ThreadCountDoesNotChangeBits). With fewer experts, in order, each
+// GEMM on BLAS's threads (which may round differently).
 template <class Body>
 static void for_each_expert(const int64_t* offsets, int64_t E, int64_t macs, Body&& body) {
   std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e)
     if (offsets[e + 1] > offsets[e]) active.push_back(e);
   const int threads = omp_get_max_threads();
-  if (threads > 1 && int64_t(active.size()) >= 2 * threads && macs >= kConcurrentExpertsMacs && !omp_in_parallel()) {
+  if (threads > 1 && int64_t(active.size()) >= 2 * threads && !omp_in_parallel()) {
+    OneBlasThread one;
+    if (macs < kConcurrentExpertsMacs) {
+      for (int64_t e : active) body(e);
+      return;
+    }
     std::stable_sort(active.begin(), active.end(), [&](int64_t x, int64_t y) {
       return offsets[x + 1] - offsets[x] > offsets[y + 1] - offsets[y];
     });
-    OneBlasThread one;
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < active.size(); ++i) body(active[i]);
   } else {
