@@ -1,5 +1,5 @@
 // test_schedule_adamw.cpp — lr_at (include/rmoe/train/schedule.h) at its key
-// steps, and adamw_step / sum_squares / scale (include/rmoe/train/adamw.h)
+// steps, and adamw_step / sum_squares (include/rmoe/train/adamw.h)
 // against a plain double-precision reference written here, plus bitwise
 // independence of the thread count.
 #include <gtest/gtest.h>
@@ -152,10 +152,30 @@ TEST(SumSquares, MatchesLongDoubleAndEdgeCases) {
   }
 }
 
-TEST(Scale, MultipliesEveryElement) {
-  std::vector<float> x = random_vector(5001, 11, 1.0), y = x;
-  scale(x.data(), 5001, 0.25f);
-  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], y[i] * 0.25f);
+// grad_scale (clipping's clip / norm) gives exactly the step on the scaled
+// gradient; the count of non-finite results is 0 on a healthy step and counts
+// every non-finite param, m and v written.
+TEST(AdamW, GradScaleAndNonFiniteCount) {
+  const int64_t n = 5001;
+  const std::vector<float> grad = random_vector(n, 11, 1.0), start = random_vector(n, 12, 1.0);
+  std::vector<float> scaled(n);
+  for (int64_t i = 0; i < n; ++i) scaled[i] = grad[i] * 0.25f;
+  std::vector<float> p1 = start, m1(n, 0.f), v1(n, 0.f), p2 = start, m2(n, 0.f), v2(n, 0.f);
+  for (int64_t t = 1; t <= 2; ++t) {
+    EXPECT_EQ(adamw_step(p1.data(), grad.data(), m1.data(), v1.data(), n, AdamWHyper{}, t, 1e-2f, 0.1f, 0.25f), 0);
+    EXPECT_EQ(adamw_step(p2.data(), scaled.data(), m2.data(), v2.data(), n, AdamWHyper{}, t, 1e-2f, 0.1f), 0);
+  }
+  EXPECT_EQ(std::memcmp(p1.data(), p2.data(), n * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(m1.data(), m2.data(), n * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(v1.data(), v2.data(), n * sizeof(float)), 0);
+  // A NaN gradient poisons m, v and param of its element; an infinite one
+  // (v = inf) leaves a NaN param (inf / inf) and infinite m and v; a huge
+  // learning rate overflows param alone (where it pushes past FLT_MAX).
+  std::vector<float> g = {1.f, NAN, INFINITY, 2.f}, p = {1.f, 1.f, 1.f, 1.f}, m(4, 0.f), v(4, 0.f);
+  EXPECT_EQ(adamw_step(p.data(), g.data(), m.data(), v.data(), 4, AdamWHyper{}, 1, 1e-3f, 0.f), 6);
+  std::vector<float> g2 = {-1.f, 1.f, 1.f}, q = {3e38f, -3e38f, 1.f}, m3(3, 0.f), v3(3, 0.f);
+  EXPECT_EQ(adamw_step(q.data(), g2.data(), m3.data(), v3.data(), 3, AdamWHyper{}, 1, 3e38f, 0.f), 2);
+  EXPECT_TRUE(std::isinf(q[0]) && std::isinf(q[1]) && std::isfinite(q[2]));
 }
 
 }  // namespace

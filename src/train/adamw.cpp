@@ -1,9 +1,10 @@
-// adamw.cpp — AdamW and scale over flat buffers (formulas in
-// include/rmoe/train/adamw.h). OpenMP over elements or fixed blocks; no
-// reduction depends on the thread count.
+// adamw.cpp — AdamW over a flat buffer (formulas in include/rmoe/train/adamw.h).
+// OpenMP over elements; the count of non-finite results is an integer sum,
+// so nothing depends on the thread count.
 // Tested by tests/test_schedule_adamw.cpp.
 #include "rmoe/train/adamw.h"
 
+#include <cfloat>
 #include <cmath>
 
 #include "rmoe/core/error.h"
@@ -11,8 +12,8 @@
 
 namespace rmoe {
 
-void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWHyper& h,
-                int64_t step, float lr, float weight_decay) {
+int64_t adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWHyper& h,
+                   int64_t step, float lr, float weight_decay, float grad_scale) {
   RMOE_CHECK(step >= 1, "adamw_step: step is 1-based, got " << step);
   const float beta1 = static_cast<float>(h.beta1);
   const float beta2 = static_cast<float>(h.beta2);
@@ -23,22 +24,23 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, 
   const float inv_bc1 = static_cast<float>(1.0 / bc1);
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for schedule(static) if (worth_threads(n))
+  int64_t not_finite = 0;
+  // |x| <= FLT_MAX is false for +-inf and NaN (and vectorises, unlike isfinite).
+#pragma omp parallel for schedule(static) reduction(+ : not_finite) if (worth_threads(n))
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
+    const float g = grad[i] * grad_scale;
     const float mi = beta1 * m[i] + (1.0f - beta1) * g;
     const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
     const float m_hat = mi * inv_bc1;
     const float denom = std::sqrt(vi) * inv_sqrt_bc2 + eps;
-    param[i] = param[i] * decay - lr * m_hat / denom;
+    const float p = param[i] * decay - lr * m_hat / denom;
+    param[i] = p;
+    not_finite += int64_t(!(std::fabs(p) <= FLT_MAX)) + int64_t(!(std::fabs(mi) <= FLT_MAX)) +
+                  int64_t(!(std::fabs(vi) <= FLT_MAX));
   }
-}
-
-void scale(float* x, int64_t n, float s) {
-#pragma omp parallel for schedule(static) if (worth_threads(n))
-  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+  return not_finite;
 }
 
 }  // namespace rmoe

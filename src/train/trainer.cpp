@@ -117,8 +117,6 @@ StepStats Trainer::train_step(bool split_router_grads) {
   st.a2a_bytes = model_.dispatcher().bytes_sent();
   // Gradients and loss summed over the ranks, the global norm (grad_sync.h).
   // The loss is the mean of the ranks' means.
-  auto& gr = grads.replicated();
-  auto& ge = grads.expert();
   const auto tr = std::chrono::steady_clock::now();
   {
     profile::RegionScope region(profile::Region::communication);
@@ -189,35 +187,38 @@ StepStats Trainer::train_step(bool split_router_grads) {
     return st;
   }
 
-  if (cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad) {
-    const float s = float(cfg_.clip_grad / st.grad_norm);
-    scale(gr.data(), int64_t(gr.size()), s);
-    scale(ge.data(), int64_t(ge.size()), s);
-  }
+  // Clipping scales every gradient by clip / norm, inside AdamW's own pass.
+  const float grad_scale =
+      cfg_.clip_grad > 0 && st.grad_norm > cfg_.clip_grad ? float(cfg_.clip_grad / st.grad_norm) : 1.0f;
   AdamWHyper h;
   h.beta1 = cfg_.adam_beta1;
   h.beta2 = cfg_.adam_beta2;
   h.eps = cfg_.adam_eps;
+  int64_t not_finite = 0;  // values AdamW wrote that are not finite
   for (const auto& s : params.specs()) {
     if (s.frozen) continue;  // the random router's gate: kept as initialised (its gradient is 0 too)
     float* m = (s.expert ? m_exp_.data() : m_rep_.data()) + s.offset;
     float* v = (s.expert ? v_exp_.data() : v_rep_.data()) + s.offset;
     // t counts the updates applied: a skipped step made none.
-    adamw_step(params.data_of(s), grads.data_of(s), m, v, s.numel(), h, step_ - skipped_steps_ + 1, float(st.lr),
-               s.decay ? float(cfg_.weight_decay) : 0.f);
+    not_finite += adamw_step(params.data_of(s), grads.data_of(s), m, v, s.numel(), h, step_ - skipped_steps_ + 1,
+                             float(st.lr), s.decay ? float(cfg_.weight_decay) : 0.f, grad_scale);
   }
   // Finite gradients, yet a non-finite result: the learning rate is too large
   // for float. Nothing to skip back to, so the run ends here (every rank: the
   // replicated values are the same everywhere, expert ones are agreed on).
-  TrainState now;
-  now.params = &params;
-  now.m_rep = &m_rep_;
-  now.v_rep = &v_rep_;
-  now.m_exp = &m_exp_;
-  now.v_exp = &v_exp_;
-  const NonFiniteReport bad = find_non_finite(now, true);
-  double bad_anywhere = double(bad.values);
+  // (Frozen values are never written, and were finite: the loss was.)
+  double bad_anywhere = double(not_finite);
   groups_->world->allreduce_max(&bad_anywhere, 1);
+  NonFiniteReport bad;
+  if (not_finite > 0) {  // only now pay a pass over the state, for the message
+    TrainState now;
+    now.params = &params;
+    now.m_rep = &m_rep_;
+    now.v_rep = &v_rep_;
+    now.m_exp = &m_exp_;
+    now.v_exp = &v_exp_;
+    bad = find_non_finite(now, true);
+  }
   if (bad_anywhere > 0)
     throw Error("step " + std::to_string(step_ + 1) + ": the AdamW update (lr " + shortest_text(st.lr) +
                 ") made parameters or moments non-finite although the loss and the gradient norm were finite" +

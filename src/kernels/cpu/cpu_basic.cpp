@@ -68,8 +68,16 @@ void sum_squares(Tensor<double> out, In<T> x) {
 #pragma omp parallel for schedule(static) if (worth_threads(n))
   for (int64_t b = 0; b < num_blocks; ++b) {
     const int64_t end = std::min(n, (b + 1) * kBlock);
+    // 8 interleaved partial sums (element i into i % 8, combined in order):
+    // a fixed order that vectorises, where one running sum is a chain of
+    // dependent adds.
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = b * kBlock;
+    for (; i + 8 <= end; i += 8)
+      for (int l = 0; l < 8; ++l) part[l] += static_cast<double>(x.data[i + l]) * x.data[i + l];
+    for (int l = 0; i < end; ++i, ++l) part[l] += static_cast<double>(x.data[i]) * x.data[i];
     double s = 0.0;
-    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x.data[i]) * x.data[i];
+    for (double p : part) s += p;
     block_sum[b] = s;
   }
   double total = 0.0;
