@@ -547,7 +547,7 @@ OP_CASE(CpuVsRef, Attention, "attention_forward: ref", "attention_backward: ref"
     attention_vs_ref(rng, s);
 }
 
-// The float exp of flash_attention.h (both backends' softmax) against exp in
+// The float exp of host_device.h (both backends' softmax and sigmoid) against exp in
 // double: within 2 ulp over the normal range, 0 below it, exact at 0.
 TEST(FlashAttention, FloatExpWithinTwoUlp) {
   double worst = 0.0;
