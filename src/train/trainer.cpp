@@ -210,15 +210,7 @@ StepStats Trainer::train_step(bool split_router_grads) {
   double bad_anywhere = double(not_finite);
   groups_->world->allreduce_max(&bad_anywhere, 1);
   NonFiniteReport bad;
-  if (not_finite > 0) {  // only now pay a pass over the state, for the message
-    TrainState now;
-    now.params = &params;
-    now.m_rep = &m_rep_;
-    now.v_rep = &v_rep_;
-    now.m_exp = &m_exp_;
-    now.v_exp = &v_exp_;
-    bad = find_non_finite(now, true);
-  }
+  if (not_finite > 0) bad = find_non_finite(state(), true);  // only now pay a pass over the state, for the message
   if (bad_anywhere > 0)
     throw Error("step " + std::to_string(step_ + 1) + ": the AdamW update (lr " + shortest_text(st.lr) +
                 ") made parameters or moments non-finite although the loss and the gradient norm were finite" +
